@@ -1,0 +1,1 @@
+"""Clustering faces into identities, and measuring how good a clustering is."""

@@ -1,0 +1,99 @@
+"""Clustering quality against identity labels, all computed from one contingency table.
+
+Purity alone rewards over-splitting (every face alone has purity 1), so it is always reported with inverse
+purity, BCubed precision/recall/F (Amigo et al. 2009), pairwise precision/recall/F, NMI, the number of
+clusters and compactness = clusters / items. Items without a face must be passed in as their own singleton
+clusters by the caller, never dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+KEYS = (
+    "purity",
+    "inverse_purity",
+    "bcubed_precision",
+    "bcubed_recall",
+    "bcubed_f",
+    "pairwise_precision",
+    "pairwise_recall",
+    "pairwise_f",
+    "nmi",
+    "n_clusters",
+    "compactness",
+)
+
+
+def _codes(labels: Sequence) -> np.ndarray:
+    _, inv = np.unique(np.asarray([str(x) for x in labels]), return_inverse=True)
+    return inv.astype(np.int64)
+
+
+def _f(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+
+def _pairs(n: np.ndarray) -> float:
+    n = n.astype(np.float64)
+    return float((n * (n - 1) / 2).sum())
+
+
+def clustering_metrics(labels_true: Sequence, labels_pred: Sequence) -> dict[str, float]:
+    """Every metric in `KEYS` for predicted cluster ids against true identity labels (same length)."""
+    if len(labels_true) != len(labels_pred):
+        raise ValueError(f"{len(labels_true)} labels but {len(labels_pred)} predictions")
+    n = len(labels_true)
+    if n == 0:
+        raise ValueError("no items to evaluate")
+    t, c = _codes(labels_true), _codes(labels_pred)
+    # Contingency cells: (cluster, class) -> count, sparse.
+    pair = c * (t.max() + 1) + t
+    cells, cell_idx, cell_n = np.unique(pair, return_inverse=True, return_counts=True)
+    cell_c, cell_t = cells // (t.max() + 1), cells % (t.max() + 1)
+    size_c = np.bincount(c)
+    size_t = np.bincount(t)
+
+    purity = np.zeros(size_c.size)
+    np.maximum.at(purity, cell_c, cell_n)
+    inv_purity = np.zeros(size_t.size)
+    np.maximum.at(inv_purity, cell_t, cell_n)
+
+    # BCubed: each item's precision is |its cell| / |its cluster|, recall |its cell| / |its class|.
+    item_cell = cell_n[cell_idx].astype(np.float64)
+    bp = float(np.mean(item_cell / size_c[c]))
+    br = float(np.mean(item_cell / size_t[t]))
+
+    tp = _pairs(cell_n)
+    pred_pairs, true_pairs = _pairs(size_c), _pairs(size_t)
+    pp = tp / pred_pairs if pred_pairs else 1.0
+    pr = tp / true_pairs if true_pairs else 1.0
+
+    return {
+        "purity": float(purity.sum() / n),
+        "inverse_purity": float(inv_purity.sum() / n),
+        "bcubed_precision": bp,
+        "bcubed_recall": br,
+        "bcubed_f": _f(bp, br),
+        "pairwise_precision": pp,
+        "pairwise_recall": pr,
+        "pairwise_f": _f(pp, pr),
+        "nmi": _nmi(cell_n, cell_c, cell_t, size_c, size_t, n),
+        "n_clusters": int(size_c.size),
+        "compactness": float(size_c.size / n),
+    }
+
+
+def _nmi(cell_n, cell_c, cell_t, size_c, size_t, n) -> float:
+    """Normalised mutual information, arithmetic-mean normalisation (scikit-learn's default)."""
+    pc, pt = size_c / n, size_t / n
+    h_c = -float(np.sum(pc * np.log(pc)))
+    h_t = -float(np.sum(pt * np.log(pt)))
+    pij = cell_n / n
+    mi = float(np.sum(pij * (np.log(pij) - np.log(pc[cell_c]) - np.log(pt[cell_t]))))
+    if h_c == 0 and h_t == 0:
+        return 1.0
+    denom = (h_c + h_t) / 2
+    return max(0.0, min(1.0, mi / denom)) if denom > 0 else 0.0

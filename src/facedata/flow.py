@@ -1,0 +1,132 @@
+"""The Prefect build flow: one task per DVC stage, `dvc repro --single-item <stage>`, in DAG order.
+
+DVC decides whether a stage is stale and caches its outputs; Prefect runs, retries, logs and shows. Each task
+streams the stage's output into its log, publishes the stage's metrics as a markdown artifact, and fails with
+the stage's own message. A quality-gate failure (exit code 1) is final; anything else (a crash, DVC's lock held
+by another run) is retried as params say. With no `PREFECT_API_URL`, Prefect runs the flow on a temporary
+local server; with one set, the runs show in that server's UI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
+
+from facedata.lineage import RUN_ID_ENV  # noqa: E402
+from facedata.pipeline.dag import read_dag  # noqa: E402
+
+GATE_EXIT = 1  # facedata.pipeline.runner: the stage ran and a check failed
+
+
+class StageGateFailed(RuntimeError):
+    """The stage ran and refused its inputs (a quality gate): retrying cannot help."""
+
+
+class StageCrashed(RuntimeError):
+    """The stage did not complete (an error, a lock held by another run): worth a retry."""
+
+
+def _retry_unless_gate(task, task_run, state) -> bool:
+    return not isinstance(getattr(state, "data", None), StageGateFailed)
+
+
+def stage_env() -> dict[str, str]:
+    """The environment stages run in: this interpreter's bin first, so `python -m stages.x` in dvc.yaml and
+    `dvc` itself resolve to the environment facedata is installed in."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def dvc_executable() -> str:
+    local = Path(sys.executable).parent / "dvc"
+    return str(local) if local.exists() else (shutil.which("dvc") or "dvc")
+
+
+def metrics_markdown(stage: str, metrics: dict) -> str:
+    rows = []
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        elif isinstance(value, list):
+            rows.append((prefix, ", ".join(map(str, value)) or "(none)"))
+        else:
+            rows.append((prefix, f"{value:.4g}" if isinstance(value, float) else str(value)))
+
+    walk("", metrics)
+    lines = [f"### facedata stage `{stage}`", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+@task(
+    name="dvc-stage",
+    task_run_name="{stage}",
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_unless_gate,
+)
+def run_stage_task(stage: str, root: str, force: bool = False) -> dict:
+    logger = get_run_logger()
+    cmd = [dvc_executable(), "repro", "--single-item", stage] + (["--force"] if force else [])
+    env = stage_env()
+    env[RUN_ID_ENV] = str(flow_run.get_id() or env.get(RUN_ID_ENV, ""))
+    logger.info("$ %s", " ".join(cmd))
+    tail: deque[str] = deque(maxlen=40)
+    with subprocess.Popen(
+        cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            for part in line.rstrip("\n").split("\r"):
+                if part.strip():
+                    logger.info(part)
+                    tail.append(part)
+        rc = proc.wait()
+    metrics_path = Path(root) / "data" / "metrics" / f"{stage}.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    if metrics:
+        create_markdown_artifact(
+            markdown=metrics_markdown(stage, metrics),
+            key=f"facedata-{stage}",
+            description=f"metrics of stage {stage}",
+        )
+    if rc != 0:
+        message = "\n".join(tail)
+        gate = f"facedata {stage}: FAILED" in message or metrics.get("ok") is False
+        exc = StageGateFailed if gate else StageCrashed
+        raise exc(f"stage {stage} failed (dvc exit code {rc}):\n{message}")
+    return metrics
+
+
+@flow(name="facedata-build", log_prints=True)
+def build_flow(root: str = ".", stages: list[str] | None = None, force: bool = False) -> dict:
+    """Run the project's DVC stages in DAG order (all of them, or the named ones), one Prefect task each."""
+    root = str(Path(root).resolve())
+    order = read_dag(Path(root) / "dvc.yaml")
+    if stages:
+        unknown = set(stages) - set(order)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {sorted(unknown)}; dvc.yaml has {order}")
+        order = [s for s in order if s in stages]
+    results = {}
+    for stage in order:
+        results[stage] = run_stage_task(stage, root, force)
+    summary = "\n\n".join(metrics_markdown(s, m) for s, m in results.items())
+    create_markdown_artifact(markdown=summary, key="facedata-build", description="facedata build summary")
+    return results

@@ -1,0 +1,102 @@
+"""The lineage record every manifest row carries: which stage made it, in which run, from which code and
+parameters, with which model, and when.
+
+One struct type (`LINEAGE_TYPE`) is shared by every manifest. `run_id` and `created_at` are the only fields
+that change between two runs over the same inputs; everything else is a pure function of code, parameters and
+data, which is what the determinism tests rely on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+
+from facedata import __version__
+
+LINEAGE_TYPE = pa.struct(
+    [
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("git_rev", pa.string(), nullable=False),
+        pa.field("code_version", pa.string(), nullable=False),
+        pa.field("params_hash", pa.string(), nullable=False),
+        pa.field("model_name", pa.string()),
+        pa.field("model_version", pa.string()),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+#: Lineage fields that legitimately differ between two runs of the same inputs.
+VOLATILE_FIELDS = ("run_id", "created_at")
+
+RUN_ID_ENV = "FACEDATA_RUN_ID"
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@functools.cache
+def current_run_id() -> str:
+    """The orchestrator's run id when there is one (the Prefect flow sets it), else a fresh one per process."""
+    return os.environ.get(RUN_ID_ENV) or uuid.uuid4().hex[:16]
+
+
+@functools.cache
+def git_revision(root: str) -> str:
+    """HEAD of the project's git repository, with '-dirty' when tracked code or params differ from it."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    try:
+        status = subprocess.run(
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                "src",
+                "stages",
+                "flows",
+                "params.yaml",
+            ],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        status = ""
+    return rev + ("-dirty" if status else "")
+
+
+def make_lineage(
+    stage: str,
+    params_hash: str,
+    root: str | Path = ".",
+    model_name: str | None = None,
+    model_version: str | None = None,
+    created_at: dt.datetime | None = None,
+) -> dict:
+    """A lineage dict matching `LINEAGE_TYPE`."""
+    return {
+        "stage": stage,
+        "run_id": current_run_id(),
+        "git_rev": git_revision(str(Path(root).resolve())),
+        "code_version": __version__,
+        "params_hash": params_hash,
+        "model_name": model_name,
+        "model_version": model_version,
+        "created_at": created_at or now_utc(),
+    }

@@ -1,0 +1,389 @@
+"""Manifests: the Parquet tables every stage reads and writes, in one place.
+
+Each manifest has a pyarrow schema, a primary key and a file name under `data/manifests/`. The rules:
+
+- Writes are atomic (temp file + rename) and rows are sorted by key, so the same content gives the same bytes.
+- `merge` replaces rows with the same key instead of appending, so a rerun never duplicates rows.
+- `read` checks the file against the schema and says what is wrong and how to fix it when it does not match.
+- Every row carries its parents' ids and a `lineage` struct (see `facedata.lineage`).
+
+Manifests are plain Parquet: `pandas.read_parquet`, `polars.read_parquet` and duckdb's `read_parquet` all work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from facedata.atomic import write_with
+from facedata.lineage import LINEAGE_TYPE, VOLATILE_FIELDS
+
+SCHEMA_VERSION = "1"
+TS = pa.timestamp("us", tz="UTC")
+
+
+class ManifestError(RuntimeError):
+    """A manifest is missing, unreadable or does not match its schema."""
+
+
+def _f(name: str, typ: pa.DataType, nullable: bool = True) -> pa.Field:
+    return pa.field(name, typ, nullable=nullable)
+
+
+def _lineage() -> pa.Field:
+    return _f("lineage", LINEAGE_TYPE, nullable=False)
+
+
+# Source-side columns shared by `images` and `dataset`: where an image came from.
+_SOURCE_FIELDS = [
+    _f("query_name", pa.string()),  # the name searched for (cast member); null for untargeted video frames
+    _f("label", pa.string()),  # ground-truth identity when the source is labelled (evaluation only)
+    _f("source_kind", pa.string(), False),  # folder | video | url | web_api | web_page
+    _f("source_uri", pa.string(), False),  # file path (project-relative when possible) or image URL
+    _f("page_url", pa.string()),
+    _f("final_url", pa.string()),  # after redirects
+    _f("http_status", pa.int32()),
+    _f("content_type", pa.string()),
+    _f("etag", pa.string()),
+    _f("last_modified", pa.string()),
+    _f("license", pa.string()),
+    _f("author", pa.string()),
+    _f("video_id", pa.string()),  # sha256 of the video file
+    _f("frame_index", pa.int64()),
+    _f("timestamp_s", pa.float64()),
+    _f("fetched_at", TS, False),
+]
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "images": pa.schema(
+        [
+            _f("image_id", pa.string(), False),  # sha256 of the stored bytes
+            _f("store_path", pa.string(), False),  # project-relative path in the content-addressed store
+            _f("format", pa.string(), False),
+            _f("width", pa.int32(), False),
+            _f("height", pa.int32(), False),
+            _f("n_bytes", pa.int64(), False),
+            _f("mode", pa.string(), False),  # colour mode as found (RGB, L, CMYK, I;16, RGBA, P...)
+            _f("n_frames", pa.int32(), False),
+            _f("phash", pa.string()),  # 64-bit perceptual hash, hex
+            _f("dup_of", pa.string()),  # image_id of a near-identical image kept earlier
+            *_SOURCE_FIELDS,
+            _lineage(),
+        ]
+    ),
+    "crawl_log": pa.schema(
+        [
+            _f("log_id", pa.string(), False),
+            _f("query_name", pa.string()),
+            _f("source_kind", pa.string(), False),
+            _f("source_uri", pa.string(), False),
+            _f("page_url", pa.string()),
+            _f("final_url", pa.string()),
+            _f("status", pa.string(), False),  # stored | duplicate | failed | skipped
+            _f("reason", pa.string()),
+            _f("image_id", pa.string()),
+            _f("http_status", pa.int32()),
+            _f("content_type", pa.string()),
+            _f("n_bytes", pa.int64()),
+            _f("attempts", pa.int32(), False),
+            _f("fetched_at", TS, False),
+            _lineage(),
+        ]
+    ),
+    "detections": pa.schema(
+        [
+            _f("image_id", pa.string(), False),
+            _f("detector", pa.string(), False),
+            _f("status", pa.string(), False),  # ok | no_face | error
+            _f("reason", pa.string()),
+            _f("n_faces", pa.int32(), False),  # found by the detector
+            _f("n_kept", pa.int32(), False),  # passing the quality filters
+            _lineage(),
+        ]
+    ),
+    "faces": pa.schema(
+        [
+            _f("face_id", pa.string(), False),
+            _f("image_id", pa.string(), False),
+            _f("face_index", pa.int32(), False),  # rank by detector score within the image
+            _f("detector", pa.string(), False),
+            _f("x1", pa.float32(), False),
+            _f("y1", pa.float32(), False),
+            _f("x2", pa.float32(), False),
+            _f("y2", pa.float32(), False),
+            _f("score", pa.float32(), False),
+            _f("landmarks", pa.list_(pa.float32(), 10), False),  # eyes (l, r), nose, mouth (l, r): x, y pairs
+            _f("is_primary", pa.bool_(), False),  # the image's subject: large and central
+            _f("size_px", pa.float32(), False),  # shorter side of the box
+            _f("blur", pa.float32(), False),  # variance of the Laplacian of the aligned crop
+            _f("yaw", pa.float32()),
+            _f("pitch", pa.float32()),
+            _f("roll", pa.float32()),
+            _f("quality", pa.float32()),  # combined score in [0, 1]
+            _f("status", pa.string(), False),  # ok | filtered
+            _f("reason", pa.string()),  # why a face was filtered
+            _f("crop_path", pa.string()),  # project-relative aligned crop
+            _f("crop_size", pa.int32(), False),
+            _f("align_template", pa.string(), False),
+            _f("align_matrix", pa.list_(pa.float32(), 6), False),  # 2x3 affine, source image -> crop
+            _lineage(),
+        ]
+    ),
+    "embeddings": pa.schema(
+        [
+            _f("face_id", pa.string(), False),
+            _f("model", pa.string(), False),
+            _f("model_version", pa.string(), False),
+            _f("dim", pa.int32(), False),
+            _f("vector", pa.list_(pa.float32()), False),  # L2-normalised
+            _lineage(),
+        ]
+    ),
+    "clusters": pa.schema(
+        [
+            _f("face_id", pa.string(), False),
+            _f("image_id", pa.string(), False),
+            _f("cluster_id", pa.string(), False),
+            _f("cluster_size", pa.int32(), False),
+            _f("method", pa.string(), False),
+            _f("query_name", pa.string()),
+            _f("identity", pa.string()),  # the queried name whose dominant cluster this is, if any
+            _f("doubt", pa.float32(), False),  # 0 = certain; higher = review first
+            _lineage(),
+        ]
+    ),
+    "identities": pa.schema(
+        [
+            _f("query_name", pa.string(), False),
+            _f("cluster_id", pa.string()),  # the dominant cluster, null when none could be chosen
+            _f("n_images", pa.int32(), False),  # images collected for this name
+            _f("n_faces", pa.int32(), False),  # usable faces in those images
+            _f("n_in_cluster", pa.int32(), False),  # of those images, how many have a face in the cluster
+            _f("n_members", pa.int32(), False),  # faces in the cluster, any source
+            _f("confidence", pa.float32(), False),  # n_in_cluster / n_images
+            _f("margin", pa.float32(), False),  # (top - runner-up) / n_images
+            _f("status", pa.string(), False),  # ok | no_faces | weak | conflict
+            _f("reason", pa.string()),
+            _lineage(),
+        ]
+    ),
+    "dataset": pa.schema(
+        [
+            _f("face_id", pa.string(), False),
+            _f("identity", pa.string(), False),
+            _f("split", pa.string(), False),
+            _f("file_path", pa.string(), False),  # relative to the dataset directory
+            _f("file_sha256", pa.string(), False),
+            _f("image_id", pa.string(), False),
+            _f("cluster_id", pa.string(), False),
+            _f("store_path", pa.string(), False),
+            _f("detector", pa.string(), False),
+            _f("x1", pa.float32(), False),
+            _f("y1", pa.float32(), False),
+            _f("x2", pa.float32(), False),
+            _f("y2", pa.float32(), False),
+            _f("embedding_model", pa.string(), False),
+            *_SOURCE_FIELDS,
+            _lineage(),
+            _f("image_lineage", LINEAGE_TYPE, False),
+            _f("face_lineage", LINEAGE_TYPE, False),
+            _f("embedding_lineage", LINEAGE_TYPE, False),
+            _f("cluster_lineage", LINEAGE_TYPE, False),
+        ]
+    ),
+}
+
+KEYS: dict[str, tuple[str, ...]] = {
+    "images": ("image_id",),
+    "crawl_log": ("log_id",),
+    "detections": ("image_id",),
+    "faces": ("face_id",),
+    "embeddings": ("face_id", "model"),
+    "clusters": ("face_id",),
+    "identities": ("query_name",),
+    "dataset": ("face_id",),
+}
+
+#: Which stage writes each manifest (used in error messages and by `facedata lineage`).
+WRITER = {
+    "images": "ingest",
+    "crawl_log": "ingest",
+    "detections": "detect",
+    "faces": "detect",
+    "embeddings": "embed",
+    "clusters": "cluster",
+    "identities": "cluster",
+    "dataset": "export",
+}
+
+MANIFEST_DIR = Path("data") / "manifests"
+
+
+def register(name: str, schema: pa.Schema, key: Iterable[str], writer: str) -> None:
+    """Add a manifest defined by a later part of the pipeline (reviews, meshes...) to the registry."""
+    SCHEMAS[name] = schema
+    KEYS[name] = tuple(key)
+    WRITER[name] = writer
+
+
+def path_for(name: str, root: str | os.PathLike = ".") -> Path:
+    if name == "dataset":
+        return Path(root) / "data" / "dataset" / "dataset.parquet"
+    _check_name(name)
+    return Path(root) / MANIFEST_DIR / f"{name}.parquet"
+
+
+def _check_name(name: str) -> None:
+    if name not in SCHEMAS:
+        raise ManifestError(f"unknown manifest {name!r}; known: {', '.join(sorted(SCHEMAS))}")
+
+
+def schema(name: str) -> pa.Schema:
+    _check_name(name)
+    return SCHEMAS[name].with_metadata({"facedata.manifest": name, "facedata.schema_version": SCHEMA_VERSION})
+
+
+def empty(name: str) -> pa.Table:
+    return schema(name).empty_table()
+
+
+def from_rows(name: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Build a table from dicts; missing nullable columns become null, wrong types raise a clear error."""
+    sch = schema(name)
+    rows = list(rows)
+    try:
+        return pa.Table.from_pylist([{f.name: r.get(f.name) for f in sch} for r in rows], schema=sch)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ManifestError(f"rows for manifest {name!r} do not fit its schema: {exc}") from exc
+
+
+def conform(name: str, table: pa.Table) -> pa.Table:
+    """Select and cast `table` to the manifest schema, with a message naming the offending columns."""
+    sch = schema(name)
+    missing = [f.name for f in sch if f.name not in table.column_names]
+    if missing:
+        raise ManifestError(f"manifest {name!r} is missing columns {missing}")
+    problems = []
+    cols = []
+    for f in sch:
+        col = table.column(f.name)
+        if not col.type.equals(f.type):
+            try:
+                col = col.cast(f.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                problems.append(f"{f.name}: {col.type} (expected {f.type})")
+                continue
+        if not f.nullable and col.null_count:
+            problems.append(f"{f.name}: {col.null_count} null value(s) in a required column")
+        cols.append(col)
+    if problems:
+        raise ManifestError(f"manifest {name!r} does not match its schema: " + "; ".join(problems))
+    return pa.Table.from_arrays(cols, schema=sch)
+
+
+def read(name: str, root: str | os.PathLike = ".", missing_ok: bool = False) -> pa.Table:
+    """Read and check a manifest. With `missing_ok`, an absent file reads as an empty table."""
+    path = path_for(name, root)
+    if not path.exists():
+        if missing_ok:
+            return empty(name)
+        raise ManifestError(
+            f"manifest {name!r} not found at {path}; run the stage that writes it first "
+            f"(`dvc repro {WRITER.get(name, name)}` or `facedata build`)"
+        )
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ManifestError(
+            f"manifest {name!r} at {path} is not readable Parquet ({exc}); delete it and rerun "
+            f"`dvc repro {WRITER.get(name, name)}`"
+        ) from exc
+    try:
+        return conform(name, table)
+    except ManifestError as exc:
+        raise ManifestError(
+            f"{exc} (file {path}); it was probably written by another facedata version: rerun "
+            f"`dvc repro --force {WRITER.get(name, name)}` to rebuild it"
+        ) from exc
+
+
+def read_pandas(name: str, root: str | os.PathLike = ".", missing_ok: bool = False):
+    return read(name, root, missing_ok=missing_ok).to_pandas()
+
+
+def sort_by_key(name: str, table: pa.Table) -> pa.Table:
+    if table.num_rows == 0:
+        return table
+    return table.sort_by([(k, "ascending") for k in KEYS[name]])
+
+
+def write(
+    name: str, table: pa.Table, root: str | os.PathLike = ".", path: str | os.PathLike | None = None
+) -> Path:
+    """Atomically write a manifest, rows sorted by key; refuses duplicate keys."""
+    table = sort_by_key(name, conform(name, table))
+    dup = duplicate_keys(name, table)
+    if dup:
+        raise ManifestError(f"manifest {name!r} would hold duplicate keys, e.g. {dup[:3]}")
+    target = Path(path) if path is not None else path_for(name, root)
+    write_with(target, lambda tmp: pq.write_table(table, tmp, compression="zstd", use_dictionary=True))
+    return target
+
+
+def duplicate_keys(name: str, table: pa.Table) -> list:
+    keys = KEYS[name]
+    if table.num_rows == 0:
+        return []
+    grouped = table.group_by(list(keys)).aggregate([([], "count_all")])
+    dups = grouped.filter(pc.greater(grouped["count_all"], 1))
+    return dups.select(list(keys)).to_pylist()
+
+
+def merge(name: str, old: pa.Table, new: pa.Table) -> pa.Table:
+    """Union of `old` and `new` by key; a row in `new` replaces the row with the same key in `old`."""
+    old = conform(name, old)
+    new = conform(name, new)
+    if new.num_rows == 0:
+        return sort_by_key(name, old)
+    if duplicate_keys(name, new):
+        raise ManifestError(f"new rows for manifest {name!r} repeat a key: {duplicate_keys(name, new)[:3]}")
+    keys = list(KEYS[name])
+    if old.num_rows:
+        new_keys = _key_array(new, keys)
+        old = old.filter(pc.invert(pc.is_in(_key_array(old, keys), value_set=new_keys)))
+    return sort_by_key(name, pa.concat_tables([old, new]))
+
+
+def _key_array(table: pa.Table, keys: list[str]) -> pa.Array:
+    if len(keys) == 1:
+        return table.column(keys[0]).combine_chunks()
+    parts = [pc.cast(table.column(k), pa.string()) for k in keys]
+    return pc.binary_join_element_wise(*parts, "\x1f").combine_chunks()
+
+
+def update(name: str, new: pa.Table, root: str | os.PathLike = ".") -> pa.Table:
+    """Merge `new` into the manifest on disk and write it back."""
+    merged = merge(name, read(name, root, missing_ok=True), new)
+    write(name, merged, root)
+    return merged
+
+
+def stable_view(table: pa.Table) -> pa.Table:
+    """The table without run-varying lineage fields: equal for two runs over the same inputs."""
+    cols, fields = [], []
+    for f in table.schema:
+        col = table.column(f.name)
+        if pa.types.is_struct(f.type) and f.type.equals(LINEAGE_TYPE):
+            keep = [i for i in range(f.type.num_fields) if f.type.field(i).name not in VOLATILE_FIELDS]
+            arr = col.combine_chunks()
+            col = pa.StructArray.from_arrays([arr.field(i) for i in keep], fields=[f.type.field(i) for i in keep])
+            f = pa.field(f.name, col.type)
+        cols.append(col)
+        fields.append(f)
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields))

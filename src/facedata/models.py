@@ -1,0 +1,283 @@
+"""Model resolution: one registry of the weights facedata uses, and one rule for finding them.
+
+A model is named in params.yaml (`dlib-resnet`, `mtcnn`...). Its files are looked for, in order, in
+
+1. `$FACEDATA_MODELS_DIR/<folder>/` (tests and offline sites point this at a shared models folder),
+2. the user cache `$XDG_CACHE_HOME/facedata/models/<folder>/` (default `~/.cache/facedata/models`),
+3. the Python package that ships them (dlib's models in `face_recognition_models`, MTCNN in facenet-pytorch),
+4. the official URL, downloaded into the user cache (unless `FACEDATA_OFFLINE=1`),
+
+and every file is checked against its sha256 before use, so a corrupt or substituted file is refused.
+"""
+
+from __future__ import annotations
+
+import bz2
+import functools
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODELS_DIR_ENV = "FACEDATA_MODELS_DIR"
+OFFLINE_ENV = "FACEDATA_OFFLINE"
+
+
+class ModelError(RuntimeError):
+    """A model's weights cannot be found, downloaded or verified."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    name: str
+    sha256: str | None
+    url: str | None = None  # official source; a `.bz2` URL is decompressed after download
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str  # detector | embedder | landmarks | 3d
+    folder: str  # sub-folder under a models directory
+    version: str
+    files: tuple[ModelFile, ...]
+    license: str
+    description: str
+    package: tuple[str, str] | None = None  # (importable package, sub-folder holding the files)
+    extra: dict = field(default_factory=dict)
+
+
+_FACENET_COMMIT = "787da06156087cd6b616fe6608213722bddc30cd"
+_FACENET_RAW = f"https://raw.githubusercontent.com/timesler/facenet-pytorch/{_FACENET_COMMIT}/data"
+
+REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+register(
+    ModelSpec(
+        name="dlib-resnet",
+        kind="embedder",
+        folder="dlib",
+        version="dlib_face_recognition_resnet_model_v1",
+        files=(
+            ModelFile(
+                "dlib_face_recognition_resnet_model_v1.dat",
+                "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+                "http://dlib.net/files/dlib_face_recognition_resnet_model_v1.dat.bz2",
+            ),
+        ),
+        license="CC0 (Davis King); trained on data including VGGFace2/FaceScrub, see dlib.net",
+        description="dlib ResNet-29 face descriptor, 128-d, 99.38% on LFW; expects 150x150 aligned chips",
+        package=("face_recognition_models", "models"),
+    )
+)
+register(
+    ModelSpec(
+        name="dlib-shape5",
+        kind="landmarks",
+        folder="dlib",
+        version="shape_predictor_5_face_landmarks",
+        files=(
+            ModelFile(
+                "shape_predictor_5_face_landmarks.dat",
+                "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+                "http://dlib.net/files/shape_predictor_5_face_landmarks.dat.bz2",
+            ),
+        ),
+        license="CC0",
+        description="dlib 5-point landmark predictor (dlib's own chip alignment)",
+        package=("face_recognition_models", "models"),
+    )
+)
+register(
+    ModelSpec(
+        name="mtcnn",
+        kind="detector",
+        folder="mtcnn_facenet_pytorch",
+        version=f"facenet-pytorch@{_FACENET_COMMIT[:12]}",
+        files=(
+            ModelFile(
+                "pnet.pt",
+                "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
+                f"{_FACENET_RAW}/pnet.pt",
+            ),
+            ModelFile(
+                "rnet.pt",
+                "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
+                f"{_FACENET_RAW}/rnet.pt",
+            ),
+            ModelFile(
+                "onet.pt",
+                "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+                f"{_FACENET_RAW}/onet.pt",
+            ),
+        ),
+        license="MIT (facenet-pytorch); MTCNN by Zhang et al. 2016",
+        description="MTCNN cascade (P/R/O-Net): boxes, scores and 5 landmarks",
+        package=("facenet_pytorch", "data"),
+    )
+)
+
+
+def models_dirs() -> list[Path]:
+    """The directories searched, in order (not counting package data and downloads)."""
+    dirs = []
+    if os.environ.get(MODELS_DIR_ENV):
+        dirs.append(Path(os.environ[MODELS_DIR_ENV]).expanduser())
+    dirs.append(cache_dir())
+    return dirs
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "facedata" / "models"
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in REGISTRY:
+        raise ModelError(
+            f"unknown model {name!r}; available: {', '.join(sorted(REGISTRY))} (see `facedata models`)"
+        )
+    return REGISTRY[name]
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+def _verified(path: Path, mf: ModelFile) -> bool:
+    return path.is_file() and (mf.sha256 is None or file_sha256(path) == mf.sha256)
+
+
+def _package_dir(spec: ModelSpec) -> Path | None:
+    if spec.package is None:
+        return None
+    pkg, sub = spec.package
+    found = importlib.util.find_spec(pkg)  # no import: face_recognition_models' __init__ needs pkg_resources
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(list(found.submodule_search_locations)[0]) / sub
+
+
+def candidates(spec: ModelSpec) -> list[tuple[str, Path]]:
+    out = [(str(d), d / spec.folder) for d in models_dirs()]
+    pkg = _package_dir(spec)
+    if pkg is not None:
+        out.append((f"package {spec.package[0]}", pkg))
+    return out
+
+
+def locate(name: str, download: bool | None = None) -> dict[str, Path]:
+    """Paths of every file of model `name`, verified; downloads into the cache when allowed and needed."""
+    spec = get_spec(name)
+    found: dict[str, Path] = {}
+    rejected: list[str] = []
+    for mf in spec.files:
+        for _, folder in candidates(spec):
+            path = folder / mf.name
+            if path.is_file():
+                if _verified(path, mf):
+                    found[mf.name] = path
+                    break
+                rejected.append(f"{path} (sha256 mismatch)")
+    missing = [mf for mf in spec.files if mf.name not in found]
+    if missing:
+        if download is None:
+            download = os.environ.get(OFFLINE_ENV, "0") not in ("1", "true", "yes")
+        if not download:
+            raise ModelError(_missing_message(spec, missing, rejected, offline=True))
+        for mf in missing:
+            found[mf.name] = _download(spec, mf, rejected)
+    return found
+
+
+def locate_file(name: str, filename: str | None = None) -> Path:
+    files = locate(name)
+    if filename is None:
+        return next(iter(files.values()))
+    return files[filename]
+
+
+def _missing_message(spec: ModelSpec, missing: list[ModelFile], rejected: list[str], offline: bool) -> str:
+    where = ", ".join(str(folder) for _, folder in candidates(spec))
+    msg = f"model {spec.name!r}: {', '.join(m.name for m in missing)} not found in {where}"
+    if rejected:
+        msg += f"; rejected: {', '.join(rejected)}"
+    if offline:
+        msg += f"; downloads are off ({OFFLINE_ENV}=1)"
+    return msg + f". Put the files in $FACEDATA_MODELS_DIR/{spec.folder}/ or allow the download."
+
+
+def _download(spec: ModelSpec, mf: ModelFile, rejected: list[str]) -> Path:
+    if not mf.url:
+        raise ModelError(_missing_message(spec, [mf], rejected, offline=False) + " (no official URL is known)")
+    target = cache_dir() / spec.folder / mf.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    os.close(fd)
+    try:
+        with urllib.request.urlopen(mf.url, timeout=60) as resp, open(tmp, "wb") as out:  # noqa: S310
+            if mf.url.endswith(".bz2"):
+                shutil.copyfileobj(bz2.BZ2File(resp), out)
+            else:
+                shutil.copyfileobj(resp, out)
+        got = file_sha256(Path(tmp))
+        if mf.sha256 is not None and got != mf.sha256:
+            raise ModelError(f"downloaded {mf.url} has sha256 {got}, expected {mf.sha256}; refusing it")
+        os.replace(tmp, target)
+        return target
+    except OSError as exc:
+        raise ModelError(
+            f"model {spec.name!r}: download of {mf.url} failed ({exc}); "
+            f"{_missing_message(spec, [mf], rejected, offline=False)}"
+        ) from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def status() -> list[dict]:
+    """Every registered model with where its files are found (or why not), for `facedata models`."""
+    rows = []
+    for spec in REGISTRY.values():
+        where, ok = [], True
+        for mf in spec.files:
+            hit = None
+            for label, folder in candidates(spec):
+                if _verified(folder / mf.name, mf):
+                    hit = f"{folder / mf.name} ({label})"
+                    break
+            ok &= hit is not None
+            missing = f"{mf.name}: missing" + (f" (downloadable from {mf.url})" if mf.url else "")
+            where.append(hit or missing)
+        rows.append(
+            {
+                "name": spec.name,
+                "kind": spec.kind,
+                "version": spec.version,
+                "available": ok,
+                "files": where,
+                "license": spec.license,
+                "description": spec.description,
+            }
+        )
+    return rows

@@ -1,0 +1,1 @@
+"""The pipeline stages as importable functions: `facedata.pipeline.<stage>.run(ctx) -> metrics`."""

@@ -1,0 +1,112 @@
+"""Stage `export`: write the dataset (ImageFolder of aligned crops + dataset.parquet with full lineage)."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+
+from facedata import atomic, manifest
+from facedata.export import assign_splits, safe_dirname
+from facedata.ids import sha256_bytes
+from facedata.pipeline.runner import StageContext, StageFailed
+
+SOURCE_COLUMNS = (
+    "query_name",
+    "label",
+    "source_kind",
+    "source_uri",
+    "page_url",
+    "final_url",
+    "http_status",
+    "content_type",
+    "etag",
+    "last_modified",
+    "license",
+    "author",
+    "video_id",
+    "frame_index",
+    "timestamp_s",
+    "fetched_at",
+)
+
+
+def run(ctx: StageContext) -> dict:
+    p = ctx.p
+    model = ctx.params["embed"]["model"]
+    images = {r["image_id"]: r for r in manifest.read("images", ctx.root).to_pylist()}
+    faces = {r["face_id"]: r for r in manifest.read("faces", ctx.root).to_pylist()}
+    emb = {r["face_id"]: r for r in manifest.read("embeddings", ctx.root).to_pylist() if r["model"] == model}
+    identities = {r["query_name"]: r for r in manifest.read("identities", ctx.root).to_pylist()}
+    chosen = [
+        c
+        for c in manifest.read("clusters", ctx.root).to_pylist()
+        if c["identity"] is not None and identities[c["identity"]]["status"] == "ok"
+    ]
+
+    sizes = Counter(c["identity"] for c in chosen)
+    small = sorted(n for n, k in sizes.items() if k < p["min_faces_per_identity"])
+    chosen = [c for c in chosen if sizes[c["identity"]] >= p["min_faces_per_identity"]]
+    missing = [
+        c["face_id"]
+        for c in chosen
+        if c["face_id"] not in faces or c["face_id"] not in emb or faces[c["face_id"]]["image_id"] not in images
+    ]
+    if missing:
+        raise StageFailed(
+            f"{len(missing)} dataset faces do not trace back to a stored image, e.g. {missing[:3]}; "
+            "rerun `dvc repro` from detect"
+        )
+
+    rows = [
+        {
+            "face_id": c["face_id"],
+            "identity": c["identity"],
+            "image_id": c["image_id"],
+            "video_id": images[c["image_id"]]["video_id"],
+        }
+        for c in chosen
+    ]
+    split_of = assign_splits(rows, p["splits"], p["seed"])
+    out_dir = ctx.project.dataset_dir
+    for split in p["splits"]:
+        shutil.rmtree(out_dir / split, ignore_errors=True)
+    lineage = ctx.lineage(model)
+    dataset = []
+    for c in ctx.progress(chosen, desc="export", unit="face"):
+        face, image = faces[c["face_id"]], images[c["image_id"]]
+        data = (ctx.root / face["crop_path"]).read_bytes()
+        rel = f"{split_of[c['face_id']]}/{safe_dirname(c['identity'])}/{c['face_id']}.png"
+        atomic.write_bytes(out_dir / rel, data)
+        row = {
+            "face_id": c["face_id"],
+            "identity": c["identity"],
+            "split": split_of[c["face_id"]],
+            "file_path": rel,
+            "file_sha256": sha256_bytes(data),
+            "image_id": image["image_id"],
+            "cluster_id": c["cluster_id"],
+            "store_path": image["store_path"],
+            "detector": face["detector"],
+            "x1": face["x1"],
+            "y1": face["y1"],
+            "x2": face["x2"],
+            "y2": face["y2"],
+            "embedding_model": model,
+            "lineage": lineage,
+            "image_lineage": image["lineage"],
+            "face_lineage": face["lineage"],
+            "embedding_lineage": emb[c["face_id"]]["lineage"],
+            "cluster_lineage": c["lineage"],
+        }
+        row.update({k: image[k] for k in SOURCE_COLUMNS})
+        dataset.append(row)
+    manifest.write("dataset", manifest.from_rows("dataset", dataset), ctx.root)
+    per_split = Counter(r["split"] for r in dataset)
+    return {
+        "n_faces": len(dataset),
+        "n_identities": len({r["identity"] for r in dataset}),
+        "splits": {s: per_split.get(s, 0) for s in p["splits"]},
+        "n_from_video": sum(1 for r in dataset if r["source_kind"] == "video"),
+        "identities_left_out": small,
+        "dataset_dir": ctx.project.relative(out_dir),
+    }

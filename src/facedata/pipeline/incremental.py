@@ -1,0 +1,50 @@
+"""The incremental pattern shared by per-item stages (detect, embed): reuse rows made earlier with the same
+params, process only what is new in batches, and checkpoint to disk as it goes, so a killed run loses at most
+one checkpoint interval of work and a rerun picks up where it stopped."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from facedata import manifest
+from facedata.pipeline.runner import StageContext
+
+Rows = dict[str, list[dict]]
+
+
+def reusable(
+    table_rows: list[dict], ctx: StageContext, keep: Callable[[dict], bool] = lambda r: True
+) -> list[dict]:
+    """Rows whose lineage params hash matches this run's and that `keep` accepts."""
+    return [r for r in table_rows if r["lineage"]["params_hash"] == ctx.row_params_hash and keep(r)]
+
+
+def run_batches(
+    ctx: StageContext,
+    todo: Sequence,
+    batch_size: int,
+    process_batch: Callable[[list], Rows],
+    base: Rows,
+    desc: str,
+    unit: str,
+    checkpoint_seconds: float = 30.0,
+) -> Rows:
+    """Process `todo` in batches; returns base rows plus new rows per manifest, checkpointed periodically."""
+    new: Rows = {name: [] for name in base}
+    last = time.monotonic()
+    with ctx.progress(total=len(todo), desc=desc, unit=unit) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = list(todo[start : start + batch_size])
+            for name, rows in process_batch(batch).items():
+                new[name].extend(rows)
+            bar.update(len(batch))
+            if time.monotonic() - last > checkpoint_seconds:
+                write_all(ctx, {n: base[n] + new[n] for n in base})
+                last = time.monotonic()
+    return {n: base[n] + new[n] for n in base}
+
+
+def write_all(ctx: StageContext, rows: Rows) -> None:
+    for name, items in rows.items():
+        manifest.write(name, manifest.from_rows(name, items), ctx.root)

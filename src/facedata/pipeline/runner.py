@@ -1,0 +1,140 @@
+"""Running one pipeline stage: what every stage shares (params, lineage, metrics file, errors, progress).
+
+`stages/<name>.py` (the DVC entry point) and `facedata stage <name>` both call `run_stage(name)`, which
+loads the project's params, calls `facedata.pipeline.<name>.run(ctx)`, writes the metrics the stage returns to
+`data/metrics/<name>.json` (DVC metrics), and turns known failures into one readable line and an exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from facedata import atomic
+from facedata.lineage import make_lineage
+from facedata.params import ParamsError, params_hash
+from facedata.pipeline.dag import STAGE_DEFS
+from facedata.project import Project, ProjectError
+
+#: The stages in DAG order, and the parameter keys DVC tracks for each (both from the one DAG definition).
+STAGES = tuple(d.name for d in STAGE_DEFS)
+TRACKED_PARAMS: dict[str, list[str]] = {d.name: list(d.params) for d in STAGE_DEFS}
+
+#: Parameter keys that shape each output row, hashed into its lineage. For ingest the source list decides
+#: which items exist, not how an item is processed, so adding a source does not invalidate stored images.
+ROW_PARAMS: dict[str, list[str]] = {**TRACKED_PARAMS, "ingest": ["ingest"]}
+
+
+class StageFailed(RuntimeError):
+    """A stage ran but must fail (a quality gate, an input that makes its output meaningless)."""
+
+    def __init__(self, message: str, metrics: dict | None = None):
+        super().__init__(message)
+        self.metrics = metrics or {}
+
+
+@dataclass
+class StageContext:
+    project: Project
+    stage: str
+    params: dict
+    row_params_hash: str
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def root(self) -> Path:
+        return self.project.root
+
+    @property
+    def p(self) -> dict:
+        """This stage's own params section."""
+        return self.params.get(self.stage, {})
+
+    def lineage(self, model_name: str | None = None, model_version: str | None = None) -> dict:
+        return make_lineage(self.stage, self.row_params_hash, self.root, model_name, model_version)
+
+    def progress(self, iterable=None, total: int | None = None, desc: str | None = None, unit: str = "it"):
+        """A progress bar on stderr; under DVC/Prefect (no tty) it prints a line every few seconds instead."""
+        tty = sys.stderr.isatty()
+        return tqdm(
+            iterable,
+            total=total,
+            desc=desc or self.stage,
+            unit=unit,
+            file=sys.stderr,
+            dynamic_ncols=tty,
+            mininterval=0.2 if tty else 10.0,
+            ascii=not tty,
+            leave=tty,
+        )
+
+    def elapsed(self) -> float:
+        return round(time.perf_counter() - self.started, 3)
+
+
+def make_context(stage: str, root: str | Path | None = None) -> StageContext:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    project = Project.find(root)
+    params = project.params
+    return StageContext(project, stage, params, params_hash(params, ROW_PARAMS[stage]))
+
+
+def run_stage(stage: str, root: str | Path | None = None) -> int:
+    """Run one stage; returns the process exit code (0 ok, 1 the stage failed a check, 2 bad setup)."""
+    try:
+        ctx = make_context(stage, root)
+    except (ParamsError, ProjectError, ValueError) as exc:
+        print(f"facedata {stage}: {exc}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"facedata.pipeline.{stage}")
+    try:
+        metrics = module.run(ctx)
+    except StageFailed as exc:
+        _write_metrics(ctx, {**exc.metrics, "ok": False, "seconds": ctx.elapsed()})
+        print(f"facedata {stage}: FAILED: {exc}", file=sys.stderr)
+        return 1
+    except KnownErrors as exc:
+        print(f"facedata {stage}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("FACEDATA_DEBUG"):
+            traceback.print_exc()
+        return 2
+    metrics = {**metrics, "ok": True, "seconds": ctx.elapsed()}
+    _write_metrics(ctx, metrics)
+    print(f"facedata {stage}: done in {metrics['seconds']:.1f}s: {summarize(metrics)}", file=sys.stderr)
+    return 0
+
+
+def _write_metrics(ctx: StageContext, metrics: dict) -> None:
+    atomic.write_json(ctx.project.metrics_path(ctx.stage), metrics)
+
+
+def summarize(metrics: dict, limit: int = 12) -> str:
+    flat = [(k, v) for k, v in metrics.items() if isinstance(v, int | float | str | bool) and k != "ok"]
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in flat[:limit])
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from facedata.manifest import ManifestError
+    from facedata.models import ModelError
+
+    return (ParamsError, ProjectError, ManifestError, ModelError, FileNotFoundError, PermissionError)
+
+
+KnownErrors = _known_errors()
+
+
+def main(stage: str) -> None:
+    """Entry point for `python -m stages.<name>`."""
+    sys.exit(run_stage(stage))

@@ -1,0 +1,34 @@
+"""Stage `validate`: Great Expectations suites on every manifest; a failed gate fails the stage (and the flow)
+with a report naming each failing check and example rows."""
+
+from __future__ import annotations
+
+from facedata import atomic, validation
+from facedata.pipeline.runner import StageContext, StageFailed
+
+
+def run(ctx: StageContext) -> dict:
+    frames = validation.load_frames(ctx.root)
+    labelled = validation.labelled_metrics_frame(ctx.root)
+    if labelled is not None:
+        frames["labelled_metrics"] = labelled
+    checks = validation.suites(ctx.params, frames, labelled is not None)
+    report = validation.run_suites(frames, checks, ctx.p["max_failing_examples"])
+    report["failures"] = validation.failures(report)
+    atomic.write_json(ctx.project.reports_dir / "validate.json", report)
+    atomic.write_text(ctx.project.reports_dir / "validate.html", validation.render_html(report))
+    n_checks = sum(len(m["checks"]) for m in report["manifests"].values())
+    n_failed = len(report["failures"])
+    metrics = {
+        "n_checks": n_checks,
+        "n_failed": n_failed,
+        "passed": report["success"],
+        "rows": {name: m["n_rows"] for name, m in report["manifests"].items()},
+    }
+    if not report["success"]:
+        raise StageFailed(
+            f"{n_failed} of {n_checks} quality checks failed (report: data/reports/validate.html):\n  "
+            + "\n  ".join(report["failures"]),
+            metrics,
+        )
+    return metrics

@@ -1,0 +1,88 @@
+"""`facedata init`: a new project directory that `dvc repro` and `facedata build` run in as they are.
+
+It holds params.yaml (every parameter at its default, sources from the command line), dvc.yaml (rendered
+from the DAG definition), thin `stages/` entry points, a .gitignore for data/, and initialised git and DVC
+repositories (DVC analytics off).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from facedata.params import SPEC, validate
+from facedata.pipeline.dag import STAGE_DEFS, render_dvc_yaml
+
+GITIGNORE = """\
+# facedata: data/ is DVC-managed; stage metrics stay in git so `dvc metrics diff` can compare runs.
+/data/*
+!/data/metrics/
+__pycache__/
+.venv/
+"""
+
+
+def render_params_yaml(sources: dict) -> str:
+    """params.yaml with every key at its default, a comment per key, and the given sources."""
+    out = [
+        "# facedata parameters (see `facedata params` for every key and its allowed values).",
+        "# Paths are relative to this file.",
+        "",
+    ]
+    out.append(yaml.safe_dump({"sources": sources}, sort_keys=False, width=110).rstrip())
+    section = None
+    for key, spec in SPEC.items():
+        top, _, leaf = key.partition(".")
+        if top == "sources":
+            continue
+        if top != section:
+            out += ["", f"{top}:"]
+            section = top
+        value = yaml.safe_dump(spec.default, default_flow_style=True, width=1000).strip()
+        value = value.removesuffix("\n...").removesuffix("...").strip()
+        comment = f"  # {spec.help}" if spec.help else ""
+        out.append(f"  {leaf}: {value}{comment}")
+    return "\n".join(out) + "\n"
+
+
+def stage_module(name: str) -> str:
+    return (
+        f'"""DVC stage `{name}` (see dvc.yaml). The logic lives in `facedata.pipeline.{name}`."""\n\n'
+        "from facedata.pipeline.runner import main\n\n"
+        f'if __name__ == "__main__":\n    main("{name}")\n'
+    )
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed in {cwd}: {proc.stderr.strip() or proc.stdout.strip()}")
+
+
+def init_project(directory: str | Path, sources: dict, git: bool = True) -> Path:
+    """Create the project; refuses a directory that already holds params.yaml or dvc.yaml."""
+    root = Path(directory).resolve()
+    if (root / "params.yaml").exists() or (root / "dvc.yaml").exists():
+        raise FileExistsError(f"{root} already holds a facedata/DVC project (params.yaml or dvc.yaml)")
+    root.mkdir(parents=True, exist_ok=True)
+    text = render_params_yaml(sources)
+    validate(yaml.safe_load(text))  # never write a params file the project would then refuse
+    (root / "params.yaml").write_text(text, encoding="utf-8")
+    (root / "dvc.yaml").write_text(render_dvc_yaml(code_deps=False), encoding="utf-8")
+    (root / "stages").mkdir(exist_ok=True)
+    (root / "stages" / "__init__.py").write_text('"""DVC stage entry points."""\n', encoding="utf-8")
+    for s in STAGE_DEFS:
+        (root / "stages" / f"{s.name}.py").write_text(stage_module(s.name), encoding="utf-8")
+    (root / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
+    (root / "data" / "metrics").mkdir(parents=True, exist_ok=True)
+    if git:
+        if not (root / ".git").exists():
+            _run(["git", "init", "-q"], root)
+        dvc = str(Path(sys.executable).parent / "dvc")
+        if not (root / ".dvc").exists():
+            _run([dvc, "init", "-q"], root)
+        _run([dvc, "config", "core.analytics", "false"], root)
+    return root

@@ -1,0 +1,19 @@
+"""The unit every source produces: some bytes (or the error that prevented getting them) and their origin."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SourceItem:
+    source_kind: str  # folder | video | url | web_api | web_page
+    source_uri: str  # file path (project-relative when possible) or URL; for video frames, `path#frame=N`
+    query_name: str | None
+    fetched_at: dt.datetime
+    data: bytes | None = None  # None when fetching failed
+    error: str | None = None  # short code + message when it failed, e.g. "too_large: 52 MB > 40 MB"
+    label: str | None = None
+    extra: dict = field(default_factory=dict)  # page_url, final_url, http_status, video_id, frame_index, ...
+    attempts: int = 1
