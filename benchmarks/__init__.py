@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks [NAME ...]` runs `benchmarks/bench_<NAME>.py` (all when none named)."""
