@@ -17,17 +17,17 @@ def iter_sources(ctx: StageContext) -> Iterator[SourceItem]:
     for src in ctx.params["sources"]["folders"]:
         yield from iter_folder_items(
             proj.resolve(src["root"]),
+            str(src["root"]),
             src.get("names"),
             src.get("max_per_name"),
             bool(src.get("labeled", False)),
             src.get("query_names"),
             p["max_bytes"],
-            proj.relative,
         )
     for src in ctx.params["sources"]["videos"]:
         fps = float(src.get("fps", p["video_fps"]))
         yield from iter_video_items(
-            proj.resolve(src["path"]), fps, p["max_frames_per_video"], src.get("query_name"), proj.relative
+            proj.resolve(src["path"]), str(src["path"]), fps, p["max_frames_per_video"], src.get("query_name")
         )
 
 

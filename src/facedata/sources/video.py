@@ -30,9 +30,10 @@ def sample_indices(n_frames: int, native_fps: float, fps: float, max_frames: int
 
 
 def iter_video_items(
-    path: Path, fps: float, max_frames: int, query_name: str | None, relative
+    path: Path, label: str, fps: float, max_frames: int, query_name: str | None
 ) -> Iterator[SourceItem]:
-    uri = relative(path)
+    """Sampled frames of one video; `label` is the path as written in params.yaml (recorded as the source)."""
+    uri = label
     now = dt.datetime.now(dt.UTC)
     if not path.is_file():
         yield SourceItem("video", uri, query_name, now, error=f"missing: {path} does not exist")
