@@ -39,3 +39,12 @@ def shared() -> Path:
 @pytest.fixture(scope="session")
 def lfw(shared) -> Path:
     return LFW
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server + database for the whole session (starting one takes ~9 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
