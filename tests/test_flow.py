@@ -39,11 +39,15 @@ def artifacts(flow_run_id) -> dict[str, str]:
     return asyncio.run(read())
 
 
-def test_build_flow_runs_every_stage_in_dag_order(prefect_harness, tmp_path, lfw):
+@pytest.fixture(scope="module")
+def flow_project(tmp_path_factory, lfw):
+    return make_project(tmp_path_factory.mktemp("flow") / "proj", lfw, names=SAMPLE_NAMES[:2], per_name=3)
+
+
+def test_build_flow_runs_every_stage_in_dag_order(prefect_harness, flow_project):
     from facedata.flow import build_flow
 
-    root = make_project(tmp_path / "proj", lfw, names=SAMPLE_NAMES[:2], per_name=3)
-    state = build_flow(root=str(root), return_state=True)
+    state = build_flow(root=str(flow_project), return_state=True)
     assert state.is_completed(), state.message
     results = state.result()
     assert list(results) == ["ingest", "detect", "embed", "cluster", "validate", "export"]
@@ -68,6 +72,7 @@ def test_a_failed_quality_gate_fails_the_flow_without_retry(prefect_harness, tmp
         state.result()
     runs = task_runs(state.state_details.flow_run_id)
     assert runs["validate"].run_count == 1  # a gate is final: no retry
+    assert all(runs[s].state.is_completed() for s in ("ingest", "detect", "embed", "cluster"))
     assert "export" not in runs  # nothing after the failed stage runs
     assert (root / "data" / "reports" / "validate.html").exists()
 

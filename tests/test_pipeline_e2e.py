@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,32 @@ def test_lineage_resolves_a_dataset_file_to_its_source(built):
     assert json.loads(by_prefix)[0]["id"] == row["face_id"]
     missing = run([str(BIN / "facedata"), "lineage", "fffffffff0"], root, check=False)
     assert missing.returncode == 1 and "no dataset face" in missing.stderr
+
+
+def api(url: str, path: str, body: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{url}{path}", data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def test_build_shows_in_a_real_prefect_server(built, prefect_server):
+    """With PREFECT_API_URL set, `facedata build` reports to that server: runs, tasks and artifacts show in its
+    API and UI. The project is up to date, so each task finds its DVC stage unchanged and returns at once."""
+    root, _ = built
+    out = run([str(BIN / "facedata"), "build"], root, extra_env={"PREFECT_API_URL": prefect_server})
+    assert "facedata outputs" in out.stdout
+    assert "temporary server" not in out.stdout + out.stderr  # it used the configured server
+    runs = api(prefect_server, "/flow_runs/filter", {"flows": {"name": {"any_": ["facedata-build"]}}})
+    assert len(runs) == 1 and runs[0]["state"]["type"] == "COMPLETED"
+    tasks = api(prefect_server, "/task_runs/filter", {"flow_runs": {"id": {"any_": [runs[0]["id"]]}}})
+    assert sorted(t["name"] for t in tasks) == sorted(
+        ["ingest", "detect", "embed", "cluster", "validate", "export"]
+    )
+    arts = api(prefect_server, "/artifacts/filter", {"artifacts": {"key": {"any_": ["facedata-build"]}}})
+    assert arts and "facedata stage `export`" in arts[0]["data"]
+    with urllib.request.urlopen(prefect_server.removesuffix("/api"), timeout=30) as resp:
+        assert resp.status == 200 and "<html" in resp.read().decode().lower()
 
 
 def _stable(root: Path, name: str):
