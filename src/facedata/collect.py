@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facedata import manifest
-from facedata.ingest import IngestResult, Previous, ingest_items, ingest_lock
+from facedata.ingest import IngestResult, Previous, ingest_items, ingest_lock, sigterm_as_interrupt
 from facedata.lineage import make_lineage
 from facedata.params import params_hash
 from facedata.sources.base import SourceItem
@@ -46,7 +46,7 @@ def run_manual(
     """Ingest `make_items(previous)` into the project at `root`, merging into its manifests."""
     root = Path(root)
     phash = row_params_hash(params)
-    with ingest_lock(root):
+    with ingest_lock(root), sigterm_as_interrupt():
         log_rows = manifest.read("crawl_log", root, missing_ok=True).to_pylist()
         image_rows = manifest.read("images", root, missing_ok=True).to_pylist()
         previous = Previous.from_tables(log_rows, image_rows, phash, root)

@@ -61,6 +61,7 @@ RETRY_NEXT_RUN = frozenset(
         "unreadable",
         "page_failed",
         "api_error",
+        "no_results",
     }
 )
 
@@ -120,6 +121,27 @@ class Previous:
                 continue
             out[row["log_id"]] = (row, image)
         return cls(out, Path(root) if root is not None else None)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (a scheduler cancelling the run, `kill`) into KeyboardInterrupt while ingesting, so the
+    partial result is checkpointed before the process ends. Only in the main thread; a no-op elsewhere."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @contextlib.contextmanager

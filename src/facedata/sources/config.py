@@ -34,6 +34,8 @@ WEB_PAGE_KEYS = {
     "link_selector": (str, False),
     "wait_selector": (str, False),
     "more_selector": (str, False),
+    "empty_selector": (str, False),
+    "wait_s": ((int, float), False),
     "max_scrolls": (int, False),
     "scroll_pause_s": ((int, float), False),
     "idle_scrolls": (int, False),
@@ -84,10 +86,15 @@ def _check_entries(kind: str, entries: list, keys: dict) -> None:
                 raise ValueError(f"{where}.{key} must not be true/false")
             if not isinstance(value, types):
                 raise ValueError(f"{where}.{key} has the wrong type ({type(value).__name__})")
-            if isinstance(value, int) and not isinstance(value, bool) and value <= 0 and key != "fps":
+            if (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and value <= 0
+                and key not in ("fps", "wait_s", "scroll_pause_s")
+            ):
                 raise ValueError(f"{where}.{key} must be a positive integer")
-            if key == "fps" and value <= 0:
-                raise ValueError(f"{where}.fps must be > 0")
+            if key in ("fps", "wait_s", "scroll_pause_s") and value <= 0:
+                raise ValueError(f"{where}.{key} must be > 0")
             if key in ("names", "attributes") and not all(isinstance(v, str) and v.strip() for v in value):
                 raise ValueError(f"{where}.{key} must be a list of non-empty strings")
 

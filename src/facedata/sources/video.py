@@ -205,6 +205,7 @@ def _candidate(bgr, idx, cut, uri, query_name, video_id, native, base, settings,
     item = _frame_item(uri, query_name, video_id, idx, native, base)
     if cut is not None:
         item.extra["note"] = f"scene_change: colour histogram distance {cut:.2f}"
+    shot = f" (first frame of a new shot: colour histogram distance {cut:.2f})" if cut is not None else ""
     reused = _reuse(previous, item, video_id)
     if reused is not None:
         status, frame_hash = reused
@@ -218,7 +219,7 @@ def _candidate(bgr, idx, cut, uri, query_name, video_id, native, base, settings,
         n_faces, best = finder.faces(rgb)
         if n_faces == 0:
             item.skipped = True
-            item.error = f"no_face: no face with score >= {settings.face_min_score:g} (best {best:.2f})"
+            item.error = f"no_face: no face with score >= {settings.face_min_score:g} (best {best:.2f}){shot}"
             stats["no_face"] = stats.get("no_face", 0) + 1
             return item
     frame_hash = phash(rgb)
@@ -227,7 +228,7 @@ def _candidate(bgr, idx, cut, uri, query_name, video_id, native, base, settings,
             d = hamming(frame_hash, other)
             if d <= settings.dup_bits:
                 item.skipped = True
-                item.error = f"near_identical: {d} bits from kept frame {other_idx}"
+                item.error = f"near_identical: {d} bits from kept frame {other_idx}{shot}"
                 stats["near_identical"] = stats.get("near_identical", 0) + 1
                 return item
     kept.append((idx, frame_hash))

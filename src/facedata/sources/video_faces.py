@@ -48,7 +48,12 @@ class FrameFaceFinder:
         path = models.locate_file("yunet", YUNET_FILE)
         self.version = models.get_spec("yunet").version
         # The detector's own threshold is kept lower than ours so the best score is known for the log row.
-        self._det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), min(0.5, self.min_score), 0.3, 50)
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # OpenCV 5 warns about DNN targets
+        try:
+            self._det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), min(0.5, self.min_score), 0.3, 50)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         self._size: tuple[int, int] | None = None
 
     def faces(self, rgb: np.ndarray) -> tuple[int, float]:

@@ -8,8 +8,9 @@ One adapter for any such site, configured in params.yaml (`sources.web_pages`):
       attributes: [data-src, data-lazy-src, data-original, srcset, src]   # first usable one wins
       link_selector: a                                  # the result's own page (closest ancestor), optional
       wait_selector: img.result                         # what to wait for before reading (default: items)
+      empty_selector: p.no-results                      # shown when nothing matched, optional
       more_selector: button.load-more                   # clicked when present, optional
-      max_scrolls: 10, scroll_pause_s: 0.5, idle_scrolls: 2, max_per_name: 50
+      wait_s: 10, max_scrolls: 10, scroll_pause_s: 0.5, idle_scrolls: 2, max_per_name: 50
 
 The browser only discovers URLs: it scrolls to the bottom (infinite scroll) until `max_per_name` URLs, or
 `idle_scrolls` scrolls in a row bring nothing new, or `max_scrolls`; lazy-loading attributes (`data-src`,
@@ -114,6 +115,7 @@ def make_driver(crawl: dict):
 
 def collect_page(driver, page_url: str, entry: dict, timeout: float) -> list[tuple[str, str | None]]:
     """Open a result page and gather (image URL, result link) pairs, scrolling as configured."""
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -126,9 +128,13 @@ def collect_page(driver, page_url: str, entry: dict, timeout: float) -> list[tup
     pause = float(entry.get("scroll_pause_s", 0.5))
     idle_limit = int(entry.get("idle_scrolls", 2))
     driver.get(page_url)
-    WebDriverWait(driver, timeout).until(
-        ec.presence_of_element_located((By.CSS_SELECTOR, entry.get("wait_selector") or item_selector))
-    )
+    wanted = [ec.presence_of_element_located((By.CSS_SELECTOR, entry.get("wait_selector") or item_selector))]
+    if entry.get("empty_selector"):
+        wanted.append(ec.presence_of_element_located((By.CSS_SELECTOR, entry["empty_selector"])))
+    try:
+        WebDriverWait(driver, float(entry.get("wait_s", 10.0))).until(ec.any_of(*wanted))
+    except TimeoutException:
+        return []  # the page loaded but never showed a result
     found: dict[str, str | None] = {}
     idle = 0
     for scroll in range(max_scrolls + 1):
@@ -193,8 +199,8 @@ def iter_page_tasks(
                     member.name,
                     "web_page",
                     source_name,
-                    error=f"page_failed: no {entry.get('wait_selector') or entry['item_selector']!r} within "
-                    f"{crawl['page_timeout_s']} s (crawl.page_timeout_s)",
+                    error=f"page_failed: the page did not load within {crawl['page_timeout_s']} s "
+                    "(crawl.page_timeout_s)",
                 )
                 continue
             except WebDriverException as exc:
@@ -202,12 +208,13 @@ def iter_page_tasks(
                 yield FetchTask(page_url, member.name, "web_page", source_name, error=f"page_failed: {msg}"[:300])
                 continue
             if not results:
+                selector = entry.get("wait_selector") or entry["item_selector"]
                 yield FetchTask(
                     page_url,
                     member.name,
                     "web_page",
                     source_name,
-                    error="no_results: the page listed no images",
+                    error=f"no_results: no image found ({selector!r} within {entry.get('wait_s', 10.0)} s)",
                     skipped=True,
                 )
             for url, link in results:
