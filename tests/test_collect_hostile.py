@@ -67,7 +67,14 @@ def cases(other: LocalServer) -> list[tuple[str, object, str, str | None]]:
     """(path, route, expected JSON status, expected reason code) — 30+ kinds of answers."""
     dup = jpeg(8)
     return [
-        ("/ok/1.jpg", static(jpeg(1)), "stored", None),
+        (
+            "/ok/1.jpg",
+            static(jpeg(1), headers={"ETag": '"v1-abc"', "Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT"}),
+            "stored",
+            None,
+        ),
+        ("/near-dup.jpg", static(encode(noise_image(1), "JPEG", quality=55)), "stored", None),
+        ("/../../etc/passwd.jpg", static(jpeg(23)), "stored", None),
         ("/404.jpg", static(b"nope", "text/plain", 404), "failed", "http_404"),
         ("/gone.jpg", static(b"gone", "text/plain", 410), "failed", "http_410"),
         ("/flaky.jpg", fail_then(jpeg(2), "image/jpeg", 500), "stored", None),
@@ -126,6 +133,7 @@ def _setup(main: LocalServer, other: LocalServer, tmp_path):
     for i in range(1, 9):
         main.routes[f"/chain/{i}"] = redirect(f"/chain/{i + 1}")
     main.routes["/target/7.jpg"] = static(jpeg(7))
+    main.routes["/etc/passwd.jpg"] = main.routes["/../../etc/passwd.jpg"]  # clients remove dot segments
     main.routes["/robots.txt"] = lambda req: send(req, 200, b"User-agent: *\nDisallow: /private/\n", "text/plain")
     lines = list(expected)
     secret = main.url("/ok/1.jpg").replace("http://", "http://user:hunter2@") + "?token=abc123&size=big"
@@ -134,6 +142,8 @@ def _setup(main: LocalServer, other: LocalServer, tmp_path):
         "ftp://127.0.0.1/x.jpg": ("failed", "scheme"),
         other.url("/ok/1.jpg"): ("failed", "blocked_address"),
         f"http://localhost:{main.port}/ok/1.jpg": ("failed", "blocked_address"),
+        # a name (not an IP literal) that resolves to loopback: refused by the check after DNS resolution
+        f"http://127.1:{main.port}/ok/1.jpg": ("failed", "blocked_address"),
         secret: ("duplicate", None),  # same bytes as /ok/1.jpg
         main.url("/ok/1.jpg"): ("duplicate", "repeated"),  # the same line twice
     }
@@ -219,6 +229,20 @@ def test_hostile_server(servers, tmp_path):
     assert img[main.url("/16bit.png")]["mode"].startswith("I")
     assert img[main.url("/anim.gif")]["n_frames"] == 3
     assert img[main.url("/ok/1.jpg")]["content_type"] == "image/jpeg"
+    assert img[main.url("/ok/1.jpg")]["etag"] == '"v1-abc"'
+    assert img[main.url("/ok/1.jpg")]["last_modified"] == "Wed, 21 Oct 2015 07:28:00 GMT"
+    near, first = img[main.url("/near-dup.jpg")], img[main.url("/ok/1.jpg")]
+    assert {near["dup_of"], first["dup_of"]} == {None, first["image_id"]} or {near["dup_of"], first["dup_of"]} == {
+        None,
+        near["image_id"],
+    }  # whichever was processed second points at the other
+    assert "resolves to 127.0.0.1" in by_uri[f"http://127.1:{main.port}/ok/1.jpg"]["reason"]
+    # store paths come from content hashes, never from the URL
+    for row in images:
+        assert (
+            row["store_path"]
+            == f"data/store/images/{row['image_id'][-2:]}/{row['image_id']}.{row['store_path'].rsplit('.', 1)[1]}"
+        )
     assert img[main.url("/ok/1.jpg")]["query_name"] == "Test Person"
     assert img[main.url("/ok/1.jpg")]["fetched_at"] is not None
 

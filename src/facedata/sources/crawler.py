@@ -22,12 +22,13 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import itertools
+import queue
 import random
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
 from facedata import ids
@@ -183,6 +184,40 @@ class HostGate:
             return self._inflight[host]
 
 
+class _DaemonPool:
+    """A minimal thread pool with daemon workers. ThreadPoolExecutor joins its (non-daemon) workers at exit,
+    so Ctrl-C would wait for every download in flight (up to crawl.total_timeout_s); daemon workers let an
+    interrupted run checkpoint and exit at once."""
+
+    def __init__(self, workers: int, name: str):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        for i in range(workers):
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True).start()
+        self._workers = workers
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            fut, fn, args = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+                fut.set_exception(exc)
+
+    def submit(self, fn, *args) -> Future:
+        fut: Future = Future()
+        self._queue.put((fut, fn, args))
+        return fut
+
+    def shutdown(self) -> None:
+        for _ in range(self._workers):
+            self._queue.put(None)
+
+
 @dataclass
 class _Job:
     task: FetchTask
@@ -203,6 +238,11 @@ class Crawler:
         )
         self.rng = random.Random(seed)
         self.stats: Counter[str] = Counter()  # requests, retries, robots fetches (observability)
+        self._stats_lock = threading.Lock()
+
+    def _count(self, key: str) -> None:
+        with self._stats_lock:
+            self.stats[key] += 1
 
     def close(self) -> None:
         self.fetcher.close()
@@ -228,14 +268,14 @@ class Crawler:
             except UrlRefused as exc:
                 return FetchResult(url=redact_url(url) or url, code=exc.code, message=exc.message)
             time.sleep(self.gate.reserve(target.host_key))
-            self.stats["requests"] += 1
+            self._count("requests")
             res = self.fetcher.fetch(
                 url, expect_image=expect_image, max_bytes=max_bytes, hop_check=self._hop_check(target, robots)
             )
             wait_s = self._retry_delay(res, attempt)
             if wait_s is None:
                 return res
-            self.stats["retries"] += 1
+            self._count("retries")
             if res.code in ("http_429", "http_503"):
                 self.gate.penalize(target.host_key, time.monotonic() + wait_s)
             time.sleep(wait_s)
@@ -261,7 +301,7 @@ class Crawler:
             if robots and self.settings.respect_robots:
                 allowed, reason, fetched = self.robots.allowed(target)
                 if fetched:
-                    self.stats["robots_fetches"] += 1
+                    self._count("robots_fetches")
                     rules = self.robots.known(target.host_key)
                     self.gate.set_crawl_delay(target.host_key, rules.crawl_delay if rules else None)
                 if not allowed:
@@ -270,7 +310,7 @@ class Crawler:
                 if fetched:  # robots.txt was a request too: keep the host's spacing before the next one
                     time.sleep(self.gate.reserve(target.host_key))
             if hop > 0:
-                self.stats["redirects"] += 1
+                self._count("redirects")
                 if target.host_key != first.host_key:
                     time.sleep(self.gate.reserve(target.host_key))
 
@@ -292,7 +332,7 @@ class Crawler:
         per_name: Counter[str | None] = Counter()
         n_new = 0
         rr = 0
-        pool = ThreadPoolExecutor(max_workers=s.max_concurrency, thread_name_prefix="facedata-crawl")
+        pool = _DaemonPool(s.max_concurrency, "facedata-crawl")
         try:
             while True:
                 while not exhausted and buffered < s.lookahead:
@@ -357,7 +397,7 @@ class Crawler:
                         job = q.popleft()
                         self.gate.start(host, now)
                         job.attempts += 1
-                        self.stats["requests"] += 1
+                        self._count("requests")
                         inflight[pool.submit(self._attempt, job)] = job
                     if len(inflight) >= s.max_concurrency:
                         break
@@ -375,7 +415,7 @@ class Crawler:
                     res = fut.result()
                     wait_s = self._retry_delay(res, job.attempts)
                     if wait_s is not None:
-                        self.stats["retries"] += 1
+                        self._count("retries")
                         due = time.monotonic() + wait_s
                         if res.code in ("http_429", "http_503"):
                             self.gate.penalize(job.target.host_key, due)
@@ -384,7 +424,9 @@ class Crawler:
                     buffered -= 1
                     yield self._result_item(job, res)
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            for fut in inflight:
+                fut.cancel()
+            pool.shutdown()
 
     def _attempt(self, job: _Job) -> FetchResult:
         try:
