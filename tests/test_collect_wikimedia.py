@@ -181,7 +181,8 @@ def test_wikimedia_source_through_the_stage(wiki, tmp_path):
     metrics = json.loads((project / "data" / "metrics" / "ingest.json").read_text())
     assert metrics["per_source"]["wikimedia"]["stored"] == 5
     assert metrics["per_source"]["wikimedia"]["skipped"] == 1
-    assert metrics["failures"].get("internal_api_error", 0) + metrics["failures"].get("api_error", 0) == 1
+    assert metrics["failures"] == {"api_error": 1}
+    assert metrics["skip_reasons"] == {"unsupported_mime": 1}
 
     # a rerun of the stage reuses everything: no image is downloaded again
     image_hits = sum(1 for p in server.record.paths() if p.startswith("/thumb/"))

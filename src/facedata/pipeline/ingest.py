@@ -170,8 +170,8 @@ def per_source_counts(log_rows: list[dict]) -> dict[str, dict]:
     }
 
 
-def failure_reasons(log_rows: list[dict]) -> dict[str, int]:
-    counts = Counter(reason_code(r["reason"]) for r in log_rows if r["status"] in ("failed", "skipped"))
+def reason_counts(log_rows: list[dict], status: str) -> dict[str, int]:
+    counts = Counter(reason_code(r["reason"]) for r in log_rows if r["status"] == status)
     return dict(sorted(counts.items()))
 
 
@@ -219,7 +219,8 @@ def run(ctx: StageContext) -> dict:
         "n_video_frames": sum(1 for r in images if r["source_kind"] == "video"),
         "n_reused": sum(1 for r in result.log if r["log_id"] in previous),
         "n_manual_rows": len({r["log_id"] for r in manual_log} - {r["log_id"] for r in result.log}),
-        "failures": failure_reasons(result.log),
+        "failures": reason_counts(result.log, "failed"),
+        "skip_reasons": reason_counts(result.log, "skipped"),
         "per_source": per_source_counts(result.log),
         "crawl": {k: int(v) for k, v in sorted(crawl_stats.items())},
         "video": stats.get("video", {}),
@@ -238,11 +239,13 @@ def crawl_report_markdown(metrics: dict) -> str:
         lines.append(
             f"| {name} | {c['kind']} | {c['stored']} | {c['duplicate']} | {c['failed']} | {c['skipped']} |"
         )
-    lines += ["", "| reason | rows |", "|---|---|"]
-    for code, n in (metrics.get("failures") or {}).items():
-        lines.append(f"| {code} | {n} |")
-    if not metrics.get("failures"):
-        lines.append("| (none) | 0 |")
+    lines += ["", "| status | reason | rows |", "|---|---|---|"]
+    reasons = [("failed", c, n) for c, n in (metrics.get("failures") or {}).items()]
+    reasons += [("skipped", c, n) for c, n in (metrics.get("skip_reasons") or {}).items()]
+    for status, code, n in sorted(reasons, key=lambda r: -r[2]):
+        lines.append(f"| {status} | {code} | {n} |")
+    if not reasons:
+        lines.append("| - | (none) | 0 |")
     crawl = metrics.get("crawl") or {}
     if crawl:
         lines += ["", "requests: " + ", ".join(f"{k} {v}" for k, v in crawl.items())]
