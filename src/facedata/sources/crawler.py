@@ -335,7 +335,11 @@ class Crawler:
         pool = _DaemonPool(s.max_concurrency, "facedata-crawl")
         try:
             while True:
-                while not exhausted and buffered < s.lookahead:
+                # Take new tasks a batch at a time, so slow task sources (API calls, browser pages) alternate
+                # with dispatching downloads instead of all running first.
+                pulled = 0
+                while not exhausted and buffered < s.lookahead and pulled < 64:
+                    pulled += 1
                     try:
                         task = next(source)
                     except StopIteration:
@@ -405,7 +409,11 @@ class Crawler:
                 if exhausted and not inflight and buffered == 0:
                     return
                 timeout = max(0.001, min(wake) - time.monotonic()) if wake else 0.5
+                if not exhausted and buffered < s.lookahead:
+                    timeout = 0.0  # more tasks to read first; collect whatever has finished meanwhile
                 if not inflight:
+                    if timeout == 0.0:
+                        continue
                     time.sleep(min(timeout, 0.5))
                     continue
                 finished, _ = wait(list(inflight), timeout=min(timeout, 0.5), return_when=FIRST_COMPLETED)
