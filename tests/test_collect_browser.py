@@ -10,10 +10,11 @@ import shutil
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from collect_servers import LocalServer, fast_crawl_params, jpeg, json_route, send, static, write_project
 
 from facedata import manifest
 from facedata.pipeline.runner import run_stage
+
+from .collect_servers import LocalServer, fast_crawl_params, jpeg, json_route, send, static, write_project
 
 CHROMIUM = os.path.exists("/usr/bin/chromium") or shutil.which("chromium")
 CHROMEDRIVER = os.path.exists("/usr/bin/chromedriver") or shutil.which("chromedriver")

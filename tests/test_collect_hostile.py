@@ -10,7 +10,12 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from collect_servers import (
+from PIL import Image
+
+from facedata import manifest
+from facedata.cli import main as cli
+
+from .collect_servers import (
     HTML,
     SVG,
     LocalServer,
@@ -35,10 +40,6 @@ from collect_servers import (
     static,
     write_project,
 )
-from PIL import Image
-
-from facedata import manifest
-from facedata.cli import main as cli
 
 UA = "facedata-test/1.0 (+https://example.invalid/tests)"
 MAX_BYTES = 2_000_000

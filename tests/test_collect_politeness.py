@@ -7,10 +7,11 @@ import threading
 import time
 
 from click.testing import CliRunner
-from collect_servers import LocalServer, fast_crawl_params, jpeg, send, write_project
 
 from facedata import manifest
 from facedata.cli import main as cli
+
+from .collect_servers import LocalServer, fast_crawl_params, jpeg, send, write_project
 
 
 def counting(body: bytes, state: dict, lock: threading.Lock, delay: float = 0.1):

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from collect_servers import LocalServer, fast_crawl_params, jpeg, send, write_project
 
 from facedata import manifest
+
+from .collect_servers import LocalServer, fast_crawl_params, jpeg, send, write_project
 
 REPO = Path(__file__).resolve().parents[1]
 N = 40

@@ -6,10 +6,11 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from collect_servers import LocalServer, fast_crawl_params, jpeg, send, static, write_project
 
 from facedata.cli import main as cli
 from facedata.sources.robots import parse, product_token, url_path
+
+from .collect_servers import LocalServer, fast_crawl_params, jpeg, send, static, write_project
 
 ROBOTS = """\
 # comments and blank lines are fine

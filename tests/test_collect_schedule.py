@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from collect_servers import LocalServer, jpeg, static, write_project
 
 from facedata import manifest
+
+from .collect_servers import LocalServer, jpeg, static, write_project
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from collect_servers import LocalServer, fast_crawl_params, jpeg, noise_image, static, write_project
 
 from facedata import manifest
 from facedata.cli import main as cli
@@ -18,6 +17,8 @@ from facedata.ingest import IngestResult, ingest_items, ingest_lock
 from facedata.pipeline.ingest import crawl_report_markdown
 from facedata.pipeline.runner import run_stage
 from facedata.sources.base import SourceItem
+
+from .collect_servers import LocalServer, fast_crawl_params, jpeg, noise_image, static, write_project
 
 
 def _folder(root):

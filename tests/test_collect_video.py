@@ -10,13 +10,14 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from collect_servers import write_project
 
 from facedata import manifest
 from facedata.cli import main as cli
 from facedata.imageio import decode_image
 from facedata.ingest import Previous
 from facedata.sources.video import VideoSettings, iter_video_items, sample_indices
+
+from .collect_servers import write_project
 
 FPS = 25
 W, H = 320, 240
@@ -122,7 +123,7 @@ def test_ingest_video_command(clip, tmp_path):
     )
     finder = CountingFinder()
     settings = VideoSettings.from_params(proj.params["ingest"])
-    items = list(iter_video_items(clip, settings, "Test Cast", proj.relative, previous, finder))
+    items = list(iter_video_items(clip, str(clip), settings, "Test Cast", previous, finder))
     assert finder.calls == 0 and len(items) == 9 and all(i.reused for i in items)
 
 

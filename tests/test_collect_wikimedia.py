@@ -6,10 +6,11 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from collect_servers import LocalServer, fast_crawl_params, jpeg, json_route, send, static, write_project
 
 from facedata import manifest
 from facedata.pipeline.runner import run_stage
+
+from .collect_servers import LocalServer, fast_crawl_params, jpeg, json_route, send, static, write_project
 
 UA = "facedata-wiki-test/1.0 (mailto:test@example.invalid)"
 

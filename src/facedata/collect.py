@@ -109,12 +109,13 @@ def ingest_url_list(
     path: Path,
     name: str | None,
     allow_hosts: Iterable[str] = (),
-    relative: Callable[[Path], str] = str,
+    label: str | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[dict, ManualRun]:
-    """Fetch every URL of a list file into the project; returns the JSON report and the run."""
+    """Fetch every URL of a list file into the project; returns the JSON report and the run. `label` is the
+    list's path as the user wrote it (the rows' source_name)."""
     entries = read_url_list(path, name)
-    source_name = relative(path)
+    source_name = label or str(path)
     tasks = [FetchTask(e.url, e.name, "url", source_name, error=e.error) for e in entries]
     settings = CrawlSettings.from_params(params, extra_allow=allow_hosts)
     with Crawler(settings) as crawler:
@@ -131,10 +132,14 @@ def ingest_video_files(
     paths: list[Path],
     name: str | None,
     overrides: dict,
-    relative: Callable[[Path], str] = str,
+    labels: list[str] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[dict, ManualRun]:
-    """Sample, gate and store the frames of each video; returns a per-video report and the run."""
+    """Sample, gate and store the frames of each video; returns a per-video report and the run. `labels` are
+    the paths as the user wrote them, recorded as the frames' source (default: the paths)."""
+    from facedata.sources.video_faces import LazyFaceFinder
+
+    labels = labels or [str(p) for p in paths]
     params = copy.deepcopy(params)
     settings = VideoSettings.from_params(params["ingest"], **overrides)
     # The effective settings go into the row params hash, so rows made with other settings are not reused.
@@ -145,22 +150,16 @@ def ingest_video_files(
         video_dup_bits=settings.dup_bits,
     )
     per_video: dict[str, dict] = {}
-    finder_box: list = []
+    finder = LazyFaceFinder(settings.face_min_score, settings.min_face_px)
 
     def items(previous: Previous):
-        for path in paths:
-            stats = per_video.setdefault(relative(path), {})
-            if settings.faces_only and not finder_box:
-                from facedata.sources.video_faces import FrameFaceFinder
-
-                finder_box.append(FrameFaceFinder(settings.face_min_score, settings.min_face_px))
-            finder = finder_box[0] if finder_box else None
-            yield from iter_video_items(path, settings, name, relative, previous, finder, stats=stats)
+        for path, label in zip(paths, labels, strict=True):
+            stats = per_video.setdefault(label, {})
+            yield from iter_video_items(path, label, settings, name, previous, finder, stats=stats)
 
     run = run_manual(root, params, "ingest-video", items, on_progress=on_progress)
     videos = []
-    for path in paths:
-        uri = relative(path)
+    for uri in labels:
         rows = [r for r in run.result.log if r["source_uri"] == uri or r["source_uri"].startswith(uri + "#frame=")]
         by_status = {
             s: sum(1 for r in rows if r["status"] == s) for s in ("stored", "duplicate", "failed", "skipped")

@@ -24,21 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from facedata import ids, imageio, store
+from facedata.manifest import SOURCE_COLUMNS
 from facedata.sources.base import SourceItem
 
-_SOURCE_EXTRA = (
-    "page_url",
-    "final_url",
-    "http_status",
-    "content_type",
-    "etag",
-    "last_modified",
-    "license",
-    "author",
-    "video_id",
-    "frame_index",
-    "timestamp_s",
+# Source details a fetcher may know (URL, HTTP and video fields), copied from the item into its image row.
+_SOURCE_EXTRA = tuple(
+    c for c in SOURCE_COLUMNS if c not in ("query_name", "label", "source_kind", "source_uri", "fetched_at")
 )
+
 _LOG_EXTRA = ("video_id", "frame_index", "timestamp_s", "source_name")
 
 #: Reason codes of failures (or skips) that a later run should try again: the network, the server's mood,

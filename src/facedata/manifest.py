@@ -60,6 +60,9 @@ _SOURCE_FIELDS = [
     _f("fetched_at", TS, False),
 ]
 
+#: Names of the source-side columns, in schema order (copied from `images` into `dataset` rows).
+SOURCE_COLUMNS = tuple(f.name for f in _SOURCE_FIELDS)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "images": pa.schema(
         [

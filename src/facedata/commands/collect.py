@@ -79,13 +79,7 @@ def ingest_urls(file, name, allow_hosts, json_out, root) -> None:
     try:
         with tqdm(desc="ingest-urls", unit="url", file=sys.stderr, disable=None) as bar:
             report, run = ingest_url_list(
-                project.root,
-                project.params,
-                Path(file).resolve(),
-                name,
-                allow_hosts,
-                project.relative,
-                on_progress=bar.update,
+                project.root, project.params, Path(file).resolve(), name, allow_hosts, file, on_progress=bar.update
             )
     except (UrlListError, RuntimeError) as exc:
         _fail(str(exc))
@@ -149,7 +143,7 @@ def ingest_video(files, name, fps, scene_threshold, all_frames, keep_near_identi
                 [Path(f).resolve() for f in files],
                 name,
                 overrides,
-                project.relative,
+                list(files),
                 on_progress=bar.update,
             )
     except (RuntimeError, ModelError) as exc:

@@ -42,7 +42,7 @@ def web_tasks(ctx: StageContext, crawler: Crawler) -> Iterator[FetchTask]:
     cast = cast_members(src["cast"])
     for entry in src["url_lists"]:
         path = proj.resolve(entry["path"])
-        name = proj.relative(path)
+        name = str(entry["path"])
         try:
             lines = read_url_list(path, entry.get("name"))
         except UrlListError as exc:
@@ -68,35 +68,33 @@ def iter_sources(
     p, proj = ctx.params["ingest"], ctx.project
     stats = stats if stats is not None else {}
     for src in ctx.params["sources"]["folders"]:
-        root = proj.resolve(src["root"])
         yield from _named(
             iter_folder_items(
-                root,
+                proj.resolve(src["root"]),
+                str(src["root"]),
                 src.get("names"),
                 src.get("max_per_name"),
                 bool(src.get("labeled", False)),
                 src.get("query_names"),
                 p["max_bytes"],
-                proj.relative,
             ),
-            proj.relative(root),
+            str(src["root"]),
         )
     finder = None
     for src in ctx.params["sources"]["videos"]:
         settings = VideoSettings.from_params(p, fps=src.get("fps"))
-        if settings.faces_only and finder is None:
-            from facedata.sources.video_faces import FrameFaceFinder
+        if finder is None:
+            from facedata.sources.video_faces import LazyFaceFinder
 
-            finder = FrameFaceFinder(settings.face_min_score, settings.min_face_px)
-        vstats = stats.setdefault("video", {})
+            finder = LazyFaceFinder(settings.face_min_score, settings.min_face_px)
         yield from iter_video_items(
             proj.resolve(src["path"]),
+            str(src["path"]),
             settings,
             src.get("query_name"),
-            proj.relative,
             previous,
             finder,
-            stats=vstats,
+            stats=stats.setdefault("video", {}),
         )
     if crawler is not None and has_web_sources(ctx.params):
         yield from crawler.run(web_tasks(ctx, crawler), done=previous.done if previous is not None else None)
@@ -110,6 +108,13 @@ def count_sources(ctx: StageContext) -> int | None:
         len(list_folder_source(ctx.project.resolve(s["root"]), s.get("names"), s.get("max_per_name")))
         for s in ctx.params["sources"]["folders"]
     )
+
+
+def previous_rows(ctx: StageContext) -> Previous:
+    """Earlier results made with the same processing params, by log_id, for reuse."""
+    log_rows = manifest.read("crawl_log", ctx.root, missing_ok=True).to_pylist()
+    image_rows = manifest.read("images", ctx.root, missing_ok=True).to_pylist()
+    return Previous.from_tables(log_rows, image_rows, ctx.row_params_hash, ctx.root)
 
 
 def split_rows(log_rows: list[dict], image_rows: list[dict]) -> tuple[list[dict], dict[str, dict]]:

@@ -79,7 +79,7 @@ def _check_entries(kind: str, entries: list, keys: dict) -> None:
         for key, (types, required) in keys.items():
             if key not in entry:
                 if required:
-                    raise ValueError(f"{where} needs `{key}`")
+                    raise ValueError(f"{where} needs a `{key}`" + (" folder" if key == "root" else ""))
                 continue
             value = entry[key]
             if isinstance(value, bool) and types is not bool:

@@ -89,9 +89,9 @@ def shot_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def iter_video_items(
     path: Path,
+    label: str,
     settings: VideoSettings,
     query_name: str | None,
-    relative,
     previous=None,
     face_finder=None,
     source_name: str | None = None,
@@ -99,9 +99,11 @@ def iter_video_items(
 ) -> Iterator[SourceItem]:
     """Candidate frames of one video as SourceItems (kept frames with PNG bytes, the others `skipped`).
 
-    `previous` (an `ingest.Previous`) lets frames an earlier run decided be reused; `face_finder` is a
-    `FrameFaceFinder` (made on first use when faces_only); `stats` collects per-video counts."""
-    uri = relative(path)
+    `label` is the path as configured (params.yaml or the command line), recorded as the source, so clones
+    of a project agree. `previous` (an `ingest.Previous`) lets frames an earlier run decided be reused;
+    `face_finder` has a `faces(rgb)` method (a `LazyFaceFinder` when none is given); `stats` collects
+    per-video counts."""
+    uri = label
     now = dt.datetime.now(dt.UTC)
     stats = stats if stats is not None else {}
     base = {"source_name": source_name or uri}
@@ -124,9 +126,9 @@ def iter_video_items(
             return
         scene_step = max(1, int(round(native / settings.scene_fps))) if settings.scene_threshold > 0 else 0
         if settings.faces_only and face_finder is None:
-            from facedata.sources.video_faces import FrameFaceFinder
+            from facedata.sources.video_faces import LazyFaceFinder
 
-            face_finder = FrameFaceFinder(settings.face_min_score, settings.min_face_px)
+            face_finder = LazyFaceFinder(settings.face_min_score, settings.min_face_px)
         kept: list[tuple[int, str]] = []  # (frame index, phash) of frames kept so far
         last_sig = None
         n_candidates = 0

@@ -77,3 +77,17 @@ class FrameFaceFinder:
         scores = found[:, -1]
         keep = (scores >= self.min_score) & (sides >= self.min_face_px)
         return int(keep.sum()), float(scores.max())
+
+
+class LazyFaceFinder:
+    """A FrameFaceFinder made on the first frame that needs it, so a run whose videos are all unreadable, or
+    whose frames were all decided in an earlier run, never needs the model."""
+
+    def __init__(self, min_score: float = 0.7, min_face_px: float = 24, max_side: int = 640):
+        self.args = (min_score, min_face_px, max_side)
+        self._finder: FrameFaceFinder | None = None
+
+    def faces(self, rgb: np.ndarray) -> tuple[int, float]:
+        if self._finder is None:
+            self._finder = FrameFaceFinder(*self.args)
+        return self._finder.faces(rgb)
