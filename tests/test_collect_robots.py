@@ -103,7 +103,8 @@ def test_crawler_honours_robots_and_crawl_delay(site, tmp_path):
     # makes the gaps longer)
     times = sorted(r["t"] for r in site.record.requests)
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert min(gaps) >= 0.25, gaps
+    assert times[-1] - times[0] >= len(gaps) * 0.3 * 0.95, gaps  # robots.txt + 4 images, 0.3 s apart
+    assert min(gaps) >= 0.15, gaps  # single gaps: a looser bound (server-side timestamps jitter under load)
     # the crawl_log row says skipped (not fetched), not failed
     from facedata import manifest
 
