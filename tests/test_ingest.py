@@ -49,6 +49,14 @@ def project(tmp_path, folders, videos=()) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
 
 
+def set_ingest(root, **values) -> None:
+    import yaml
+
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["ingest"].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+
+
 def lineage():
     return {
         "stage": "ingest",
@@ -154,6 +162,9 @@ def test_sample_indices():
 def test_video_frames_carry_their_position(tmp_path, shared):
     clip = shared / "data" / "video" / "short_hamilton_clip.mp4"
     project(tmp_path, [], [{"path": str(clip), "fps": 0.5}])
+    # Plain fixed-rate sampling here (scene cuts, face filtering and near-duplicate dropping are tested in
+    # tests/test_collect_video.py).
+    set_ingest(tmp_path, video_scene_threshold=0, video_faces_only=False, video_dup_bits=-1)
     metrics = run(make_context("ingest", tmp_path))
     assert metrics["n_video_frames"] == 5
     rows = sorted(manifest.read("images", tmp_path).to_pylist(), key=lambda r: r["frame_index"])

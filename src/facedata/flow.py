@@ -106,6 +106,14 @@ def run_stage_task(stage: str, root: str, force: bool = False) -> dict:
             key=f"facedata-{stage}",
             description=f"metrics of stage {stage}",
         )
+    if stage == "ingest" and metrics.get("per_source") is not None:
+        from facedata.pipeline.ingest import crawl_report_markdown
+
+        create_markdown_artifact(
+            markdown=crawl_report_markdown(metrics),
+            key="facedata-crawl",
+            description="crawl: per-source counts and failure reasons",
+        )
     if rc != 0:
         message = "\n".join(tail)
         gate = f"facedata {stage}: FAILED" in message or metrics.get("ok") is False
@@ -115,8 +123,13 @@ def run_stage_task(stage: str, root: str, force: bool = False) -> dict:
 
 
 @flow(name="facedata-build", log_prints=True)
-def build_flow(root: str = ".", stages: list[str] | None = None, force: bool = False) -> dict:
-    """Run the project's DVC stages in DAG order (all of them, or the named ones), one Prefect task each."""
+def build_flow(
+    root: str = ".", stages: list[str] | None = None, force: bool = False, recrawl: bool = False
+) -> dict:
+    """Run the project's DVC stages in DAG order (all of them, or the named ones), one Prefect task each.
+
+    `recrawl` forces the ingest stage (web sources are not DVC deps, so DVC alone never re-crawls); later
+    stages then rerun only if what ingest produced changed. Scheduled builds (`facedata schedule`) set it."""
     root = str(Path(root).resolve())
     order = read_dag(Path(root) / "dvc.yaml")
     if stages:
@@ -126,7 +139,7 @@ def build_flow(root: str = ".", stages: list[str] | None = None, force: bool = F
         order = [s for s in order if s in stages]
     results = {}
     for stage in order:
-        results[stage] = run_stage_task(stage, root, force)
+        results[stage] = run_stage_task(stage, root, force or (recrawl and stage == "ingest"))
     summary = "\n\n".join(metrics_markdown(s, m) for s, m in results.items())
     create_markdown_artifact(markdown=summary, key="facedata-build", description="facedata build summary")
     return results

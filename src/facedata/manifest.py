@@ -89,13 +89,17 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("page_url", pa.string()),
             _f("final_url", pa.string()),
             _f("status", pa.string(), False),  # stored | duplicate | failed | skipped
-            _f("reason", pa.string()),
+            _f("reason", pa.string()),  # "code: message" (for stored rows: a note, e.g. a content-type mismatch)
             _f("image_id", pa.string()),
             _f("http_status", pa.int32()),
             _f("content_type", pa.string()),
             _f("n_bytes", pa.int64()),
-            _f("attempts", pa.int32(), False),
+            _f("attempts", pa.int32(), False),  # requests made (0: not fetched: refused, capped, reused)
             _f("fetched_at", TS, False),
+            _f("source_name", pa.string()),  # which configured source: list file, folder, video, page template
+            _f("video_id", pa.string()),  # for video frames, kept or not: sha256 of the video file
+            _f("frame_index", pa.int64()),
+            _f("timestamp_s", pa.float64()),
             _lineage(),
         ]
     ),

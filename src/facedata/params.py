@@ -58,14 +58,64 @@ NUM = (int, float)
 
 #: Every parameter, by dotted key. Lists of sources are checked by `_check_sources`.
 SPEC: dict[str, Spec] = {
+    # --- sources / ingest / crawl (issue 5; lists of sources are checked by facedata.sources.config) ---
+    "sources.cast": Spec([], (list,), help="names searched on the web sources: 'Name' or {name, wikidata: Q..}"),
     "sources.folders": Spec([], (list,), help="trees <name>/<images>; the folder name is the queried name"),
     "sources.videos": Spec([], (list,), help="videos whose sampled frames join the collection"),
+    "sources.url_lists": Spec([], (list,), help="files of image URLs: one per line, or CSV url,name"),
+    "sources.wikimedia": Spec([], (list,), help="Wikimedia Commons search (+ Wikidata P18) per cast name"),
+    "sources.web_pages": Spec([], (list,), help="JS-rendered image-search pages read with headless Chromium"),
     "ingest.max_pixels": Spec(50_000_000, (int,), _pos, "> 0", "images with more pixels are refused (bombs)"),
     "ingest.min_side": Spec(32, (int,), _pos, "> 0", "images with a shorter side are refused"),
-    "ingest.max_bytes": Spec(40_000_000, (int,), _pos, "> 0", "larger files are refused"),
-    "ingest.video_fps": Spec(1.0, NUM, _pos, "> 0", "frames sampled per second of video"),
-    "ingest.max_frames_per_video": Spec(600, (int,), _pos, "> 0", "cap on sampled frames per video"),
+    "ingest.max_bytes": Spec(40_000_000, (int,), _pos, "> 0", "larger files/downloads are refused"),
     "ingest.near_dup_bits": Spec(4, (int,), _in(0, 32), "0..32", "phash distance marking near duplicates"),
+    "ingest.video_fps": Spec(1.0, NUM, _pos, "> 0", "frames sampled per second of video"),
+    "ingest.max_frames_per_video": Spec(600, (int,), _pos, "> 0", "cap on candidate frames per video"),
+    "ingest.video_scene_threshold": Spec(
+        0.35, NUM, _in(0, 1), "0..1", "colour-histogram jump that marks a cut (its frame is sampled); 0: off"
+    ),
+    "ingest.video_scene_fps": Spec(5.0, NUM, _pos, "> 0", "frames per second analysed for cuts"),
+    "ingest.video_faces_only": Spec(True, (bool,), None, "", "keep only frames where YuNet finds a face"),
+    "ingest.video_face_min_score": Spec(0.7, NUM, _in(0, 1), "0..1", "YuNet score for a frame's face"),
+    "ingest.video_min_face_px": Spec(24, NUM, _nonneg, ">= 0", "smaller faces do not count"),
+    "ingest.video_dup_bits": Spec(
+        5, (int,), _in(-1, 64), "-1..64", "drop frames this close (phash bits) to a kept one; -1: keep all"
+    ),
+    "crawl.user_agent": Spec(
+        "facedata/0.1 (+https://github.com/facedata/facedata; face dataset research crawler)",
+        (str,),
+        lambda v: bool(v.strip()),
+        "non-empty",
+        "sent with every request; its first token is matched against robots.txt",
+    ),
+    "crawl.allow_hosts": Spec(
+        [], (list,), None, "", "HOST[:PORT] allowed even on private/loopback addresses (intranet archives)"
+    ),
+    "crawl.respect_robots": Spec(True, (bool,), None, "", "honour robots.txt (turn off only for your own hosts)"),
+    "crawl.max_concurrency": Spec(8, (int,), _in(1, 256), "1..256", "requests in flight, all hosts", perf=True),
+    "crawl.per_host_concurrency": Spec(2, (int,), _in(1, 64), "1..64", "requests in flight per host"),
+    "crawl.per_host_interval_s": Spec(
+        0.5, NUM, _nonneg, ">= 0", "min seconds between requests to one host (raised to its Crawl-delay)"
+    ),
+    "crawl.connect_timeout_s": Spec(5.0, NUM, _pos, "> 0", "TCP/TLS connect timeout"),
+    "crawl.read_timeout_s": Spec(15.0, NUM, _pos, "> 0", "longest wait for the next bytes"),
+    "crawl.total_timeout_s": Spec(60.0, NUM, _pos, "> 0", "longest time for one attempt, redirects included"),
+    "crawl.max_retries": Spec(2, (int,), _in(0, 10), "0..10", "retries of timeouts, resets, 408/429/5xx"),
+    "crawl.backoff_base_s": Spec(1.0, NUM, _nonneg, ">= 0", "first retry waits ~this; doubles each time"),
+    "crawl.backoff_max_s": Spec(30.0, NUM, _nonneg, ">= 0", "cap on one backoff wait"),
+    "crawl.max_retry_after_s": Spec(120.0, NUM, _nonneg, ">= 0", "longer Retry-After: give up until next run"),
+    "crawl.max_redirects": Spec(5, (int,), _in(0, 20), "0..20", "redirects followed per URL"),
+    "crawl.max_per_name": Spec(
+        200, (int,), _nonneg, ">= 0", "new URLs fetched per queried name per run; 0: no cap"
+    ),
+    "crawl.max_per_run": Spec(5000, (int,), _nonneg, ">= 0", "new URLs fetched per run; 0: no cap"),
+    "crawl.checkpoint_seconds": Spec(
+        10.0, NUM, _pos, "> 0", "manifests saved this often during a crawl", perf=True
+    ),
+    "crawl.browser_binary": Spec("/usr/bin/chromium", (str,), None, "", "Chromium for web_pages sources"),
+    "crawl.chromedriver": Spec("/usr/bin/chromedriver", (str,), None, "", "its chromedriver"),
+    "crawl.browser_args": Spec([], (list,), None, "", "extra Chromium flags (e.g. --host-resolver-rules=...)"),
+    "crawl.page_timeout_s": Spec(30.0, NUM, _pos, "> 0", "page load + first results wait, per page"),
     "detect.detector": Spec("mtcnn", (str,), *_one_of("mtcnn"), "face detector"),
     "detect.device": Spec("auto", (str,), *_DEVICE, "auto uses a GPU when one is present", perf=True),
     "detect.batch_size": Spec(16, (int,), _pos, "> 0", "images per detector batch", perf=True),
@@ -161,26 +211,12 @@ def _type_names(spec: Spec) -> str:
 
 
 def _check_sources(params: dict) -> None:
-    allowed_folder = {"root", "names", "max_per_name", "labeled", "query_names"}
-    for i, src in enumerate(params["sources"]["folders"]):
-        where = f"sources.folders[{i}]"
-        if not isinstance(src, dict) or "root" not in src:
-            raise ParamsError(f"{where} needs a `root` folder")
-        extra = set(src) - allowed_folder
-        if extra:
-            raise ParamsError(f"{where} has unknown key(s) {sorted(extra)}; allowed: {sorted(allowed_folder)}")
-        if "names" in src and not isinstance(src["names"], list):
-            raise ParamsError(f"{where}.names must be a list of sub-folder names")
-        if "max_per_name" in src and (not isinstance(src["max_per_name"], int) or src["max_per_name"] <= 0):
-            raise ParamsError(f"{where}.max_per_name must be a positive integer")
-    allowed_video = {"path", "query_name", "fps"}
-    for i, src in enumerate(params["sources"]["videos"]):
-        where = f"sources.videos[{i}]"
-        if not isinstance(src, dict) or "path" not in src:
-            raise ParamsError(f"{where} needs a `path`")
-        extra = set(src) - allowed_video
-        if extra:
-            raise ParamsError(f"{where} has unknown key(s) {sorted(extra)}; allowed: {sorted(allowed_video)}")
+    from facedata.sources.config import check_sources
+
+    try:
+        check_sources(params)
+    except ValueError as exc:
+        raise ParamsError(str(exc)) from exc
 
 
 def load(path: str | os.PathLike = "params.yaml") -> dict:

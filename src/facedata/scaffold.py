@@ -32,7 +32,10 @@ def render_params_yaml(sources: dict) -> str:
         "# Paths are relative to this file.",
         "",
     ]
-    out.append(yaml.safe_dump({"sources": sources}, sort_keys=False, width=110).rstrip())
+    # Every source list appears (empty when unused), so the user sees what can be collected from.
+    all_sources = {k.split(".", 1)[1]: spec.default for k, spec in SPEC.items() if k.startswith("sources.")}
+    all_sources.update(sources)
+    out.append(yaml.safe_dump({"sources": all_sources}, sort_keys=False, width=110).rstrip())
     section = None
     for key, spec in SPEC.items():
         top, _, leaf = key.partition(".")

@@ -35,7 +35,7 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         "ingest",
         ("pipeline/ingest.py", "ingest.py", "sources", "imageio.py"),
         (),
-        ("sources", "ingest"),
+        ("sources", "ingest", "crawl"),
         ("data/store/images", f"{M}/images.parquet", f"{M}/crawl_log.parquet"),
         persist=("data/store/images", f"{M}/images.parquet", f"{M}/crawl_log.parquet"),
         desc="collect images from the sources into the content-addressed store",
