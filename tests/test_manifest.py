@@ -128,6 +128,18 @@ def test_read_checks_schema_with_clear_error(tmp_path):
     assert manifest.read("faces", tmp_path, missing_ok=True).num_rows == 0
 
 
+def test_older_manifests_without_new_nullable_columns_stay_readable(tmp_path):
+    table = manifest.from_rows("images", [image_row("a" * 64)]).drop_columns(["license", "author"])
+    target = manifest.path_for("images", tmp_path)
+    target.parent.mkdir(parents=True)
+    pq.write_table(table, target)
+    row = manifest.read("images", tmp_path).to_pylist()[0]
+    assert row["license"] is None and row["author"] is None and row["image_id"] == "a" * 64
+    pq.write_table(table.drop_columns(["source_uri"]), target)  # a required column cannot be made up
+    with pytest.raises(manifest.ManifestError, match="source_uri"):
+        manifest.read("images", tmp_path)
+
+
 def test_required_nulls_are_refused():
     row = image_row("a" * 64)
     row["source_uri"] = None

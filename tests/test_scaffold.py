@@ -36,6 +36,7 @@ def test_init_creates_a_runnable_project(tmp_path):
     assert (root / "dvc.yaml").read_text() == render_dvc_yaml(code_deps=False)
     p = params.load(root / "params.yaml")
     assert p["sources"]["folders"] == [{"root": str(tmp_path / "photos"), "labeled": True, "max_per_name": 5}]
+    assert p["models"]["dir"] == str(tmp_path)
     for stage in ("ingest", "detect", "embed", "cluster", "validate", "export"):
         assert (root / "stages" / f"{stage}.py").is_file()
     again = CliRunner().invoke(main, ["init", str(root)])

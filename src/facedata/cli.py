@@ -50,8 +50,13 @@ def main() -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="a video whose sampled frames join the collection (repeatable)",
 )
+@click.option(
+    "--models-dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="folder holding model weights (params models.dir); see `facedata models`",
+)
 @click.option("--no-git", is_flag=True, help="do not run git init / dvc init")
-def init(directory, folders, labeled, max_per_name, videos, no_git) -> None:
+def init(directory, folders, labeled, max_per_name, videos, models_dir, no_git) -> None:
     """Create a facedata project in DIRECTORY (params.yaml, dvc.yaml, stages/, git + DVC)."""
     from facedata.scaffold import init_project
 
@@ -66,7 +71,8 @@ def init(directory, folders, labeled, max_per_name, videos, no_git) -> None:
         "videos": [{"path": os.path.abspath(v)} for v in videos],
     }
     try:
-        root = init_project(directory, sources, git=not no_git)
+        values = {"models.dir": os.path.abspath(models_dir)} if models_dir else None
+        root = init_project(directory, sources, git=not no_git, values=values)
     except (FileExistsError, RuntimeError) as exc:
         _fail(str(exc))
     click.echo(f"created {root}\nnext: cd {directory} && facedata build")

@@ -270,10 +270,19 @@ def from_rows(name: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
         raise ManifestError(f"rows for manifest {name!r} do not fit its schema: {exc}") from exc
 
 
-def conform(name: str, table: pa.Table) -> pa.Table:
-    """Select and cast `table` to the manifest schema, with a message naming the offending columns."""
+def conform(name: str, table: pa.Table, fill_missing: bool = False) -> pa.Table:
+    """Select and cast `table` to the manifest schema, with a message naming the offending columns.
+
+    With `fill_missing`, nullable columns the table lacks are added as nulls: manifests written before a column
+    was added stay readable (schema changes are additive). A missing required column is always an error.
+    """
     sch = schema(name)
     missing = [f.name for f in sch if f.name not in table.column_names]
+    if fill_missing:
+        for f in sch:
+            if f.name in missing and f.nullable:
+                table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
+        missing = [m for m in missing if not sch.field(m).nullable]
     if missing:
         raise ManifestError(f"manifest {name!r} is missing columns {missing}")
     problems = []
@@ -312,7 +321,7 @@ def read(name: str, root: str | os.PathLike = ".", missing_ok: bool = False) -> 
             f"`dvc repro {WRITER.get(name, name)}`"
         ) from exc
     try:
-        return conform(name, table)
+        return conform(name, table, fill_missing=True)
     except ManifestError as exc:
         raise ManifestError(
             f"{exc} (file {path}); it was probably written by another facedata version: rerun "

@@ -143,6 +143,14 @@ SPEC: dict[str, Spec] = {
     "export.splits": Spec({"train": 0.8, "val": 0.1, "test": 0.1}, (dict,), None, "", "fractions per split"),
     "export.min_faces_per_identity": Spec(2, (int,), _nonneg, ">= 0", "smaller identities are left out"),
     "export.seed": Spec(0, (int,), None, "", "split assignment seed"),
+    "models.dir": Spec(
+        "",
+        (str,),
+        None,
+        "",
+        "folder searched first for model weights, relative to params.yaml "
+        "($FACEDATA_MODELS_DIR wins); empty: user cache, packages, download",
+    ),
 }
 
 
