@@ -27,7 +27,17 @@ def test_init_creates_a_runnable_project(tmp_path):
     photos.mkdir(parents=True)
     result = CliRunner().invoke(
         main,
-        ["init", str(tmp_path / "proj"), "--folder", str(tmp_path / "photos"), "--labeled", "--max-per-name", "5"],
+        [
+            "init",
+            str(tmp_path / "proj"),
+            "--folder",
+            str(tmp_path / "photos"),
+            "--labeled",
+            "--max-per-name",
+            "5",
+            "--models-dir",
+            str(tmp_path),
+        ],
     )
     assert result.exit_code == 0, result.output
     root = tmp_path / "proj"
