@@ -37,7 +37,14 @@ def run(ctx: StageContext) -> dict:
     current = {r["face_id"]: r for r in dataset}
     old = manifest.read("meshes", root, missing_ok=True).to_pylist()
     reused = reusable(
-        old, ctx, lambda r: r["kind"] == "face" and r["face_id"] in current and rows.files_present(r, root)
+        old,
+        ctx,
+        lambda r: (
+            r["kind"] == "face"
+            and r["status"] != "error"
+            and r["face_id"] in current
+            and rows.files_present(r, root)
+        ),
     )
     done = {r["face_id"] for r in reused}
     todo_faces = [r for r in dataset if r["face_id"] not in done]

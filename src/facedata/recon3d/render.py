@@ -132,9 +132,8 @@ def turntable(
     v = v - (v.max(axis=0) + v.min(axis=0)) / 2
     half = float(np.abs(v[:, :2]).max()) * 1.1
     out = []
-    angles = np.concatenate(
-        [np.linspace(-max_yaw, max_yaw, frames // 2), np.linspace(max_yaw, -max_yaw, frames - frames // 2)]
-    )
+    # a smooth swing -max_yaw..max_yaw..-max_yaw; the half-step phase keeps consecutive frames distinct
+    angles = max_yaw * np.sin(2 * np.pi * (np.arange(frames) + 0.5) / frames)
     for deg in angles:
         a = np.radians(deg)
         rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])

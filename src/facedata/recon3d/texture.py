@@ -25,7 +25,6 @@ from facedata.recon3d.dense import SFM, Camera
 
 MIN_COS = 0.2  # texels seen more obliquely than ~78 degrees are not taken from that view
 FEATHER = 0.03  # weights fade in over this fraction of the texture size from the edge of what a view sees
-MIRROR_TRUST = 0.05  # weight of a mirrored texel relative to a seen one
 
 
 @dataclass(frozen=True)
@@ -127,13 +126,13 @@ def merge(colours: list[np.ndarray], weights: list[np.ndarray], sharpness: float
             acc += c.astype(np.float32) * ww[..., None]
             wsum += ww
             best = np.maximum(best, w)
-    # mirror texels (the uv layout is symmetric) fill in what no view saw, with a low weight
-    acc += acc[:, ::-1] * MIRROR_TRUST
-    wsum = wsum + wsum[:, ::-1] * MIRROR_TRUST
-    known = wsum > 1e-8
+    seen = wsum > 1e-12
     out = np.zeros_like(acc)
-    out[known] = acc[known] / wsum[known][:, None]
-    return fill_holes(out, known), best
+    out[seen] = acc[seen] / wsum[seen][:, None]
+    # a texel no view saw takes its mirror texel's colour (the uv layout is symmetric) when that was seen
+    mirror = ~seen & seen[:, ::-1]
+    out[mirror] = out[:, ::-1][mirror]
+    return fill_holes(out, seen | mirror), best
 
 
 def fill_holes(rgb: np.ndarray, known: np.ndarray) -> np.ndarray:
