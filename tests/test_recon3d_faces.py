@@ -31,7 +31,9 @@ def test_an_ordinary_face_gets_everything_and_its_files(tmp_path):
     assert {"obj", "mtl", "texture", "glb", "landmarks", "json"} <= set(files)
     summary = json.loads(files["json"].read_text())
     assert summary["status"] == "ok" and summary["image"] == "x"
-    assert len(summary["landmarks68"]) == 68 and summary["dense_fit"]["error_percent"] == pytest.approx(r.fit_error, abs=1e-3)
+    assert len(summary["landmarks68"]) == 68 and summary["dense_fit"]["error_percent"] == pytest.approx(
+        r.fit_error, abs=1e-3
+    )
     # the dense fit's projected landmarks (training labels) sit close to the regressor's
     fl = r.fit_landmarks()
     assert np.linalg.norm(fl - r.fit.landmarks[:, :2], axis=1).mean() / np.sqrt(np.prod(np.ptp(fl, axis=0))) < 0.03
@@ -103,7 +105,9 @@ def test_face3d_command_multiview_and_bad_photos(tmp_path, monkeypatch):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     views = sorted((MULTIVIEW / "hrn_celebahq_same_person").glob("*.jpg"))
-    res = _cli(["face3d", *map(str, views), str(blank), str(broken), "--multiview", "--out", "out", "--json"], tmp_path)
+    res = _cli(
+        ["face3d", *map(str, views), str(blank), str(broken), "--multiview", "--out", "out", "--json"], tmp_path
+    )
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "out" / "face3d.json").read_text())
     by_name = {e["name"]: e for e in report["images"]}
@@ -115,7 +119,15 @@ def test_face3d_command_multiview_and_bad_photos(tmp_path, monkeypatch):
         assert (tmp_path / "out" / v.stem / "face0" / "overlay.png").exists()
     fused = report["fused"]
     assert fused["status"] == "ok" and fused["fused_better_on_every_view"]
-    for name in ("mesh.obj", "mesh.mtl", "texture.png", "mesh.glb", "landmarks68.xyz", "turntable.gif", "fused3d.json"):
+    for name in (
+        "mesh.obj",
+        "mesh.mtl",
+        "texture.png",
+        "mesh.glb",
+        "landmarks68.xyz",
+        "turntable.gif",
+        "fused3d.json",
+    ):
         assert (tmp_path / "out" / "fused" / name).exists(), name
 
     only_bad = _cli(["face3d", str(blank), "--out", "out2"], tmp_path)

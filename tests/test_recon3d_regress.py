@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from recon3d_helpers import AFLW, EXAMPLES, boxes_of, detector, read_rgb, regressor
 
+
 @pytest.mark.shared
 def test_mobilenet_takes_every_mb05_weight_and_is_the_published_size():
     import torch

@@ -79,13 +79,19 @@ def test_two_views_merge_by_view_angle():
     sfm = dense.load_sfm()
     base = _frontal_camera(sfm)
     r = texture.uv_raster(sfm, 128)
-    a = texture.sample_view(sfm, r, sfm.mean, Camera(base.scale, _turned(45), base.t), np.full((400, 400, 3), 50, np.uint8))
-    b = texture.sample_view(sfm, r, sfm.mean, Camera(base.scale, _turned(-45), base.t), np.full((400, 400, 3), 250, np.uint8))
+    a = texture.sample_view(
+        sfm, r, sfm.mean, Camera(base.scale, _turned(45), base.t), np.full((400, 400, 3), 50, np.uint8)
+    )
+    b = texture.sample_view(
+        sfm, r, sfm.mean, Camera(base.scale, _turned(-45), base.t), np.full((400, 400, 3), 250, np.uint8)
+    )
     merged, _ = texture.merge([a[0], b[0]], [a[1], b[1]])
     only_a = (a[1] > 0.6) & (b[1] == 0)
     only_b = (b[1] > 0.6) & (a[1] == 0)
     assert only_a.sum() > 50 and only_b.sum() > 50
-    assert np.abs(merged[only_a].astype(int) - 50).max() <= 1 and np.abs(merged[only_b].astype(int) - 250).max() <= 1
+    assert (
+        np.abs(merged[only_a].astype(int) - 50).max() <= 1 and np.abs(merged[only_b].astype(int) - 250).max() <= 1
+    )
     both = (a[1] > 0.3) & (b[1] > 0.3)
     assert 50 < merged[both].mean() < 250
 

@@ -133,13 +133,14 @@ SPEC: dict[str, Spec] = {
     # --- `facedata train 3d`: fine-tuning the regressor on pseudo-labels from the dense fits -------------------
     "train3d.steps": Spec(300, (int,), _pos, "> 0", "optimiser steps"),
     "train3d.batch_size": Spec(32, (int,), _pos, "> 0", "faces per step"),
-    "train3d.lr": Spec(1e-4, NUM, _pos, "> 0", "Adam learning rate"),
+    "train3d.lr": Spec(1e-6, NUM, _pos, "> 0", "SGD (momentum 0.9) learning rate"),
     "train3d.teacher_weight": Spec(0.1, NUM, _nonneg, ">= 0", "keep parameters near the starting network's"),
     "train3d.jitter": Spec(0.05, NUM, _in(0, 0.5), "0..0.5", "random crop shift/scale as a fraction of the side"),
     "train3d.val_fraction": Spec(0.1, NUM, _in(0, 0.9), "0..0.9", "faces held out for validation"),
     "train3d.checkpoint_every": Spec(50, (int,), _pos, "> 0", "steps between checkpoints (resume point)"),
     "train3d.seed": Spec(0, (int,), None, "", "data order and augmentation seed"),
     "train3d.device": Spec("auto", (str,), *_DEVICE, "", perf=True),
+    "train3d.threads": Spec(1, (int,), _pos, "> 0", "torch CPU threads (more stall on a busy machine)", perf=True),
 }
 
 

@@ -29,7 +29,7 @@ IMAGES_PER_BATCH = 16
 
 
 def run(ctx: StageContext) -> dict:
-    p = ctx.p
+    p = ctx.params["recon3d"]  # the params section is named for the area, not the stage
     root = Path(ctx.root)
     faces_dir, fused_dir = root / "data" / "meshes" / "faces", root / "data" / "meshes" / "fused"
     report_dir = ctx.project.reports_dir / "reconstruct3d"
@@ -147,7 +147,7 @@ def rows_model_name() -> str:
 
 def _fuse_identities(ctx, face_rows, current, old, fused_dir, reconstructor, lineage):
     """One fused mesh per identity with enough usable views (reused when its views and params are unchanged)."""
-    p = ctx.p
+    p = ctx.params["recon3d"]  # the params section is named for the area, not the stage
     root = Path(ctx.root)
     if not p["fuse"]:
         return [], []
