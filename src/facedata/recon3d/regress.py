@@ -118,21 +118,27 @@ class Regressor:
         raw = np.concatenate(outs) if outs else np.zeros((0, bfm.NUM_PARAMS), np.float32)
         return bfm.denormalize(raw.astype(np.float64), self.bases)
 
-    def _regress(self, images: list[np.ndarray], owner: np.ndarray, crops: np.ndarray, flip: bool):
-        """Landmarks (n, 68, 3) in the photo, parameters (n, 62) and rotations (n, 3, 3) for crops of images."""
-        inputs = np.zeros((len(crops), 3, crop.SIZE, crop.SIZE), np.float32)
+    def _regress(self, images: list[np.ndarray], owner: np.ndarray, crops: np.ndarray, with_flip: bool = False):
+        """Landmarks (n, 68, 3) in the photo, parameters (n, 62) and rotations (n, 3, 3) for crops of images.
+        With `with_flip`, the mirrored crops (the same pixels reversed, no second warp) go through the network in
+        the same batch, and their landmarks and rotations come back too, mapped to the unmirrored face."""
+        n = len(crops)
+        inputs = np.zeros((n * (2 if with_flip else 1), 3, crop.SIZE, crop.SIZE), np.float32)
         for i in np.unique(owner):
             sel = np.flatnonzero(owner == i)
-            inputs[sel] = crop.to_input(crop.warp(images[i], crops[sel], flip=flip))
+            inputs[sel] = crop.to_input(crop.warp(images[i], crops[sel]))
+        if with_flip:
+            inputs[n:] = inputs[:n, :, :, ::-1]
         params = self.run_network(inputs)
         pts = bfm.landmarks_crop(params, self.bases)
         _, rot = bfm.rotation(params)
-        if flip:
-            pts = crop.mirror_frame(pts, bfm.FLIP_68)
-            rot = _MIRROR @ rot @ _MIRROR
+        if with_flip:
+            pts[n:] = crop.mirror_frame(pts[n:], bfm.FLIP_68)
+            rot[n:] = _MIRROR @ rot[n:] @ _MIRROR
+        both = np.concatenate([crops, crops]) if with_flip else crops
         # the crop turned by theta in the photo (y down) = a turn by -theta in 3DDFA's y-up frame
-        rot = _rot_z(-crops[:, 3]) @ rot
-        return crop.to_image(pts, crops), params, rot
+        rot = _rot_z(-both[:, 3]) @ rot
+        return crop.to_image(pts, both), params, rot
 
     # -- public --------------------------------------------------------------------------------------------
     def fit(self, images_bgr: list[np.ndarray], boxes: list[np.ndarray]) -> list[list[Fit]]:
@@ -144,15 +150,17 @@ class Regressor:
         if len(all_boxes) == 0:
             return [[] for _ in images_bgr]
         crops = crop.from_boxes(all_boxes, cfg.box_shift, cfg.box_scale)
-        pts, params, rot = self._regress(images_bgr, owner, crops, flip=False)
-        for _ in range(cfg.refine_passes):
-            theta = np.radians(-bfm.angles(rot)[:, 2]) if cfg.deroll else np.zeros(len(pts))
-            crops = crop.from_landmarks(pts, theta)
-            pts, params, rot = self._regress(images_bgr, owner, crops, flip=False)
+        n = len(all_boxes)
+        passes = cfg.refine_passes
+        pts, params, rot = self._regress(images_bgr, owner, crops, with_flip=cfg.flip and passes == 0)
+        for k in range(passes):
+            theta = np.radians(-bfm.angles(rot[:n])[:, 2]) if cfg.deroll else np.zeros(n)
+            crops = crop.from_landmarks(pts[:n], theta)
+            pts, params, rot = self._regress(images_bgr, owner, crops, with_flip=cfg.flip and k == passes - 1)
         if cfg.flip:
-            pts_f, _, rot_f = self._regress(images_bgr, owner, crops, flip=True)
-            pts = (pts + pts_f) / 2
-            rot = _orthonormal(rot + rot_f)
+            pts = (pts[:n] + pts[n:]) / 2
+            rot = _orthonormal(rot[:n] + rot[n:])
+            params = params[:n]
         pose = bfm.angles(rot)
         out: list[list[Fit]] = [[] for _ in images_bgr]
         for j, i in enumerate(owner):
