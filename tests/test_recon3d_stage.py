@@ -183,3 +183,32 @@ def test_train_3d_command_needs_the_stage_output(tmp_path):
     init_project(tmp_path / "empty", {"folders": [], "videos": []}, git=False)
     res = CliRunner().invoke(main, ["train", "3d", "--root", str(tmp_path / "empty"), "--steps", "1"])
     assert res.exit_code == 1 and "reconstruct3d" in res.output
+
+
+def test_train_3d_command_trains_on_the_project(project, tmp_path):
+    from click.testing import CliRunner
+
+    from facedata.cli import main
+
+    root = project[0]
+    out = tmp_path / "model"
+    args = ["train", "3d", "--root", str(root), "--out", str(out), "--steps", "2", "--batch-size", "2", "--json"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.output[res.output.index("{") :])
+    assert metrics["steps"] == 2 and (out / "model.pt").is_file() and (out / "checkpoint.pt").is_file()
+    # the fine-tuned weights load into the regressor used everywhere else
+    from facedata.recon3d.regress import Regressor, RegressorConfig
+
+    reg = Regressor(RegressorConfig(weights=str(out / "model.pt")))
+    assert reg.version.startswith("finetuned:")
+
+
+def test_dvc_yaml_has_the_stage_after_export():
+    from conftest import REPO
+
+    from facedata.pipeline.dag import read_dag, render_dvc_yaml
+
+    assert (REPO / "dvc.yaml").read_text() == render_dvc_yaml(code_deps=True)
+    order = read_dag(REPO / "dvc.yaml")
+    assert order.index("reconstruct3d") > order.index("export")
