@@ -74,6 +74,22 @@ def metrics_markdown(stage: str, metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def report_artifacts(root: str | Path, stage: str) -> list[Path]:
+    """Pages a stage left for the run's observers: `data/reports/<stage>/*.artifact.md` (e.g. the 3D stage's
+    renders), published as markdown artifacts after the stage ran."""
+    folder = Path(root) / "data" / "reports" / stage
+    return sorted(folder.glob("*.artifact.md")) if folder.is_dir() else []
+
+
+def publish_report_artifacts(root: str | Path, stage: str) -> int:
+    pages = report_artifacts(root, stage)
+    for page in pages:
+        name = page.name.removesuffix(".artifact.md")
+        key = "facedata-" + "".join(c if c.isalnum() else "-" for c in f"{stage}-{name}".lower())
+        create_markdown_artifact(markdown=page.read_text(encoding="utf-8"), key=key, description=f"{stage} report")
+    return len(pages)
+
+
 @task(
     name="dvc-stage",
     task_run_name="{stage}",
@@ -114,6 +130,7 @@ def run_stage_task(stage: str, root: str, force: bool = False) -> dict:
             key="facedata-crawl",
             description="crawl: per-source counts and failure reasons",
         )
+    publish_report_artifacts(root, stage)
     if rc != 0:
         message = "\n".join(tail)
         gate = f"facedata {stage}: FAILED" in message or metrics.get("ok") is False

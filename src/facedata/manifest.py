@@ -229,6 +229,49 @@ WRITER = {
     "dataset": "export",
 }
 
+# --- meshes (issue 6, stage reconstruct3d): one row per dataset face, one per fused identity mesh -------------
+_F32 = pa.float32()
+SCHEMAS["meshes"] = pa.schema(
+    [
+        _f("mesh_id", pa.string(), False),  # the face_id for a face; "m" + hash of the sorted face ids when fused
+        _f("kind", pa.string(), False),  # face | fused
+        _f("face_id", pa.string()),  # the face (kind face)
+        _f("image_id", pa.string()),
+        _f("face_ids", pa.list_(pa.string()), False),  # every face it was made from (lineage of a fused mesh)
+        _f("image_ids", pa.list_(pa.string()), False),
+        _f("identity", pa.string()),
+        _f("status", pa.string(), False),  # ok | tiny_face | cut_by_border | extreme_pose | fit_failed | error
+        _f("reason", pa.string()),
+        _f("n_views", pa.int32(), False),
+        _f("yaw", _F32),  # head pose, degrees (kind face)
+        _f("pitch", _F32),
+        _f("roll", _F32),
+        _f("gaze_status", pa.string()),
+        _f("gaze_yaw", _F32),
+        _f("gaze_pitch", _F32),
+        _f("fit_error", _F32),  # dense fit: mean landmark error, % of the face size (fused: worst view)
+        _f("view_errors", pa.list_(_F32)),  # per view (fused), or [fit_error]
+        _f("best_single_errors", pa.list_(_F32)),  # fused: per view, the best error of another view's single fit
+        _f("fused_better", pa.bool_()),  # fused: lower error than every single-view fit on every view
+        _f("box", pa.list_(_F32, 4)),  # detector box in the photo
+        _f("crop", pa.list_(_F32, 4)),  # final regressor crop: cx, cy, side, theta
+        _f("landmarks68", pa.list_(_F32)),  # regressor: 68 x (x, y, z) photo pixels
+        _f("fit_landmarks68", pa.list_(_F32)),  # dense fit projected: 68 x (x, y), the training pseudo-labels
+        _f("params62", pa.list_(_F32)),  # 3DMM parameters (3DDFA_V2 layout)
+        _f("shape_coeffs", pa.list_(_F32)),  # SFM identity coefficients
+        _f("mesh_dir", pa.string()),  # project-relative folder of the files below
+        _f("obj_path", pa.string()),
+        _f("glb_path", pa.string()),
+        _f("texture_path", pa.string()),
+        _f("landmarks_path", pa.string()),
+        _f("json_path", pa.string()),
+        _f("seconds", _F32),  # processing time (per face; fused: the fusion)
+        _lineage(),
+    ]
+)
+KEYS["meshes"] = ("mesh_id",)
+WRITER["meshes"] = "reconstruct3d"
+
 MANIFEST_DIR = Path("data") / "manifests"
 
 

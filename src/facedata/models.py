@@ -128,6 +128,87 @@ register(
 )
 
 
+# --- 3D faces (issue 6): 3DDFA_V2 regressor weights + 3DDFA v1 sparse bases, Surrey Face Model -------------
+_TDDFA2 = "https://raw.githubusercontent.com/cleardusk/3DDFA_V2/1b6c67601abffc1e9f248b291708aef0e43b55ae"
+_TDDFA1 = "https://raw.githubusercontent.com/cleardusk/3DDFA/3545f355bfc71e5748fa915b13932958363135d7"
+_EOS = "https://raw.githubusercontent.com/patrikhuber/eos/ce984207a51c2edd2e7568a64fec9b98ef61aeed/share"
+
+register(
+    ModelSpec(
+        name="3ddfa-v2-mb05",
+        kind="3d",
+        folder="3ddfa_v2",
+        version="3ddfa_v2@1b6c6760+3ddfa_v1@3545f355",
+        files=(
+            ModelFile(
+                "weights/mb05_120x120.pth",
+                "f93ed7f1c4c0382b16d7c18480a5f67473c1917a47475a9823924f38aeb27280",
+                f"{_TDDFA2}/weights/mb05_120x120.pth",
+            ),
+            ModelFile(
+                "configs/param_mean_std_62d_120x120.pkl",
+                "090d7150f77cb66c29ddae21e4508fbde59123dcd1dea7facc24a7ed06d1c795",
+                f"{_TDDFA2}/configs/param_mean_std_62d_120x120.pkl",
+            ),
+            ModelFile(
+                "v1_sparse68_bases/u_base.txt",
+                "1ea7c3116070aeee720605a4a44ca9db582ac550095c321c3cf65ec925fe43cf",
+                f"{_TDDFA1}/c++/weights/u_base.txt",
+            ),
+            ModelFile(
+                "v1_sparse68_bases/w_shp_base.txt",
+                "bec9a2189eb77c61ff940c801dcd9e5cd7f1973b6d91949494d9cd7ac121b7f6",
+                f"{_TDDFA1}/c++/weights/w_shp_base.txt",
+            ),
+            ModelFile(
+                "v1_sparse68_bases/w_exp_base.txt",
+                "4dc637c92c34bfd69faab74cafce23913f2b6181ff00c57a7ab69c1204d20b18",
+                f"{_TDDFA1}/c++/weights/w_exp_base.txt",
+            ),
+        ),
+        license="MIT (3DDFA_V2, 3DDFA code); parameter statistics and bases derive from the BFM: academic only",
+        description="3DDFA_V2 MobileNet-0.5 3DMM regressor (62 params) + 68-point sparse BFM bases",
+    )
+)
+register(
+    ModelSpec(
+        name="sfm-3448",
+        kind="3d",
+        folder="sfm_3448",
+        version="eos@ce984207 sfm_shape_3448",
+        files=(
+            ModelFile(
+                "sfm_shape_3448.bin",
+                "43750338ae533e7fb981e924b6f67ebde3d292f15ec4fc886ae5af14308ad980",
+                f"{_EOS}/sfm_shape_3448.bin",
+            ),
+            ModelFile(
+                "expression_blendshapes_3448.bin",
+                "a77c81712fc5e8b08a1be4cd2824d51514e5bde6578109ae5240dfb3489efd43",
+                f"{_EOS}/expression_blendshapes_3448.bin",
+            ),
+            ModelFile(
+                "ibug_to_sfm.txt",
+                "810810c457184526c7d54305ecbc5da764e2431b5e66025d921a7d424aebfac9",
+                f"{_EOS}/ibug_to_sfm.txt",
+            ),
+            ModelFile(
+                "sfm_3448_edge_topology.json",
+                "5934e5ec34dd6779fda06d28a1f8d02ca9a238bff882e5ccd6da5af9fffe61d5",
+                f"{_EOS}/sfm_3448_edge_topology.json",
+            ),
+            ModelFile(
+                "sfm_model_contours.json",
+                "c9e69bfa995ab19ac6b27abb07729eb0520a00bb192be12426ca6bce76f3fded",
+                f"{_EOS}/sfm_model_contours.json",
+            ),
+        ),
+        license="Surrey Face Model: non-commercial use only (cvssp.org/facemodel); eos files Apache-2.0",
+        description="Surrey Face Model (3448 vertices, 63 shape PCs, 6 expression blendshapes) for eos fitting",
+    )
+)
+
+
 def models_dirs() -> list[Path]:
     """The directories searched, in order (not counting package data and downloads)."""
     dirs = []

@@ -151,6 +151,54 @@ SPEC: dict[str, Spec] = {
         "folder searched first for model weights, relative to params.yaml "
         "($FACEDATA_MODELS_DIR wins); empty: user cache, packages, download",
     ),
+    # --- 3D faces (issue 6): stage reconstruct3d, `facedata face3d`, `facedata evaluate 3d` ---------------------
+    "recon3d.weights": Spec(
+        "", (str,), None, "", "fine-tuned regressor from `facedata train 3d` ('' = 3DDFA_V2 mb05)"
+    ),
+    "recon3d.device": Spec("auto", (str,), *_DEVICE, "", perf=True),
+    "recon3d.backend": Spec(
+        "auto",
+        (str,),
+        *_one_of("auto", "onnxruntime", "torch"),
+        "auto: onnxruntime on CPU, torch on GPU",
+        perf=True,
+    ),
+    "recon3d.batch_size": Spec(64, (int,), _pos, "> 0", "faces per regressor batch", perf=True),
+    "recon3d.box_shift": Spec(0.14, NUM, _in(-1, 1), "-1..1", "first crop: centre moved down by this x box size"),
+    "recon3d.box_scale": Spec(1.58, NUM, _in(0.5, 4), "0.5..4", "first crop: side = this x box size"),
+    "recon3d.refine_passes": Spec(1, (int,), _in(0, 5), "0..5", "re-crops from the previous pass's landmarks"),
+    "recon3d.flip": Spec(True, (bool,), None, "", "average with the mirrored crop in the last pass"),
+    "recon3d.deroll": Spec(True, (bool,), None, "", "turn refined crops so the face is upright"),
+    "recon3d.min_face_px": Spec(32, NUM, _nonneg, ">= 0", "smaller boxes get status tiny_face"),
+    "recon3d.max_outside_fraction": Spec(0.05, NUM, _in(0, 1), "0..1", "more landmarks outside: cut_by_border"),
+    "recon3d.max_yaw": Spec(80.0, NUM, _in(0, 90), "0..90", "beyond: extreme_pose, no single-view mesh"),
+    "recon3d.max_pitch": Spec(60.0, NUM, _in(0, 90), "0..90", "beyond: extreme_pose, no single-view mesh"),
+    "recon3d.fit_iterations": Spec(5, (int,), _in(1, 50), "1..50", "dense fit: camera/shape alternations"),
+    "recon3d.lambda_shape": Spec(0.5, NUM, _pos, "> 0", "dense fit: identity shape regularisation"),
+    "recon3d.lambda_expression": Spec(1.0, NUM, _pos, "> 0", "dense fit: expression regularisation"),
+    "recon3d.max_fit_error": Spec(4.0, NUM, _pos, "> 0", "mesh written only under this landmark error (% face)"),
+    "recon3d.texture_size": Spec(256, (int,), _in(64, 2048), "64..2048", "texture map side in pixels"),
+    "recon3d.texture_sharpness": Spec(4.0, NUM, _pos, "> 0", "view weights cos(angle)^this when merging"),
+    "recon3d.gaze": Spec(True, (bool,), None, "", "estimate gaze (MediaPipe iris + head pose)"),
+    "recon3d.glb": Spec(True, (bool,), None, "", "also write mesh.glb (besides OBJ+MTL+PNG)"),
+    "recon3d.fuse": Spec(True, (bool,), None, "", "fuse each identity's faces into one mesh"),
+    "recon3d.fuse_min_views": Spec(
+        2, (int,), _in(2, 100), "2..100", "identities with fewer usable views: no fusion"
+    ),
+    "recon3d.fuse_max_views": Spec(5, (int,), _in(2, 100), "2..100", "views per fused mesh, spread over yaw"),
+    "recon3d.renders": Spec(6, (int,), _nonneg, ">= 0", "faces rendered into the run report", perf=True),
+    "recon3d.turntable_frames": Spec(24, (int,), _nonneg, ">= 0", "turntable frames (0 = none)", perf=True),
+    # --- `facedata train 3d`: fine-tuning the regressor on pseudo-labels from the dense fits -------------------
+    "train3d.steps": Spec(300, (int,), _pos, "> 0", "optimiser steps"),
+    "train3d.batch_size": Spec(32, (int,), _pos, "> 0", "faces per step"),
+    "train3d.lr": Spec(1e-6, NUM, _pos, "> 0", "SGD (momentum 0.9) learning rate"),
+    "train3d.teacher_weight": Spec(0.1, NUM, _nonneg, ">= 0", "keep parameters near the starting network's"),
+    "train3d.jitter": Spec(0.05, NUM, _in(0, 0.5), "0..0.5", "random crop shift/scale as a fraction of the side"),
+    "train3d.val_fraction": Spec(0.1, NUM, _in(0, 0.9), "0..0.9", "faces held out for validation"),
+    "train3d.checkpoint_every": Spec(50, (int,), _pos, "> 0", "steps between checkpoints (resume point)"),
+    "train3d.seed": Spec(0, (int,), None, "", "data order and augmentation seed"),
+    "train3d.device": Spec("auto", (str,), *_DEVICE, "", perf=True),
+    "train3d.threads": Spec(1, (int,), _pos, "> 0", "torch CPU threads (more stall on a busy machine)", perf=True),
 }
 
 

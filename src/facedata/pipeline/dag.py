@@ -86,6 +86,18 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         ("data/dataset",),
         desc="ImageFolder of aligned crops + dataset.parquet with lineage",
     ),
+    # 3D faces (issue 6): after export, because fusing a person's views needs the dataset's identities and
+    # `facedata train 3d` fine-tunes on exactly the dataset's faces.
+    StageDef(
+        "reconstruct3d",
+        ("pipeline/reconstruct3d.py", "recon3d", "imageio.py", "models.py"),
+        ("data/dataset/dataset.parquet", "data/store/images"),
+        ("recon3d",),
+        ("data/meshes", f"{M}/meshes.parquet", "data/reports/reconstruct3d"),
+        persist=("data/meshes", f"{M}/meshes.parquet"),
+        uncached=("data/reports/reconstruct3d",),
+        desc="3DMM landmarks, pose, gaze, dense textured meshes per face; one fused mesh per identity",
+    ),
 )
 
 #: Code every stage shares: a change to these reruns everything.
