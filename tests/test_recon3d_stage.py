@@ -119,9 +119,11 @@ def test_stage_rerun_reuses_rows_and_redoes_only_what_is_missing(project):
 
     root, dataset, meshes = project
     before = {r["mesh_id"]: r for r in meshes}
+    shutil.rmtree(root / "data" / "reports" / "reconstruct3d")  # DVC removes a stage's outs before running it
     assert run_stage("reconstruct3d", root) == 0
     metrics = json.loads((root / "data" / "metrics" / "reconstruct3d.json").read_text())
     assert metrics["n_processed"] == 0 and metrics["n_reused"] == 7
+    assert (root / "data" / "reports" / "reconstruct3d" / "reconstruct3d.artifact.md").is_file()
     victim = dataset[0]["face_id"]
     shutil.rmtree(root / "data" / "meshes" / "faces" / victim)
     assert run_stage("reconstruct3d", root) == 0

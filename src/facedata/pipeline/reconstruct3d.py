@@ -136,6 +136,10 @@ def run(ctx: StageContext) -> dict:
                 metrics,
             )
         )
+    else:
+        # Nothing new to render (all faces reused, or renders off): the page still says what this run did, and
+        # the stage's declared output exists for DVC.
+        metrics.update(report.write_report(report_dir, "reconstruct3d", [], [], None, None, 0, metrics))
     return metrics
 
 

@@ -39,8 +39,8 @@ def write_report(
     stage: str,
     faces: list[tuple[str, np.ndarray, FaceResult]],
     fused: list[tuple[str, FusedResult]],
-    triangles: np.ndarray,
-    uv: np.ndarray,
+    triangles: np.ndarray | None,
+    uv: np.ndarray | None,
     turntable_frames: int,
     metrics: dict,
 ) -> dict:
