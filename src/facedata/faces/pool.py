@@ -1,0 +1,82 @@
+"""Run face work over a pool of worker processes, one model copy per process, results in input order.
+
+Why processes: dlib/OpenCV/torch inference on small inputs does not scale across threads inside one call, and
+decoding, alignment and quality code is Python holding the GIL. N single-threaded workers, each with its own
+detector and recognizer loaded once (the `factory`), use N cores fully. With a GPU the models run in this
+process instead (one process feeding the device beats several fighting over it).
+
+Workers are started with `spawn`: a clean interpreter per worker, so no OpenMP/CUDA state is inherited from
+the parent (forking after torch has started threads can deadlock), and the same behaviour on every OS.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+_STATE: Any = None
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, which containers and `taskset` restrict)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_count(setting: int, device: str = "cpu") -> int:
+    """`workers: 0` means one per available core; a GPU run uses the calling process only."""
+    if device.startswith("cuda"):
+        return 1
+    return available_cores() if setting <= 0 else setting
+
+
+def set_threads(n: int) -> None:
+    """Limit the intra-op threads of the libraries we run, so N workers do not oversubscribe the cores."""
+    import cv2
+
+    cv2.setNumThreads(n)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def _init(factory: Callable[..., Any], args: tuple, threads: int) -> None:
+    global _STATE
+    set_threads(threads)
+    _STATE = factory(*args)
+
+
+def _call(payload: tuple[Callable[[Any, Any], Any], Any]) -> Any:
+    fn, item = payload
+    return fn(_STATE, item)
+
+
+def map_ordered(
+    factory: Callable[..., Any],
+    factory_args: tuple,
+    fn: Callable[[Any, Any], Any],
+    items: Iterable[Any],
+    workers: int,
+) -> Iterator[Any]:
+    """Yield `fn(state, item)` for each item, in order, where `state = factory(*factory_args)` is built once per
+    worker. `factory` and `fn` must be module-level functions (they are sent to the workers by name).
+
+    With `workers <= 1` everything runs here, lazily, with no process start-up cost. With more, the pool keeps a
+    few items in flight per worker and is shut down when the iterator is exhausted or closed.
+    """
+    if workers <= 1:
+        state = factory(*factory_args)
+        for item in items:
+            yield fn(state, item)
+        return
+    threads = max(1, available_cores() // workers)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init, initargs=(factory, factory_args, threads)) as pool:
+        yield from pool.imap(_call, ((fn, item) for item in items), chunksize=1)

@@ -1,0 +1,66 @@
+"""Head pose (yaw, pitch, roll in degrees) from the five landmarks every detector gives.
+
+Five points fix a pose when we assume where they sit on an average head: we solve the perspective-n-point
+problem (OpenCV `solvePnP`) between a rigid 3D model of the five points and the detected 2D points, with a
+pinhole camera whose focal length is the image's longer side. The model is built from average adult
+anthropometry (interpupillary distance ~63 mm, mouth width ~50 mm, eyes ~35 mm above and ~30 mm behind the
+nose tip, mouth corners ~30 mm below and ~25 mm behind it), so it is a coarse estimate. Measured on the 8
+AFLW2000-3D images in ../shared with YuNet's landmarks (tests/test_faces_quality.py): yaw within ~5 degrees
+on average, up to 66 degrees; roll within a few degrees for near-frontal faces; pitch is the weak one
+(detectors' 5 points barely move with pitch: errors of 20-35 degrees on strongly tilted heads), so facedata
+does not filter on pitch by default. It tells a frontal face from a half-profile or a profile; it is not a
+substitute for a dense 3D fit (facedata's 3D module).
+
+Conventions: degrees, with the signs of AFLW2000-3D's `Pose_Para` so numbers compare with that benchmark
+(yaw > 0 when the nose points towards the image's left, pitch > 0 when the chin is raised).
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+# x right, y down, z away from the camera; millimetres; origin at the nose tip. Order: the eye at the image's
+# left (the subject's right eye), the other eye, nose tip, mouth corner at the image's left, the other one.
+MODEL_5 = np.array(
+    [
+        [-31.5, -35.0, 30.0],
+        [31.5, -35.0, 30.0],
+        [0.0, 0.0, 0.0],
+        [-25.0, 30.0, 25.0],
+        [25.0, 30.0, 25.0],
+    ],
+    dtype=np.float64,
+)
+
+
+def head_pose(landmarks: np.ndarray, width: int, height: int) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees for one face's (5, 2) landmarks in an image of the given size."""
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    f = float(max(width, height))
+    cam = np.array([[f, 0, width / 2.0], [0, f, height / 2.0], [0, 0, 1]], dtype=np.float64)
+    # Start from a frontal head at the distance that explains the eye distance, so the solver converges to
+    # the right one of the mirror solutions that five near-planar points allow.
+    eye_px = max(np.linalg.norm(pts[1] - pts[0]), 1.0)
+    z0 = f * 63.0 / eye_px
+    centre = pts[2]
+    tvec0 = np.array([[(centre[0] - width / 2) * z0 / f], [(centre[1] - height / 2) * z0 / f], [z0]])
+    rvec0 = np.zeros((3, 1))
+    ok, rvec, _ = cv2.solvePnP(
+        MODEL_5, pts, cam, None, rvec0, tvec0, useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE
+    )[:3]
+    if not ok:
+        return float("nan"), float("nan"), float("nan")
+    rot, _ = cv2.Rodrigues(rvec)
+    return euler_from_matrix(rot)
+
+
+def euler_from_matrix(rot: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees from a model-to-camera rotation, R = Rz(roll) @ Ry(yaw) @ Rx(pitch)."""
+    yaw = math.asin(max(-1.0, min(1.0, -rot[2, 0])))
+    pitch = math.atan2(rot[2, 1], rot[2, 2])
+    roll = math.atan2(rot[1, 0], rot[0, 0])
+    # Signs chosen to agree with AFLW2000-3D's Pose_Para on its ground-truth landmarks (tests check them).
+    return math.degrees(yaw), -math.degrees(pitch), math.degrees(roll)
