@@ -19,6 +19,7 @@ labelled LFW face). `python -m benchmarks faces -- --n 500 --rounds 3`.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("FACEDATA_SHARED", REPO.parent / "shared"))  # as in tests/conftest.py
 
 
 def sample_images(n: int, seed: int = 0) -> list[Path]:
@@ -77,6 +78,49 @@ def run_facedata(
     return time.perf_counter() - t0, found / len(paths)
 
 
+def embedder_speed(paths: list[Path], n_faces: int = 64) -> dict:
+    """ms per face of dlib's own ResNet vs facedata's torch port of it, one core each, on the same chips."""
+    import dlib
+    import torch
+    from PIL import Image
+
+    from facedata import models
+    from facedata.embed.dlib_resnet import build_module, read_weights
+    from facedata.faces.pool import available_cores, set_threads
+
+    set_threads(1)
+    detector = dlib.get_frontal_face_detector()
+    shape5 = dlib.shape_predictor(str(models.locate_file("dlib-shape5")))
+    chips = []
+    for p in paths:
+        img = np.asarray(Image.open(p).convert("RGB"))
+        rects = detector(img, 1)
+        if rects:
+            chips.append(dlib.get_face_chip(img, shape5(img, rects[0]), size=150, padding=0.25))
+        if len(chips) == n_faces:
+            break
+    native = dlib.face_recognition_model_v1(str(models.locate_file("dlib-resnet")))
+    net = build_module(read_weights(models.locate_file("dlib-resnet")))
+    t0 = time.perf_counter()
+    ref = np.array([np.asarray(native.compute_face_descriptor(c)) for c in chips])
+    t_native = time.perf_counter() - t0
+    with torch.inference_mode():
+        net(torch.from_numpy(np.stack(chips[:8])))  # warm-up
+        t0 = time.perf_counter()
+        got = np.concatenate(
+            [net(torch.from_numpy(np.stack(chips[i : i + 32]))).numpy() for i in range(0, len(chips), 32)]
+        )
+        t_torch = time.perf_counter() - t0
+    set_threads(available_cores())
+    return {
+        "faces": len(chips),
+        "dlib_ms_per_face": round(1000 * t_native / len(chips), 1),
+        "torch_port_ms_per_face": round(1000 * t_torch / len(chips), 1),
+        "speedup": round(t_native / t_torch, 2),
+        "max_abs_difference": float(np.abs(got - ref).max()),
+    }
+
+
 def main(argv: list[str]) -> dict:
     ap = argparse.ArgumentParser(prog="python -m benchmarks faces --")
     ap.add_argument("--n", type=int, default=500, help="number of LFW images")
@@ -86,8 +130,6 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--no-flip", action="store_true", help="embed without flip averaging")
     ap.add_argument("--gpu", action="store_true", help="also time facedata with device cuda (if present)")
     args = ap.parse_args(argv)
-
-    import os
 
     os.environ.setdefault("FACEDATA_MODELS_DIR", str(SHARED / "models"))
     from facedata.faces.pool import available_cores
@@ -117,6 +159,7 @@ def main(argv: list[str]) -> dict:
             flush=True,
         )
     result = {
+        "embedder_one_core": embedder_speed(paths),
         "images": n,
         "rounds": args.rounds,
         "cores": available_cores(),

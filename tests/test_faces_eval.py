@@ -138,12 +138,12 @@ def test_evaluate_detection_command_uses_project_params(lfw, tmp_path, monkeypat
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     project = tmp_path / "proj"
     project.mkdir()
-    (project / "params.yaml").write_text("detect:\n  detector: retinaface\n  workers: 1\n")
+    (project / "params.yaml").write_text("detect:\n  detector: yunet\n  workers: 1\n")
     monkeypatch.chdir(project)
     res = CliRunner().invoke(main, ["evaluate", "detection", "--labeled-dir", str(folder), "--json", "d.json"])
     assert res.exit_code == 0, res.output
     result = json.loads((project / "d.json").read_text())
-    assert result["detector"] == "retinaface"  # the project's params, not the default
+    assert result["detector"] == "yunet"  # the project's params, not the default
     assert result["n_images"] == 7 and result["n_failed_images"] == 1
     assert result["detection_rate"] == pytest.approx(6 / 7, abs=1e-4)
     assert any(m.startswith("broken.jpg") for m in result["missed"])

@@ -102,7 +102,7 @@ def test_face_rows_carry_quality_pose_transform_and_crops(built):
     ok = [f for f in faces if f["status"] == "ok"]
     assert len(ok) >= 11
     for f in ok:
-        assert f["lineage"]["model_name"] == "yunet" and f["reason"] is None
+        assert f["lineage"]["model_name"] == "retinaface" and f["reason"] is None
         assert f["yaw"] is not None and f["quality"] > 0 and f["outside"] is not None
         m = np.array(f["align_matrix"]).reshape(2, 3)
         lms = np.array(f["landmarks"]).reshape(5, 2)

@@ -73,7 +73,7 @@ SPEC: dict[str, Spec] = {
     "ingest.max_frames_per_video": Spec(600, (int,), _pos, "> 0", "cap on sampled frames per video"),
     "ingest.near_dup_bits": Spec(4, (int,), _in(0, 32), "0..32", "phash distance marking near duplicates"),
     # detect (issue 3): which detector, what counts as a usable face, how crops are made
-    "detect.detector": Spec("yunet", (str,), *_one_of("yunet", "retinaface", "mtcnn"), "face detector"),
+    "detect.detector": Spec("retinaface", (str,), *_one_of("retinaface", "yunet", "mtcnn"), "face detector"),
     "detect.device": Spec("auto", (str,), *_DEVICE, "auto uses a GPU when one is present", perf=True),
     "detect.workers": Spec(0, (int,), _nonneg, ">= 0", "worker processes; 0 = one per core", perf=True),
     "detect.batch_size": Spec(16, (int,), _pos, "> 0", "images per detector batch", perf=True),
