@@ -1,5 +1,5 @@
-"""Evaluation maths (pairs parsing, folds, thresholds, TAR@FAR, the labelled-face rule), the worker pool,
-and the two `facedata evaluate` commands on real LFW images."""
+"""Evaluation maths (pairs parsing, folds, thresholds, TAR@FAR, the labelled-face rule) and the two
+`facedata evaluate` commands on real LFW images."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from facedata.faces.evaluation import (
     parse_pairs,
     verification_metrics,
 )
-from facedata.faces.pool import map_ordered
 
 
 def test_parse_pairs_both_line_kinds_and_header(tmp_path):
@@ -65,7 +64,7 @@ def test_failed_pairs_count_as_errors_and_tar_at_far():
     m = verification_metrics(d, same, np.arange(len(d)) % 10)
     assert m["n_failed_pairs"] == 1
     # at FAR 1e-3 one of 1000 negatives may pass: threshold is the 2nd smallest negative distance
-    assert m["threshold_at_far_1e-3"] == pytest.approx(np.linspace(0.4, 2.0, 1000)[1])
+    assert m["threshold_at_far_1e-3"] == pytest.approx(np.linspace(0.4, 2.0, 1000)[1], abs=1e-5)
     assert m["tar_at_far_1e-3"] == pytest.approx(3 / 6, abs=1e-4)
 
 
@@ -76,24 +75,6 @@ def test_labelled_face_is_the_centred_one_or_the_labelled_box():
     assert labelled_face_index(np.zeros((0, 4)), 250, 250) == -1
     assert labelled_face_index(boxes, 250, 250, np.array([2, 0, 40, 42])) == 0
     assert labelled_face_index(boxes, 250, 250, np.array([200, 200, 250, 250])) == -1
-
-
-def _square_factory(offset):
-    return {"offset": offset}
-
-
-def _square(state, item):
-    import os
-
-    return item * item + state["offset"], os.getpid()
-
-
-def test_pool_keeps_order_and_uses_several_processes():
-    inline = list(map_ordered(_square_factory, (1,), _square, range(6), workers=1))
-    assert [v for v, _ in inline] == [i * i + 1 for i in range(6)]
-    pooled = list(map_ordered(_square_factory, (1,), _square, range(40), workers=2))
-    assert [v for v, _ in pooled] == [i * i + 1 for i in range(40)]
-    assert len({pid for _, pid in pooled}) >= 1
 
 
 @pytest.mark.shared

@@ -37,24 +37,39 @@ MODEL_5 = np.array(
 
 
 def head_pose(landmarks: np.ndarray, width: int, height: int) -> tuple[float, float, float]:
-    """(yaw, pitch, roll) in degrees for one face's (5, 2) landmarks in an image of the given size."""
+    """(yaw, pitch, roll) in degrees for one face's (5, 2) landmarks in an image of the given size.
+
+    Five nearly coplanar points allow mirror solutions, and near profile the iterative solver can land in a
+    wrong one (a head upside down and turned). So the fit starts from three guesses (frontal, turned either
+    way) and keeps the plausible solution (|pitch|, |roll| < 90) that reprojects best."""
     pts = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
     f = float(max(width, height))
     cam = np.array([[f, 0, width / 2.0], [0, f, height / 2.0], [0, 0, 1]], dtype=np.float64)
-    # Start from a frontal head at the distance that explains the eye distance, so the solver converges to
-    # the right one of the mirror solutions that five near-planar points allow.
-    eye_px = max(np.linalg.norm(pts[1] - pts[0]), 1.0)
+    # Start at the distance that explains the eye distance, centred on the nose.
+    eye_px = max(float(np.linalg.norm(pts[1] - pts[0])), 1.0)
     z0 = f * 63.0 / eye_px
     centre = pts[2]
     tvec0 = np.array([[(centre[0] - width / 2) * z0 / f], [(centre[1] - height / 2) * z0 / f], [z0]])
-    rvec0 = np.zeros((3, 1))
-    ok, rvec, _ = cv2.solvePnP(
-        MODEL_5, pts, cam, None, rvec0, tvec0, useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE
-    )[:3]
-    if not ok:
-        return float("nan"), float("nan"), float("nan")
-    rot, _ = cv2.Rodrigues(rvec)
-    return euler_from_matrix(rot)
+    best, best_err, fallback, fallback_err = None, np.inf, None, np.inf
+    for yaw0 in (0.0, 50.0, -50.0):
+        rvec0 = np.array([[0.0], [math.radians(yaw0)], [0.0]])
+        ok, rvec, tvec = cv2.solvePnP(
+            MODEL_5, pts, cam, None, rvec0, tvec0.copy(), useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE
+        )
+        if not ok:
+            continue
+        proj, _ = cv2.projectPoints(MODEL_5, rvec, tvec, cam, None)
+        err = float(np.abs(proj.reshape(5, 2) - pts).mean())
+        angles = euler_from_matrix(cv2.Rodrigues(rvec)[0])
+        if err < fallback_err:
+            fallback, fallback_err = angles, err
+        if abs(angles[1]) < 90 and abs(angles[2]) < 90 and err < best_err:
+            best, best_err = angles, err
+    if best is not None:
+        return best
+    if fallback is not None:
+        return fallback
+    return float("nan"), float("nan"), float("nan")
 
 
 def euler_from_matrix(rot: np.ndarray) -> tuple[float, float, float]:

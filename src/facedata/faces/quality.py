@@ -70,7 +70,7 @@ def filter_reasons(
     if outside > params["max_outside"]:
         reasons.append(f"cut_off {outside:.0%} of the box outside the image > {params['max_outside']:.0%}")
     if blur < params["min_blur"]:
-        reasons.append(f"blur {blur:.1f} < {params['min_blur']}")
+        reasons.append(f"blur {blur:.2f} < {params['min_blur']}")
     if not math.isnan(yaw) and abs(yaw) > params["max_abs_yaw"]:
         reasons.append(f"yaw {yaw:.0f} deg, |yaw| > {params['max_abs_yaw']}")
     if not math.isnan(pitch) and abs(pitch) > params["max_abs_pitch"]:

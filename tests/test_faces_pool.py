@@ -1,0 +1,58 @@
+"""The worker pool: results in input order, several processes, and one-thread inline mode.
+
+Kept in its own light module: `spawn` workers import this file to find the functions they run."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from facedata.faces.pool import get_threads, map_ordered, worker_count
+
+
+def _square_factory(offset, rendezvous=None):
+    return {"offset": offset, "rendezvous": rendezvous, "waited": False}
+
+
+def _square(state, item):
+    """item**2 + offset, and the pid that computed it. With a rendezvous folder, each worker's first call
+    waits until two workers have checked in, so the test sees both work whatever their start-up times."""
+    if state["rendezvous"] and not state["waited"]:
+        folder = Path(state["rendezvous"])
+        (folder / str(os.getpid())).touch()
+        deadline = time.monotonic() + 60
+        while len(list(folder.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        state["waited"] = True
+    return item * item + state["offset"], os.getpid()
+
+
+def test_pool_keeps_order_and_uses_several_processes(tmp_path):
+    inline = list(map_ordered(_square_factory, (1,), _square, range(6), workers=1))
+    assert [v for v, _ in inline] == [i * i + 1 for i in range(6)]
+    assert {pid for _, pid in inline} == {os.getpid()}
+    pooled = list(map_ordered(_square_factory, (1, str(tmp_path)), _square, range(40), workers=2))
+    assert [v for v, _ in pooled] == [i * i + 1 for i in range(40)]
+    pids = {pid for _, pid in pooled}
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_inline_mode_runs_single_threaded_and_restores_settings():
+    before = get_threads()
+    seen = []
+
+    def probe_items():
+        for i in range(3):
+            seen.append(get_threads()[0])
+            yield i
+
+    assert [v for v, _ in map_ordered(_square_factory, (0,), _square, probe_items(), workers=1)] == [0, 1, 4]
+    assert seen[1:] == [1, 1]
+    assert get_threads() == before
+
+
+def test_worker_count():
+    assert worker_count(3) == 3
+    assert worker_count(0) >= 1
+    assert worker_count(0, "cuda") == 1
