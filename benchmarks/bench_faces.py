@@ -121,6 +121,48 @@ def embedder_speed(paths: list[Path], n_faces: int = 64) -> dict:
     }
 
 
+def measure_templates(n: int = 400, seed: int = 1) -> dict:
+    """Where each detector puts its five points inside dlib's own 150 px face chips (dlib HOG detector, 5-point
+    predictor, `get_face_chip(size=150, padding=0.25)`), averaged over `n` LFW identities and made symmetric:
+    the `dlib150` template in that detector's convention (facedata.faces.align.DETECTOR_TEMPLATES)."""
+    import cv2
+    import dlib
+
+    from facedata import models
+    from facedata.faces.detect import DETECTORS, make_detector
+    from facedata.imageio import read_image_file
+    from facedata.params import SPEC
+
+    root = SHARED / "data" / "faces" / "lfw"
+    ids = sorted(d for d in root.iterdir() if d.is_dir())
+    files = [sorted(d.glob("*.jpg"))[0] for d in random.Random(seed).sample(ids, n)]
+    det = dlib.get_frontal_face_detector()
+    sp = dlib.shape_predictor(str(models.locate_file("dlib-shape5")))
+    params = {k.split(".", 1)[1]: s.default for k, s in SPEC.items() if k.startswith("detect.")}
+    detectors = {name: make_detector({**params, "detector": name, "device": "cpu"}) for name in DETECTORS}
+    points: dict[str, list] = {name: [] for name in detectors}
+    for f in files:
+        img = read_image_file(f).rgb
+        rects = det(img, 1)
+        if not rects:
+            continue
+        chip = dlib.get_face_chip(img, sp(img, rects[0]), size=150, padding=0.25)
+        canvas = np.zeros((500, 500, 3), np.uint8)  # the chip at 2x, with a margin so detectors see a face
+        canvas[100:400, 100:400] = cv2.resize(chip, (300, 300), interpolation=cv2.INTER_CUBIC)
+        for name, d in detectors.items():
+            found = d.detect([canvas])[0]
+            if len(found):
+                points[name].append((found.landmarks[0] - 100) / 2)
+    out = {}
+    for name, pts in points.items():
+        m = np.mean(pts, axis=0)
+        ex, ey = (m[0, 0] + 150 - m[1, 0]) / 2, (m[0, 1] + m[1, 1]) / 2
+        mx, my = (m[3, 0] + 150 - m[4, 0]) / 2, (m[3, 1] + m[4, 1]) / 2
+        sym = [[ex, ey], [150 - ex, ey], [75.0, m[2, 1]], [mx, my], [150 - mx, my]]
+        out[name] = {"faces": len(pts), "template": np.round(sym, 1).tolist()}
+    return out
+
+
 def main(argv: list[str]) -> dict:
     ap = argparse.ArgumentParser(prog="python -m benchmarks faces --")
     ap.add_argument("--n", type=int, default=500, help="number of LFW images")
@@ -129,7 +171,11 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--detector", default=None, help="override detect.detector")
     ap.add_argument("--no-flip", action="store_true", help="embed without flip averaging")
     ap.add_argument("--gpu", action="store_true", help="also time facedata with device cuda (if present)")
+    ap.add_argument("--measure-templates", action="store_true", help="only measure the per-detector templates")
     args = ap.parse_args(argv)
+    if args.measure_templates:
+        os.environ.setdefault("FACEDATA_MODELS_DIR", str(SHARED / "models"))
+        return {"dlib150_templates": measure_templates()}
 
     os.environ.setdefault("FACEDATA_MODELS_DIR", str(SHARED / "models"))
     from facedata.faces.pool import available_cores

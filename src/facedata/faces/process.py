@@ -40,7 +40,8 @@ class Face:
 
 
 def analyze_faces(rgb: np.ndarray, dets: Detections, params: dict, template: str, size: int) -> list[Face]:
-    """The best `max_faces_per_image` faces of one image, aligned to `template` at `size` px and scored.
+    """The best `max_faces_per_image` faces of one image (found by `params["detector"]`), aligned to
+    `template` at `size` px and scored.
 
     Faces that fail a threshold are returned too, with their reasons: the caller records them."""
     h, w = rgb.shape[:2]
@@ -50,7 +51,7 @@ def analyze_faces(rgb: np.ndarray, dets: Detections, params: dict, template: str
     faces = []
     for k in range(n):
         box, score, lms = dets.boxes[k], float(dets.scores[k]), dets.landmarks[k]
-        crop, matrix = align(rgb, lms, template, size)
+        crop, matrix = align(rgb, lms, template, size, params["detector"])
         size_px = quality.box_size(box)
         outside = quality.outside_fraction(box, w, h)
         blur = quality.blur_score(crop)

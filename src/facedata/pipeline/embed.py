@@ -27,7 +27,8 @@ def load_crop(root: Path, face: dict, template: str, size: int) -> np.ndarray:
     if face["crop_path"] and face["align_template"] == template and face["crop_size"] == size:
         return read_image_file(Path(root) / face["crop_path"], min_side=1).rgb
     rgb = read_image_file(Path(root) / face["store_path"], min_side=1).rgb
-    crop, _ = align(rgb, np.asarray(face["landmarks"], dtype=np.float64).reshape(5, 2), template, size)
+    lms = np.asarray(face["landmarks"], dtype=np.float64).reshape(5, 2)
+    crop, _ = align(rgb, lms, template, size, face["detector"])
     return crop
 
 
@@ -62,7 +63,7 @@ def run(ctx: StageContext) -> dict:
     images = (
         {r["image_id"]: r["store_path"] for r in manifest.read("images", ctx.root).to_pylist()} if todo else {}
     )
-    keys = ("face_id", "crop_path", "align_template", "crop_size", "landmarks")
+    keys = ("face_id", "crop_path", "align_template", "crop_size", "landmarks", "detector")
     slim = [{**{k: f[k] for k in keys}, "store_path": images.get(f["image_id"])} for f in todo]
     batches = [slim[i : i + p["batch_size"]] for i in range(0, len(slim), p["batch_size"])]
 
