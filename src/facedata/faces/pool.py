@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 _STATE: Any = None
+_END = object()
 
 
 def available_cores() -> int:
@@ -78,8 +79,10 @@ def map_ordered(
     worker. `factory` and `fn` must be module-level functions (they are sent to the workers by name).
 
     With `workers <= 1` everything runs here, lazily, with no process start-up cost, on one thread (one worker
-    is one core; the thread settings are restored afterwards). With more, the pool keeps a few items in flight
-    per worker and is shut down when the iterator is exhausted or closed.
+    is one core; the thread settings are restored afterwards). With more, a pool of `workers` processes keeps
+    two items in flight per worker; while the pool is still starting (a fresh interpreter imports torch and
+    loads the models: seconds), this process does the next items itself, so short jobs do not wait for the
+    pool. The pool is shut down when the iterator is exhausted or closed.
     """
     if workers <= 1:
         saved = get_threads()
@@ -94,4 +97,29 @@ def map_ordered(
     threads = max(1, available_cores() // workers)
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=_init, initargs=(factory, factory_args, threads)) as pool:
-        yield from pool.imap(_call, ((fn, item) for item in items), chunksize=1)
+        saved = get_threads()
+        set_threads(threads)
+        try:
+            yield from _ordered(pool, factory, factory_args, fn, iter(items), workers)
+        finally:
+            set_threads(*saved)
+
+
+def _noop() -> None:
+    return None
+
+
+def _ordered(pool, factory, factory_args, fn, it: Iterator[Any], workers: int) -> Iterator[Any]:
+    # A worker answers a ping only once its initializer (imports, model loading) is done. Until one does,
+    # this process works through the items itself, in order; then the pool takes the rest.
+    pings = [pool.apply_async(_noop) for _ in range(workers)]
+    local_state = None
+    while not any(p.ready() for p in pings):
+        item = next(it, _END)
+        if item is _END:
+            return
+        if local_state is None:
+            local_state = factory(*factory_args)
+        yield fn(local_state, item)
+    del local_state
+    yield from pool.imap(_call, ((fn, item) for item in it), chunksize=1)
