@@ -104,23 +104,26 @@ def test_frontal_landmarks_give_a_frontal_pose():
 
 @pytest.mark.shared
 def test_pose_against_aflw2000_ground_truth(shared):
-    """Yaw from YuNet's landmarks vs AFLW2000-3D's Pose_Para on the 8 open images (yaw from -36 to 66 deg)."""
+    """Pose from RetinaFace's landmarks vs AFLW2000-3D's Pose_Para on the 8 open images (yaw -36..66 deg,
+    pitch up to 40): mean yaw error 4.6 and pitch error 7.2 degrees when this was written."""
     import scipy.io as sio
 
-    from facedata.faces.detect import YuNetDetector
+    from facedata.faces.detect import RetinaFaceDetector
     from facedata.imageio import read_image_file
 
-    det = YuNetDetector()
-    errs, signs = [], []
+    det = RetinaFaceDetector("cpu")
+    errs, pitch_errs, signs = [], [], []
     for mat in sorted((shared / "data" / "aflw2000_3d" / "AFLW2000").glob("*.mat")):
         gt_pitch, gt_yaw, gt_roll = np.degrees(sio.loadmat(mat)["Pose_Para"][0][:3])
         rgb = read_image_file(mat.with_suffix(".jpg")).rgb
         d = det.detect([rgb])[0]
         assert len(d), mat.name
-        yaw, _, _ = head_pose(d.landmarks[0], rgb.shape[1], rgb.shape[0])
+        yaw, pitch, _ = head_pose(d.landmarks[0], rgb.shape[1], rgb.shape[0])
         errs.append(abs(yaw - gt_yaw))
+        pitch_errs.append(abs(pitch - gt_pitch))
         if abs(gt_yaw) > 15:
             signs.append(np.sign(yaw) == np.sign(gt_yaw))
     assert len(errs) == 8
-    assert np.mean(errs) < 10, errs
+    assert np.mean(errs) < 8, errs
+    assert np.mean(pitch_errs) < 12, pitch_errs
     assert all(signs) and len(signs) >= 4

@@ -89,7 +89,7 @@ def test_facenet_embedder_runs_a_state_dict_through_the_right_preprocessing(tmp_
     np.testing.assert_allclose(v, expected, atol=1e-4)
 
 
-def _export_onnx(path, size=112, layout="nchw"):
+def _export_onnx(path, size=112, layout="nchw", dynamic=True):
     """A small deterministic conv net exported to ONNX (a stand-in recognizer with a known function)."""
     import torch
 
@@ -109,7 +109,7 @@ def _export_onnx(path, size=112, layout="nchw"):
         str(path),
         input_names=["img"],
         output_names=["emb"],
-        dynamic_axes={"img": {0: "n"}, "emb": {0: "n"}},
+        dynamic_axes={"img": {0: "n"}, "emb": {0: "n"}} if dynamic else None,
         dynamo=False,
     )
     return net
@@ -140,6 +140,11 @@ def test_onnx_embedder_applies_the_input_spec(tmp_path, lfw_faces):
     m2 = make_embedder(f"onnx:{path2}", onnx_spec={"mean": 127.5, "std": 128.0, "channels": "bgr"})
     assert m2.layout == "nhwc"
     np.testing.assert_allclose(m2.embed(crops), expected, atol=1e-4)
+    path3 = tmp_path / "batch1.onnx"  # exported with a fixed batch of one: run crop by crop
+    _export_onnx(path3, dynamic=False)
+    m3 = make_embedder(f"onnx:{path3}", onnx_spec=spec)
+    assert m3.one_at_a_time
+    np.testing.assert_allclose(m3.embed(crops), expected, atol=1e-4)
 
 
 def test_onnx_spec_errors_are_clear(tmp_path):

@@ -11,24 +11,35 @@ from pathlib import Path
 from facedata.faces.pool import get_threads, map_ordered, worker_count
 
 
+def _wait_for(folder: Path, n: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(list(folder.iterdir())) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _square_factory(offset, rendezvous=None, parent=None):
     """Worker processes check in to the rendezvous folder once their state is built."""
     if rendezvous and os.getpid() != parent:
-        (Path(rendezvous) / str(os.getpid())).touch()
-    return {"offset": offset, "rendezvous": rendezvous, "in_parent": os.getpid() == parent}
+        (Path(rendezvous) / "up").mkdir(exist_ok=True)
+        (Path(rendezvous) / "up" / str(os.getpid())).touch()
+    return {"offset": offset, "rendezvous": rendezvous, "in_parent": os.getpid() == parent, "first": True}
 
 
 def _square(state, item):
-    """item**2 + offset, and the pid that computed it. With a rendezvous folder the parent (which does the
-    first items while the pool starts) waits until both workers are up, and workers take 20 ms per item, so
-    the test sees both workers take items whatever their start-up times."""
-    if state["rendezvous"]:
-        if state["in_parent"]:
-            deadline = time.monotonic() + 60
-            while len(list(Path(state["rendezvous"]).iterdir())) < 2 and time.monotonic() < deadline:
-                time.sleep(0.01)
-        else:
-            time.sleep(0.02)
+    """item**2 + offset, and the pid that computed it.
+
+    With a rendezvous folder: the parent (which does the first items while the pool starts) waits until both
+    workers are up, and each worker's first item waits until the other worker has one too, so the test sees
+    both workers take items whatever the start-up times and the machine's load."""
+    folder = state["rendezvous"] and Path(state["rendezvous"])
+    if folder and state["in_parent"]:
+        (folder / "up").mkdir(exist_ok=True)
+        _wait_for(folder / "up", 2)
+    elif folder and state["first"]:
+        state["first"] = False
+        (folder / "busy").mkdir(exist_ok=True)
+        (folder / "busy" / str(os.getpid())).touch()
+        _wait_for(folder / "busy", 2)
     return item * item + state["offset"], os.getpid()
 
 

@@ -91,13 +91,11 @@ class OnnxEmbedder:
         if out not in names:
             raise OnnxSpecError(f"embed.onnx.output {out!r} is not an output; outputs: {names}")
         self.output = out
+        # Models exported with a fixed batch of 1 (common) are run one crop at a time.
+        self.one_at_a_time = shape[0] == 1
         dim = outputs[names.index(out)].shape[-1]
-        self.dim = (
-            int(dim)
-            if isinstance(dim, int)
-            else int(self._run(np.zeros((1, self.crop_size, self.crop_size, 3), np.uint8)).shape[1])
-        )
-        self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        probe = np.zeros((1, self.crop_size, self.crop_size, 3), np.uint8)
+        self.dim = int(dim) if isinstance(dim, int) else int(self._run(probe).shape[1])
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         x = batch.astype(np.float32)
@@ -107,14 +105,10 @@ class OnnxEmbedder:
         if self.layout == "nchw":
             x = x.transpose(0, 3, 1, 2)
         x = np.ascontiguousarray(x)
-        if self._fixed_batch_size_is_one():
-            return np.concatenate(
-                [self.session.run([self.output], {self.input_name: x[i : i + 1]})[0] for i in range(len(x))]
-            )
+        if self.one_at_a_time:
+            outs = [self.session.run([self.output], {self.input_name: x[i : i + 1]})[0] for i in range(len(x))]
+            return np.concatenate(outs).reshape(len(x), -1)
         return self.session.run([self.output], {self.input_name: x})[0].reshape(len(x), -1)
-
-    def _fixed_batch_size_is_one(self) -> bool:
-        return getattr(self, "_fixed_batch", None) == 1
 
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         if not crops:
