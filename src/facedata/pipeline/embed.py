@@ -56,7 +56,7 @@ def run(ctx: StageContext) -> dict:
     old = reusable(
         manifest.read("embeddings", ctx.root, missing_ok=True).to_pylist(),
         ctx,
-        lambda r: r["model"] == _stored_name(p["model"]) and r["face_id"] in wanted,
+        lambda r: r["model"] == p["model"] and r["face_id"] in wanted,
     )
     done = {r["face_id"] for r in old}
     todo = [f for f in faces if f["face_id"] not in done]
@@ -79,7 +79,8 @@ def run(ctx: StageContext) -> dict:
             "embeddings": [
                 {
                     "face_id": fid,
-                    "model": name,
+                    # params' value, so cluster/export find the vectors with `embed.model` as written
+                    "model": p["model"],
                     "model_version": version,
                     "dim": len(v),
                     "vector": v,
@@ -108,8 +109,3 @@ def run(ctx: StageContext) -> dict:
         "n_reused": len(done),
         "n_embeddings": len(rows["embeddings"]),
     }
-
-
-def _stored_name(model: str) -> str:
-    """The `model` column value for params `embed.model` (ONNX models are stored as `onnx:<file name>`)."""
-    return f"onnx:{Path(model[len('onnx:') :]).name}" if model.startswith("onnx:") else model
