@@ -148,28 +148,6 @@ def params() -> None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="print as JSON")
-def models(as_json) -> None:
-    """List the models facedata knows, whether their weights are available, and where they were found.
-
-    Weights are looked for in $FACEDATA_MODELS_DIR, the user cache, and installed packages, then downloaded
-    from the official URL (sha256-checked) unless FACEDATA_OFFLINE=1.
-    """
-    from facedata.models import status
-
-    rows = status()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for r in rows:
-        mark = click.style("available", fg="green") if r["available"] else click.style("missing", fg="yellow")
-        click.echo(f"{r['name']:<14} {r['kind']:<10} {mark}  {r['description']}")
-        for f in r["files"]:
-            click.echo(f"{'':<16}{f}")
-        click.echo(f"{'':<16}license: {r['license']}")
-
-
-@main.command()
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="project directory (default: here)")
 def summary(root) -> None:
     """Where the outputs of the last build are, and its headline metrics."""

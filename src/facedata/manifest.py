@@ -128,6 +128,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("landmarks", pa.list_(pa.float32(), 10), False),  # eyes (l, r), nose, mouth (l, r): x, y pairs
             _f("is_primary", pa.bool_(), False),  # the image's subject: large and central
             _f("size_px", pa.float32(), False),  # shorter side of the box
+            _f("outside", pa.float32()),  # share of the box outside the image (cut-off faces)
             _f("blur", pa.float32(), False),  # variance of the Laplacian of the aligned crop
             _f("yaw", pa.float32()),
             _f("pitch", pa.float32()),

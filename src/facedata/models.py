@@ -1,13 +1,17 @@
 """Model resolution: one registry of the weights facedata uses, and one rule for finding them.
 
-A model is named in params.yaml (`dlib-resnet`, `mtcnn`...). Its files are looked for, in order, in
+A model is named in params.yaml (`dlib-resnet`, `yunet`, `facenet-vggface2`...). Its files are looked for, in
+order, in
 
 1. `$FACEDATA_MODELS_DIR/<folder>/` (tests and offline sites point this at a shared models folder),
 2. the user cache `$XDG_CACHE_HOME/facedata/models/<folder>/` (default `~/.cache/facedata/models`),
 3. the Python package that ships them (dlib's models in `face_recognition_models`, MTCNN in facenet-pytorch),
+   or the cache of the library that downloads them itself (facenet-pytorch: `$TORCH_HOME/checkpoints`),
 4. the official URL, downloaded into the user cache (unless `FACEDATA_OFFLINE=1`),
 
 and every file is checked against its sha256 before use, so a corrupt or substituted file is refused.
+A user's own ONNX recognizer is named `onnx:<path>` instead (see `facedata.embed.onnx`); it is not in the
+registry, and its version is the file's sha256.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class ModelSpec:
     license: str
     description: str
     package: tuple[str, str] | None = None  # (importable package, sub-folder holding the files)
+    torch_checkpoints: bool = False  # also look in $TORCH_HOME/checkpoints (where facenet-pytorch caches)
     extra: dict = field(default_factory=dict)
 
 
@@ -124,6 +129,62 @@ register(
         license="MIT (facenet-pytorch); MTCNN by Zhang et al. 2016",
         description="MTCNN cascade (P/R/O-Net): boxes, scores and 5 landmarks",
         package=("facenet_pytorch", "data"),
+    )
+)
+
+
+register(
+    ModelSpec(
+        name="yunet",
+        kind="detector",
+        folder="yunet",
+        version="yunet_s_2023mar",
+        files=(
+            ModelFile(
+                "face_detection_yunet_2023mar.onnx",
+                "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+                "https://raw.githubusercontent.com/ShiqiYu/libfacedetection.train/"
+                "0047ac24afb1a50a0c6105001c89d1b5b805dbf1/onnx/yunet_s_640_640.onnx",
+            ),
+        ),
+        license="Apache-2.0 (libfacedetection.train; opencv_zoo ships the same file under MIT)",
+        description="YuNet face detector for cv2.FaceDetectorYN: boxes, scores, 5 landmarks; ms per image on CPU",
+    )
+)
+register(
+    ModelSpec(
+        name="retinaface",
+        kind="detector",
+        folder="retinaface_mnet025",
+        version="retinaface_mnet025@2b075657aef9",
+        files=(
+            ModelFile(
+                "mobilenet0.25_Final.pth",
+                "ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1",
+                "https://raw.githubusercontent.com/biubug6/Face-Detector-1MB-with-landmark/"
+                "2b075657aef954b9426f938ac7fce100b6910fe6/weights/mobilenet0.25_Final.pth",
+            ),
+        ),
+        license="MIT (biubug6/Face-Detector-1MB-with-landmark); RetinaFace by Deng et al. 2019",
+        description="RetinaFace MobileNet-0.25 (torch): boxes, scores, 5 landmarks; batches on a GPU",
+    )
+)
+register(
+    ModelSpec(
+        name="facenet-vggface2",
+        kind="embedder",
+        folder="facenet_vggface2",
+        version="20180402-114759-vggface2",
+        files=(
+            ModelFile(
+                "20180402-114759-vggface2.pt",
+                "281cebca8662831adb987a874bdcb36e73f5b1c6dc5ee5878f305e985625d99b",
+                "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+            ),
+        ),
+        license="MIT (facenet-pytorch, port of davidsandberg/facenet); trained on VGGFace2 (research use)",
+        description="FaceNet InceptionResnetV1, 512-d, 99.65% on LFW; expects 160x160 MTCNN-style crops",
+        torch_checkpoints=True,
     )
 )
 
@@ -259,11 +320,21 @@ def _package_dir(spec: ModelSpec) -> Path | None:
     return Path(list(found.submodule_search_locations)[0]) / sub
 
 
+def torch_checkpoints_dir() -> Path:
+    """Where torch (and facenet-pytorch) cache downloaded weights: $TORCH_HOME/checkpoints."""
+    base = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch"
+    )
+    return Path(base) / "checkpoints"
+
+
 def candidates(spec: ModelSpec) -> list[tuple[str, Path]]:
     out = [(str(d), d / spec.folder) for d in models_dirs()]
     pkg = _package_dir(spec)
     if pkg is not None:
         out.append((f"package {spec.package[0]}", pkg))
+    if spec.torch_checkpoints:
+        out.append(("torch cache", torch_checkpoints_dir()))
     return out
 
 

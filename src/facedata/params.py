@@ -52,6 +52,12 @@ def _one_of(*choices: str) -> tuple[Callable[[Any], bool], str]:
 
 
 _DEVICE = _one_of("auto", "cpu", "cuda")
+
+
+def _embed_model(v: Any) -> bool:
+    return v in ("dlib-resnet", "facenet-vggface2") or (v.startswith("onnx:") and len(v) > 5)
+
+
 _CLUSTER = _one_of("agglomerative", "chinese_whispers")
 
 NUM = (int, float)
@@ -116,19 +122,34 @@ SPEC: dict[str, Spec] = {
     "crawl.chromedriver": Spec("/usr/bin/chromedriver", (str,), None, "", "its chromedriver"),
     "crawl.browser_args": Spec([], (list,), None, "", "extra Chromium flags (e.g. --host-resolver-rules=...)"),
     "crawl.page_timeout_s": Spec(30.0, NUM, _pos, "> 0", "page load + first results wait, per page"),
-    "detect.detector": Spec("mtcnn", (str,), *_one_of("mtcnn"), "face detector"),
+    # detect (issue 3): which detector, what counts as a usable face, how crops are made
+    "detect.detector": Spec("retinaface", (str,), *_one_of("retinaface", "yunet", "mtcnn"), "face detector"),
     "detect.device": Spec("auto", (str,), *_DEVICE, "auto uses a GPU when one is present", perf=True),
+    "detect.workers": Spec(0, (int,), _nonneg, ">= 0", "worker processes; 0 = one per core", perf=True),
     "detect.batch_size": Spec(16, (int,), _pos, "> 0", "images per detector batch", perf=True),
+    "detect.max_side": Spec(1920, (int,), _nonneg, ">= 0", "larger images are shrunk for detection (0: never)"),
+    "detect.candidate_score": Spec(0.5, NUM, _in(0, 1), "0..1", "detector floor: weaker candidates are no faces"),
     "detect.min_score": Spec(0.9, NUM, _in(0, 1), "0..1", "faces with a lower detector score are filtered"),
     "detect.min_face_px": Spec(40, NUM, _nonneg, ">= 0", "faces whose box is smaller are filtered"),
+    "detect.max_outside": Spec(0.25, NUM, _in(0, 1), "0..1", "faces with more of the box off-image are filtered"),
     "detect.min_blur": Spec(6.0, NUM, _nonneg, ">= 0", "faces whose crop is blurrier are filtered"),
+    "detect.max_abs_yaw": Spec(75.0, NUM, _in(0, 180), "0..180", "faces turned further are filtered (deg)"),
+    "detect.max_abs_pitch": Spec(90.0, NUM, _in(0, 180), "0..180", "faces tilted further are filtered (deg)"),
     "detect.max_faces_per_image": Spec(20, (int,), _pos, "> 0", "more faces than this: keep the best"),
     "detect.crop_size": Spec(150, (int,), _in(32, 1024), "32..1024", "aligned crop side in pixels"),
-    "detect.align_template": Spec("dlib150", (str,), *_one_of("dlib150", "arcface112"), "crop geometry"),
+    "detect.align_template": Spec(
+        "dlib150", (str,), *_one_of("dlib150", "arcface112", "facenet160"), "crop geometry (the recognizer's)"
+    ),
     "detect.mtcnn_min_face_size": Spec(20, (int,), _pos, "> 0", "MTCNN's smallest searched face"),
     "detect.mtcnn_thresholds": Spec([0.6, 0.7, 0.7], (list,), lambda v: len(v) == 3, "3 numbers", "P/R/O-Net"),
-    "embed.model": Spec("dlib-resnet", (str,), None, "", "recognizer name (see `facedata models`)"),
+    # embed (issue 3): which recognizer, and how
+    "embed.model": Spec(
+        "dlib-resnet", (str,), _embed_model, "dlib-resnet, facenet-vggface2 or onnx:<path>", "recognizer"
+    ),
+    "embed.flip": Spec(True, (bool,), None, "", "also embed the mirrored crop and average (better accuracy)"),
+    "embed.onnx": Spec({}, (dict,), None, "", "input spec of an onnx:<path> model (see docs/faces.md)"),
     "embed.device": Spec("auto", (str,), *_DEVICE, "", perf=True),
+    "embed.workers": Spec(0, (int,), _nonneg, ">= 0", "worker processes; 0 = one per core", perf=True),
     "embed.batch_size": Spec(64, (int,), _pos, "> 0", "faces per embedding batch", perf=True),
     "cluster.method": Spec("agglomerative", (str,), *_CLUSTER, "clustering algorithm"),
     "cluster.threshold": Spec(0.40, NUM, _in(0, 2), "0..2", "merge distance (L2 on unit vectors)"),

@@ -42,7 +42,7 @@ STAGE_DEFS: tuple[StageDef, ...] = (
     ),
     StageDef(
         "detect",
-        ("pipeline/detect.py", "faces", "imageio.py", "models.py"),
+        ("pipeline/detect.py", "faces", "imageio.py", "models.py", "device.py"),
         (f"{M}/images.parquet", "data/store/images"),
         ("detect",),
         ("data/store/crops", f"{M}/detections.parquet", f"{M}/faces.parquet"),
@@ -51,8 +51,8 @@ STAGE_DEFS: tuple[StageDef, ...] = (
     ),
     StageDef(
         "embed",
-        ("pipeline/embed.py", "embed.py", "models.py"),
-        (f"{M}/faces.parquet", "data/store/crops"),
+        ("pipeline/embed.py", "embed", "faces", "imageio.py", "models.py", "device.py"),
+        (f"{M}/faces.parquet", "data/store/crops", f"{M}/images.parquet", "data/store/images"),
         ("embed",),
         (f"{M}/embeddings.parquet",),
         persist=(f"{M}/embeddings.parquet",),
