@@ -8,12 +8,17 @@ Both run in this invocation on the same images (default: 500 LFW images drawn wi
   5-point shape predictor + ResNet descriptor, `num_jitters=1`). face_recognition is a thin wrapper over
   these dlib calls; we call dlib directly with the same models and arguments (the package itself is not a
   facedata dependency).
-- facedata: `facedata.faces.analyze.analyze_files` with the default params (YuNet, dlib-resnet torch port,
-  flip averaging, one worker process per core), timed from the call to the last result, so process start-up
+- facedata: `facedata.faces.analyze.analyze_files` with the default params (RetinaFace, dlib-resnet torch
+  port, flip averaging, one worker process per core), timed from the call to the last result, so process start-up
   and model loading are included.
 
 Both sides' detection rate is measured with the same rule (a face whose box contains the image centre: the
 labelled LFW face). `python -m benchmarks faces -- --n 500 --rounds 3`.
+
+`--reference-verification` instead measures the same recipe's LFW-pairs accuracy on `pairs_shared.txt` (the
+centred face of each image; 10-fold protocol of `facedata evaluate verification`), to show what dlib's own
+pipeline reaches on these pairs: the ceiling of the default recognizer, independent of facedata's detection
+and alignment.
 """
 
 from __future__ import annotations
@@ -64,6 +69,42 @@ def run_reference(paths: list[Path]) -> tuple[float, float]:
         h, w = img.shape[:2]
         found += centred([(r.left(), r.top(), r.right(), r.bottom()) for r in rects], w, h)
     return time.perf_counter() - t0, found / len(paths)
+
+
+def reference_verification() -> dict:
+    """The face_recognition recipe's verification accuracy on pairs_shared.txt, counting pairs with an
+    image where HOG finds no face as errors (as facedata's evaluation does) and also without them."""
+    import dlib
+    from PIL import Image
+    from tqdm import tqdm
+
+    from facedata import models
+    from facedata.faces.evaluation import parse_pairs, verification_metrics
+
+    root = SHARED / "data" / "faces" / "lfw"
+    pairs = parse_pairs(root / "pairs_shared.txt")
+    detector = dlib.get_frontal_face_detector()
+    shape5 = dlib.shape_predictor(str(models.locate_file("dlib-shape5")))
+    encoder = dlib.face_recognition_model_v1(str(models.locate_file("dlib-resnet")))
+    enc: dict[str, np.ndarray | None] = {}
+    for rel in tqdm(sorted({p.a for p in pairs} | {p.b for p in pairs}), desc="reference recipe", unit="img"):
+        img = np.asarray(Image.open(root / rel).convert("RGB"))
+        h, w = img.shape[:2]
+        rects = sorted(detector(img, 1), key=lambda r: (r.center().x - w / 2) ** 2 + (r.center().y - h / 2) ** 2)
+        enc[rel] = np.array(encoder.compute_face_descriptor(img, shape5(img, rects[0]), 1)) if rects else None
+    d = np.array(
+        [
+            np.linalg.norm(enc[p.a] - enc[p.b]) if enc[p.a] is not None and enc[p.b] is not None else np.inf
+            for p in pairs
+        ]
+    )
+    same, folds = np.array([p.same for p in pairs]), np.array([p.fold for p in pairs])
+    found = np.isfinite(d)
+    return {
+        "images_without_face": sum(v is None for v in enc.values()),
+        "all_pairs": verification_metrics(d, same, folds),
+        "pairs_with_both_faces": verification_metrics(d[found], same[found], folds[found]),
+    }
 
 
 def run_facedata(
@@ -172,7 +213,13 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--no-flip", action="store_true", help="embed without flip averaging")
     ap.add_argument("--gpu", action="store_true", help="also time facedata with device cuda (if present)")
     ap.add_argument("--measure-templates", action="store_true", help="only measure the per-detector templates")
+    ap.add_argument(
+        "--reference-verification", action="store_true", help="only the recipe's accuracy on pairs_shared.txt"
+    )
     args = ap.parse_args(argv)
+    if args.reference_verification:
+        os.environ.setdefault("FACEDATA_MODELS_DIR", str(SHARED / "models"))
+        return {"reference_verification": reference_verification()}
     if args.measure_templates:
         os.environ.setdefault("FACEDATA_MODELS_DIR", str(SHARED / "models"))
         return {"dlib150_templates": measure_templates()}

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facedata.faces.detect import DETECTORS, Detections, _shrink, make_detector
+from facedata.faces.detect import DETECTORS, Detections, _drop_contained, _shrink, make_detector
 from facedata.imageio import read_image_file
 from facedata.params import SPEC
 
@@ -83,6 +83,37 @@ def test_large_images_are_shrunk_for_detection_and_mapped_back(lfw_images):
     from facedata.faces.evaluation import iou
 
     assert iou(a.boxes[:1].astype(float), b.boxes[0].astype(float))[0] > 0.85  # same face, in source pixels
+
+
+def test_close_up_portraits_give_one_face_not_its_parts(shared):
+    """RetinaFace's anchors stop at 256 px: without the image pyramid a 700 px close-up face was missed and the
+    net fired on its forehead and eyes instead (scores up to 0.95)."""
+    det = make_detector({**DETECT, "detector": "retinaface", "device": "cpu"})
+    paths = sorted((shared / "data" / "multiview" / "hrn_celebahq_same_person").glob("*.jpg"))
+    assert len(paths) == 3
+    for p in paths:
+        rgb = read_image_file(p).rgb
+        d = det.detect([rgb])[0]
+        assert len(d) == 1, f"{p.name}: {d.boxes.tolist()} {d.scores.tolist()}"
+        x1, y1, x2, y2 = d.boxes[0]
+        assert x2 - x1 > 500 and d.scores[0] > 0.99
+        _check_geometry(d, 0)
+
+
+def test_face_parts_are_dropped_but_neighbouring_faces_kept():
+    big = [200, 200, 800, 900]
+    boxes = np.array(
+        [
+            big,
+            [300, 120, 520, 340],  # forehead: 58% inside, centre inside, 1/9 of the area
+            [380, 450, 460, 520],  # an eye: wholly inside
+            [820, 300, 1000, 520],  # the next person, beside
+            [700, 100, 900, 300],  # a face behind the shoulder: corner overlap only
+        ],
+        dtype=np.float32,
+    )
+    assert _drop_contained(boxes).tolist() == [True, False, False, True, True]
+    assert _drop_contained(boxes[:1]).tolist() == [True]
 
 
 def test_unknown_detector_is_a_clear_error():
