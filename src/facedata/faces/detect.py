@@ -93,7 +93,8 @@ def _drop_contained(boxes: np.ndarray) -> np.ndarray:
         covered = (w * h) / max(area[i], 1e-6)
         cx, cy = (boxes[i, 0] + boxes[i, 2]) / 2, (boxes[i, 1] + boxes[i, 3]) / 2
         centre_in = (boxes[:, 0] <= cx) & (cx <= boxes[:, 2]) & (boxes[:, 1] <= cy) & (cy <= boxes[:, 3])
-        part = ((covered >= 0.6) & (area >= 1.5 * area[i])) | (centre_in & (covered >= 0.4) & (area >= 4 * area[i]))
+        inside = (covered >= 0.6) & (area >= 1.5 * area[i])
+        part = inside | (centre_in & (covered >= 0.4) & (area >= 4 * area[i]))
         if np.any(part):
             keep[i] = False
     return keep
