@@ -145,7 +145,7 @@ def test_reruns_reuse_new_images_only_embed_new_faces_and_model_change_reembeds(
     assert metrics("detect")["n_processed"] == 2
     assert metrics("embed")["n_embedded"] == len(_read(root, "embeddings")) - n_faces >= 2
     # another recognizer (an ONNX model on ArcFace 112 crops): everything re-embedded, re-aligned from the photos
-    from test_faces_embed import _export_onnx
+    from .test_faces_embed import _export_onnx
 
     _export_onnx(root / "rec.onnx")
     _project(root, src, embed={"model": "onnx:rec.onnx", "flip": False})
