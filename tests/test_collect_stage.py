@@ -127,10 +127,13 @@ def test_interrupted_ingest_checkpoints(tmp_path):
     assert len(saved) == 1 and len(saved[0].log) == 3 and len(saved[0].images) == 3
 
 
-def test_one_writer_at_a_time(tmp_path):
+def test_one_writer_at_a_time(tmp_path, capsys):
     write_project(tmp_path, {})
     urls = tmp_path / "u.txt"
     urls.write_text("http://127.0.0.1:9/a.jpg\n")
     with ingest_lock(tmp_path):
         result = CliRunner().invoke(cli, ["ingest-urls", str(urls), "--root", str(tmp_path)])
+        stage_rc = run_stage("ingest", tmp_path)  # the DVC stage: one readable line, exit code 2, no traceback
     assert result.exit_code == 2 and "another ingest" in result.output
+    assert stage_rc == 2
+    assert "IngestBusy: another ingest" in capsys.readouterr().err

@@ -137,6 +137,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+class IngestBusy(RuntimeError):
+    """Another process holds the project's ingest lock."""
+
+
 @contextlib.contextmanager
 def ingest_lock(root) -> Iterator[None]:
     """One writer of the ingest manifests at a time (the stage, `ingest-urls`, `ingest-video`)."""
@@ -149,7 +153,7 @@ def ingest_lock(root) -> Iterator[None]:
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
-            raise RuntimeError(
+            raise IngestBusy(
                 f"another ingest is writing this project's manifests ({holder}); wait for it to finish"
             ) from None
         fh.seek(0)

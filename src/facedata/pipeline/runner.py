@@ -126,10 +126,11 @@ def _fmt(v) -> str:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from facedata.ingest import IngestBusy
     from facedata.manifest import ManifestError
     from facedata.models import ModelError
 
-    return (ParamsError, ProjectError, ManifestError, ModelError, FileNotFoundError, PermissionError)
+    return (ParamsError, ProjectError, ManifestError, ModelError, IngestBusy, FileNotFoundError, PermissionError)
 
 
 KnownErrors = _known_errors()
