@@ -21,3 +21,8 @@ def collect_subcommands(group: click.Group, prefix: str, attr: str) -> click.Gro
             for command in getattr(module, attr, []):
                 group.add_command(command)
     return group
+
+
+def json_option(help: str = "also write the result to this JSON file"):  # noqa: A002 - click's own name
+    """`--json FILE` (parameter `json_out`), the same on every command that reports a result."""
+    return click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help=help)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from facedata.commands import json_option
+
 
 def _fail(message: str, code: int = 2) -> None:
     click.secho(f"error: {message}", fg="red", err=True)
@@ -48,7 +50,7 @@ def _summary(counts: dict, failures: dict) -> str:
     metavar="HOST[:PORT]",
     help="fetch from this host even on a private/loopback address (repeatable; adds to crawl.allow_hosts)",
 )
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="write a report here")
+@json_option("write a report here")
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="project directory (default: here)")
 def ingest_urls(file, name, allow_hosts, json_out, root) -> None:
     """Download the images listed in FILE into this project's store.
@@ -111,7 +113,7 @@ def ingest_urls(file, name, allow_hosts, json_out, root) -> None:
 )
 @click.option("--all-frames", is_flag=True, help="keep frames without a face too")
 @click.option("--keep-near-identical", is_flag=True, help="keep frames nearly identical to a kept one")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="write a report here")
+@json_option("write a report here")
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="project directory (default: here)")
 def ingest_video(files, name, fps, scene_threshold, all_frames, keep_near_identical, json_out, root) -> None:
     """Add frames of broadcast video FILES to this project: frames sampled at a fixed rate plus the first frame

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from facedata.commands import json_option
+
 
 @click.command("3d")
 @click.option(
@@ -16,9 +18,7 @@ import click
     type=click.Path(file_okay=False),
     help="folder of AFLW2000-3D imageNNNNN.jpg + imageNNNNN.mat pairs",
 )
-@click.option(
-    "--json", "json_out", type=click.Path(dir_okay=False), default=None, help="also write the results here"
-)
+@json_option("also write the results here")
 @click.option(
     "--weights",
     type=click.Path(exists=True, dir_okay=False),

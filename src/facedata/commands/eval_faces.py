@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from facedata.commands import json_option
+
 
 def _project_params() -> tuple[dict, str]:
     from facedata import params as params_mod
@@ -56,13 +58,7 @@ def _progress(total: int, desc: str):
     type=click.Path(exists=True, file_okay=False),
     help="folder of Name/Name_%04d.jpg images",
 )
-@click.option(
-    "--json",
-    "json_out",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="also write the result to this JSON file",
-)
+@json_option()
 @click.option("--limit", type=int, default=0, help="use only the first N pairs (quick checks; 0 = all)")
 @click.option("--workers", type=int, default=None, help="worker processes (default: params detect.workers)")
 def verification(pairs_file, root, json_out, limit, workers) -> None:
@@ -131,13 +127,7 @@ def verification(pairs_file, root, json_out, limit, workers) -> None:
 @click.option(
     "--labeled-dir", required=True, type=click.Path(exists=True, file_okay=False), help="folder of labelled images"
 )
-@click.option(
-    "--json",
-    "json_out",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="also write the result to this JSON file",
-)
+@json_option()
 @click.option("--limit", type=int, default=0, help="use only the first N images, sorted by path (0 = all)")
 @click.option("--workers", type=int, default=None, help="worker processes (default: params detect.workers)")
 def detection(labeled_dir, json_out, limit, workers) -> None:
