@@ -48,7 +48,13 @@ if ! .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+
   "${PIP[@]}" install torch==2.13.0
 fi
 echo "setup: installing facedata and its pinned dependencies"
-"${PIP[@]}" install -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+# pip's output without the noise of this machine's unused local index entries; a failed install stops here.
+if ! "${PIP[@]}" install -e '.[dev]' > .venv/pip-install.log 2>&1; then
+  grep -v "is ignored: it is neither a file nor a directory" .venv/pip-install.log >&2 || true
+  echo "setup: installing facedata failed (full log: .venv/pip-install.log)" >&2
+  exit 1
+fi
+grep -v "is ignored: it is neither a file nor a directory" .venv/pip-install.log || true
 .venv/bin/python -m pip check
 .venv/bin/python -c 'import facedata, torch; print(f"setup: facedata {facedata.__version__}, torch {torch.__version__}")'
 .venv/bin/dvc config core.analytics false
