@@ -155,6 +155,9 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("query_name", pa.string()),
             _f("identity", pa.string()),  # the queried name whose dominant cluster this is, if any
             _f("doubt", pa.float32(), False),  # 0 = certain; higher = review first
+            _f("distance", pa.float32()),  # L2 to the centre of the rest of its cluster; null for singletons
+            _f("margin", pa.float32()),  # distance to the next cluster's centre minus `distance`
+            _f("next_cluster_id", pa.string()),  # the nearest other cluster (review: "should it go there?")
             _lineage(),
         ]
     ),

@@ -90,15 +90,64 @@ def _resolve_conflicts(rows: list[dict]) -> None:
             )
 
 
-def doubt_scores(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """How unsure each face's membership is: 1 - cosine similarity to its cluster's mean direction, scaled so
-    a face at the mean scores 0. Singletons score 0 (nothing to doubt). Reviewers see high doubt first."""
-    doubt = np.zeros(len(x), dtype=np.float32)
-    for lab in np.unique(labels):
-        idx = np.flatnonzero(labels == lab)
-        if idx.size < 2:
-            continue
-        centre = x[idx].mean(0)
-        centre /= max(np.linalg.norm(centre), 1e-12)
-        doubt[idx] = np.clip(1.0 - x[idx] @ centre, 0, 2)
-    return doubt
+def face_doubt(
+    x: np.ndarray, labels: np.ndarray, idx: np.ndarray, sim: np.ndarray, threshold: float
+) -> dict[str, np.ndarray]:
+    """How sure each face's membership is, for review ordering.
+
+    - `distance`: L2 distance from the face to the centre direction of the *rest* of its cluster (leave-one-out
+      normalised mean; NaN for a singleton, which has no rest);
+    - `next_label`: the nearest other cluster among the clusters of the face's kNN neighbours (-1 if none) and
+      `next_distance`: its distance to that cluster's centre (when no neighbour lies in another cluster, the
+      distance to its k-th neighbour, a lower bound for any other cluster's members);
+    - `margin` = next_distance - distance: how much closer the face is to its own cluster than to the next;
+    - `doubt` = d_own / (d_own + d_next) in [0, 1): 0 at its cluster's centre, 0.5 when halfway between its
+      cluster and the next, above 0.5 when nearer another cluster. A singleton counts as `threshold` away from
+      a cluster of its own, so a singleton close to a cluster (a likely missed member) is doubtful too.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    n = len(x)
+    out = {
+        "distance": np.full(n, np.nan, dtype=np.float32),
+        "next_label": np.full(n, -1, dtype=np.int64),
+        "next_distance": np.full(n, np.nan, dtype=np.float32),
+        "margin": np.full(n, np.nan, dtype=np.float32),
+        "doubt": np.zeros(n, dtype=np.float32),
+    }
+    if n == 0:
+        return out
+    labels = np.asarray(labels, dtype=np.int64)
+    m = int(labels.max()) + 1
+    sums = np.zeros((m, x.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, x)
+    counts = np.bincount(labels, minlength=m)
+    unit = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+
+    def dist(cos: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, 4.0))
+
+    loo = sums[labels] - x
+    loo_norm = np.linalg.norm(loo, axis=1)
+    member = counts[labels] > 1
+    cos_own = np.einsum("ij,ij->i", loo, x) / np.maximum(loo_norm, 1e-12)
+    d_own = np.where(member, dist(cos_own), np.nan)
+    # The nearest other cluster, among the clusters of the face's neighbours.
+    k = idx.shape[1]
+    nb = np.where(idx >= 0, idx, 0)
+    nb_lab = np.where(idx >= 0, labels[nb], -1)
+    other = (nb_lab >= 0) & (nb_lab != labels[:, None])
+    cos_c = np.full((n, k), -np.inf)
+    rows, cols = np.nonzero(other)
+    cos_c[rows, cols] = np.einsum("ij,ij->i", unit[nb_lab[rows, cols]], x[rows])
+    best = np.argmax(cos_c, axis=1)
+    has_next = np.isfinite(cos_c[np.arange(n), best])
+    next_label = np.where(has_next, nb_lab[np.arange(n), best], -1)
+    kth = np.where(np.isfinite(sim), sim, -1.0).min(axis=1) if k else np.full(n, -1.0)
+    d_next = np.where(has_next, dist(cos_c[np.arange(n), best]), dist(kth))
+    d_self = np.where(member, d_own, threshold)
+    out["distance"] = d_own.astype(np.float32)
+    out["next_label"] = next_label
+    out["next_distance"] = d_next.astype(np.float32)
+    out["margin"] = np.where(member, d_next - d_own, np.nan).astype(np.float32)
+    out["doubt"] = (d_self / np.maximum(d_self + d_next, 1e-12)).astype(np.float32)
+    return out
