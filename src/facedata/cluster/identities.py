@@ -90,16 +90,46 @@ def _resolve_conflicts(rows: list[dict]) -> None:
             )
 
 
+def _next_candidates(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray, top: int) -> np.ndarray:
+    """Per face, candidate other clusters (-1 padded): the clusters of its own neighbours, plus the `top`
+    clusters most strongly linked to its cluster by a kNN edge in either direction (so a face deep inside its
+    cluster, whose neighbours are all fellow members, still finds the cluster next door)."""
+    n, k = idx.shape
+    valid = idx >= 0
+    nb_lab = np.where(valid, labels[np.where(valid, idx, 0)], -1)
+    own = labels[:, None]
+    mine = np.where(nb_lab != own, nb_lab, -1)
+    rows = np.broadcast_to(np.arange(n)[:, None], (n, k))
+    ext = valid & (nb_lab != own)
+    ca, cb = labels[rows[ext]], nb_lab[ext]
+    ca, cb, w = np.concatenate([ca, cb]), np.concatenate([cb, ca]), np.concatenate([sim[ext], sim[ext]])
+    m = int(labels.max()) + 1
+    near = np.full((m, top), -1, dtype=np.int64)
+    if ca.size and top:
+        order = np.lexsort((-w, ca))
+        ca, cb, w = ca[order], cb[order], w[order]
+        key = ca * m + cb
+        first = np.r_[True, key[1:] != key[:-1]]  # strongest edge per (cluster, other cluster)
+        ca, cb, w = ca[first], cb[first], w[first]
+        order = np.lexsort((-w, ca))
+        ca, cb = ca[order], cb[order]
+        start = np.searchsorted(ca, ca, side="left")
+        rank = np.arange(ca.size) - start
+        keep = rank < top
+        near[ca[keep], rank[keep]] = cb[keep]
+    return np.concatenate([mine, near[labels]], axis=1)
+
+
 def face_doubt(
-    x: np.ndarray, labels: np.ndarray, idx: np.ndarray, sim: np.ndarray, threshold: float
+    x: np.ndarray, labels: np.ndarray, idx: np.ndarray, sim: np.ndarray, threshold: float, top: int = 8
 ) -> dict[str, np.ndarray]:
     """How sure each face's membership is, for review ordering.
 
     - `distance`: L2 distance from the face to the centre direction of the *rest* of its cluster (leave-one-out
       normalised mean; NaN for a singleton, which has no rest);
-    - `next_label`: the nearest other cluster among the clusters of the face's kNN neighbours (-1 if none) and
-      `next_distance`: its distance to that cluster's centre (when no neighbour lies in another cluster, the
-      distance to its k-th neighbour, a lower bound for any other cluster's members);
+    - `next_label` / `next_distance`: the nearest other cluster's centre, among the clusters of the face's kNN
+      neighbours and the `top` clusters most linked to its own (-1 / sqrt(2), i.e. "orthogonal", when the kNN
+      graph reaches no other cluster);
     - `margin` = next_distance - distance: how much closer the face is to its own cluster than to the next;
     - `doubt` = d_own / (d_own + d_next) in [0, 1): 0 at its cluster's centre, 0.5 when halfway between its
       cluster and the next, above 0.5 when nearer another cluster. A singleton counts as `threshold` away from
@@ -121,32 +151,31 @@ def face_doubt(
     sums = np.zeros((m, x.shape[1]), dtype=np.float64)
     np.add.at(sums, labels, x)
     counts = np.bincount(labels, minlength=m)
-    unit = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    unit = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
     def dist(cos: np.ndarray) -> np.ndarray:
         return np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, 4.0))
 
     loo = sums[labels] - x
-    loo_norm = np.linalg.norm(loo, axis=1)
     member = counts[labels] > 1
-    cos_own = np.einsum("ij,ij->i", loo, x) / np.maximum(loo_norm, 1e-12)
+    cos_own = np.einsum("ij,ij->i", loo, x) / np.maximum(np.linalg.norm(loo, axis=1), 1e-12)
     d_own = np.where(member, dist(cos_own), np.nan)
-    # The nearest other cluster, among the clusters of the face's neighbours.
-    k = idx.shape[1]
-    nb = np.where(idx >= 0, idx, 0)
-    nb_lab = np.where(idx >= 0, labels[nb], -1)
-    other = (nb_lab >= 0) & (nb_lab != labels[:, None])
-    cos_c = np.full((n, k), -np.inf)
-    rows, cols = np.nonzero(other)
-    cos_c[rows, cols] = np.einsum("ij,ij->i", unit[nb_lab[rows, cols]], x[rows])
-    best = np.argmax(cos_c, axis=1)
-    has_next = np.isfinite(cos_c[np.arange(n), best])
-    next_label = np.where(has_next, nb_lab[np.arange(n), best], -1)
-    kth = np.where(np.isfinite(sim), sim, -1.0).min(axis=1) if k else np.full(n, -1.0)
-    d_next = np.where(has_next, dist(cos_c[np.arange(n), best]), dist(kth))
+
+    cand = _next_candidates(labels, idx, sim, top)
+    best_cos = np.full(n, -np.inf)
+    best_lab = np.full(n, -1, dtype=np.int64)
+    for j in range(cand.shape[1]):
+        c = cand[:, j]
+        ok = c >= 0
+        cos = np.full(n, -np.inf)
+        cos[ok] = np.einsum("ij,ij->i", unit[c[ok]], x[ok])
+        better = cos > best_cos
+        best_cos[better], best_lab[better] = cos[better], c[better]
+    has_next = best_lab >= 0
+    d_next = np.where(has_next, dist(np.where(has_next, best_cos, 0.0)), np.sqrt(2.0))
     d_self = np.where(member, d_own, threshold)
     out["distance"] = d_own.astype(np.float32)
-    out["next_label"] = next_label
+    out["next_label"] = best_lab
     out["next_distance"] = d_next.astype(np.float32)
     out["margin"] = np.where(member, d_next - d_own, np.nan).astype(np.float32)
     out["doubt"] = (d_self / np.maximum(d_self + d_next, 1e-12)).astype(np.float32)

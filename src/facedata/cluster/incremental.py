@@ -17,6 +17,9 @@ import numpy as np
 from facedata.cluster.algorithms import Options, cluster, cos_of
 from facedata.cluster.graph import compact
 
+#: How far below the merge similarity a doubtful face's neighbour still pulls its cluster into the recluster.
+NEIGHBOURHOOD_SLACK = 0.02
+
 
 def add_faces(
     x_old: np.ndarray,
@@ -76,8 +79,9 @@ def add_faces(
     if not doubtful:
         return compact(labels), stats
 
-    # The neighbourhood of the doubtful faces: clusters of their neighbours above a loose floor.
-    floor = cos_thr - 0.1
+    # The neighbourhood of the doubtful faces: the clusters of their neighbours that are nearly close enough to
+    # merge with (a little below the merge threshold, so a cluster the face could tip over is included).
+    floor = cos_thr - NEIGHBOURHOOD_SLACK
     dset = np.asarray(doubtful, dtype=np.int64)
     near = idx[dset][(idx[dset] >= 0) & (sim[dset] >= floor)]
     affected = np.unique(labels[near[labels[near] >= 0]])

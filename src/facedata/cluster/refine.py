@@ -10,7 +10,8 @@ fixes cheaply:
   each member can be 0.4 from the centre; the margin to the second-best cluster keeps faces between two
   people where they are.
 
-Both respect cannot-link pairs (two faces of one image never end up together). Candidates come from the kNN
+Both respect the constraints: cannot-link pairs never end up together, must-link (tracked) faces are never
+ejected from their track. Candidates come from the kNN
 graph, so the pass is linear in the number of faces.
 """
 
@@ -50,6 +51,8 @@ def refine(x: np.ndarray, labels: np.ndarray, idx: np.ndarray, sim: np.ndarray, 
     loo = sums[labels] - x
     loo_sim = np.einsum("ij,ij->i", _unit(loo), x)
     eject = big & (loo_sim < cos_of(opts.eject_threshold))
+    for group in opts.must_link or ():  # a tracked face stays with its track
+        eject[np.asarray(group, dtype=np.int64)] = False
     if eject.any():
         labels[eject] = labels.max() + 1 + np.arange(int(eject.sum()))
         labels = compact(labels)

@@ -1,0 +1,78 @@
+"""Every clustering method on identity-structured embeddings, and the options that shape them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facedata.cluster.algorithms import METHODS, Options, cluster, cos_of
+from facedata.cluster.metrics import clustering_metrics
+from facedata.cluster.synthetic import make_embeddings
+
+# Thresholds suited to the synthetic geometry (same person ~0.33 apart, different people ~0.58).
+SETTINGS = {
+    "knn_average": {"threshold": 0.43},
+    "agglomerative": {"threshold": 0.40},
+    "chinese_whispers": {"threshold": 0.40},
+    "dbscan": {"threshold": 0.36},
+    "hdbscan": {"min_cluster_size": 2},
+    "leiden": {"threshold": 0.45},
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_embeddings(800, seed=7)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_recovers_identities(method, data):
+    x, labels = data
+    pred = cluster(x, method, **SETTINGS[method])
+    assert pred.shape == labels.shape and pred.min() == 0
+    m = clustering_metrics(labels, pred)
+    assert m["bcubed_f"] > 0.75, m  # a sanity floor: each method does what it says on these easy data
+    assert m["n_clusters"] > 1
+
+
+def test_facedata_method_is_the_best_on_synthetic_identities(data):
+    x, labels = data
+    scores = {m: clustering_metrics(labels, cluster(x, m, **SETTINGS[m]))["bcubed_f"] for m in METHODS}
+    assert scores["knn_average"] >= max(scores.values()) - 0.01, scores
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_empty_and_single_inputs(method):
+    assert cluster(np.zeros((0, 8), np.float32), method).size == 0
+    one = np.zeros((1, 8), np.float32)
+    one[0, 0] = 1
+    assert cluster(one, method).tolist() == [0]
+
+
+def test_noise_points_become_singletons():
+    x = np.eye(5, dtype=np.float32)  # five mutually far points
+    for method in ("dbscan", "hdbscan"):
+        assert sorted(cluster(x, method, threshold=0.3)) == [0, 1, 2, 3, 4]
+
+
+def test_constraints_reach_the_facedata_method(data):
+    x, _ = data
+    dup = np.vstack([x[:1], x[:1]])  # two identical faces...
+    opts = Options(threshold=0.4, cannot_link=np.array([[0, 1]]))  # ...from one image
+    labels = cluster(dup, "knn_average", opts)
+    assert labels[0] != labels[1]
+    far = np.eye(3, dtype=np.float32)
+    assert len(set(cluster(far, "knn_average", must_link=[np.array([0, 1, 2])]))) == 1
+
+
+def test_unknown_method_and_option_are_refused(data):
+    x, _ = data
+    with pytest.raises(ValueError, match="unknown clustering method 'kmeans'"):
+        cluster(x, "kmeans")
+    with pytest.raises(TypeError, match="unknown clustering option"):
+        cluster(x, "knn_average", thresh=0.3)
+
+
+def test_distance_to_cosine():
+    assert cos_of(0.0) == 1.0 and cos_of(np.sqrt(2)) == pytest.approx(0.0)
+    assert cos_of(0.6) == pytest.approx(0.82)
