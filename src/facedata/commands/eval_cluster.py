@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import click
 
@@ -19,7 +20,9 @@ def _params(set_values: tuple[str, ...]) -> dict:
         params = Project.find().params
         where = "the project's params.yaml"
     except ProjectError:
-        params = validate({})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # no params.yaml at all: every key at its default, on purpose
+            params = validate({})
         where = "default params (not inside a project)"
     for item in set_values:
         key, sep, raw = item.partition("=")
