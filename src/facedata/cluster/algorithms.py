@@ -53,6 +53,7 @@ class Options:
     min_cluster_size: int = 2
     resolution: float = 1.0
     refine: bool = True
+    linkage: str = "average"
     join_threshold: float = 0.5
     join_margin: float = 0.02
     eject_threshold: float = 0.62
@@ -89,9 +90,9 @@ def knn_average(x: np.ndarray, opts: Options) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     cos_thr = cos_of(opts.threshold)
     idx, sim = knn_graph(x, opts)
-    a, b = graph_edges(idx, sim, cos_thr)
+    a, b = graph_edges(idx, sim, cos_thr - (0.05 if opts.linkage != "average" else 0.0))
     init = must_link_labels(n, opts.must_link, opts.cannot_link) if opts.must_link else None
-    labels = average_linkage(x, a, b, cos_thr, init_labels=init, cannot=opts.cannot_link)
+    labels = average_linkage(x, a, b, cos_thr, init_labels=init, cannot=opts.cannot_link, linkage=opts.linkage)
     if opts.refine:
         from facedata.cluster.refine import refine
 

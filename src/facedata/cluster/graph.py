@@ -38,9 +38,14 @@ def _dots(sums: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _link(sums: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Average cosine similarity between clusters a[i] and b[i]."""
-    return _dots(sums, a, b) / (counts[a].astype(np.float64) * counts[b])
+def _link(sums: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray, linkage: str = "average"):
+    """Similarity between clusters a[i] and b[i]: the mean cosine similarity of their faces ("average"), or the
+    cosine between their mean directions ("centroid")."""
+    dots = _dots(sums, a, b)
+    if linkage == "average":
+        return dots / (counts[a].astype(np.float64) * counts[b])
+    norms = np.linalg.norm(sums, axis=1).astype(np.float64)
+    return dots / np.maximum(norms[a] * norms[b], 1e-12)
 
 
 def compact(labels: np.ndarray) -> np.ndarray:
@@ -92,14 +97,19 @@ def average_linkage(
     init_labels: np.ndarray | None = None,
     cannot: np.ndarray | None = None,
     max_rounds: int = 100_000,
+    linkage: str = "average",
+    floor: float | None = None,
 ) -> np.ndarray:
     """Average-linkage clustering of unit vectors `x` (cosine similarity), merging while the mean similarity
     between two clusters joined by a candidate edge is >= `threshold`.
 
     `edges_a/edges_b`: candidate pairs of rows (e.g. a kNN graph). `init_labels`: starting clusters (must-link
     groups). `cannot`: (p, 2) row pairs that must end in different clusters. Returns one label per row,
-    numbered by first appearance.
+    numbered by first appearance. `linkage="centroid"` compares mean directions instead; it is not reducible,
+    so edges are kept down to `floor` (default threshold - 0.05) in case a merge lifts them.
     """
+    if floor is None:
+        floor = threshold if linkage == "average" else threshold - 0.05
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
     if n == 0:
@@ -122,8 +132,8 @@ def average_linkage(
 
     a, b = lab[np.asarray(edges_a, dtype=np.int64)], lab[np.asarray(edges_b, dtype=np.int64)]
     a, b = _dedupe(a, b, m)
-    w = _link(sums, counts, a, b)
-    keep = w >= threshold
+    w = _link(sums, counts, a, b, linkage)
+    keep = w >= floor
     a, b, w = a[keep], b[keep], w[keep]
     if cl is not None:
         a, b, w = _drop_forbidden(a, b, w, cl, m)
@@ -133,9 +143,12 @@ def average_linkage(
     for _ in range(max_rounds):
         if a.size == 0:
             break
-        src = np.concatenate([a, b])
-        dst = np.concatenate([b, a])
-        ww = np.concatenate([w, w])
+        active = w >= threshold
+        if not active.any():
+            break
+        src = np.concatenate([a[active], b[active]])
+        dst = np.concatenate([b[active], a[active]])
+        ww = np.concatenate([w[active], w[active]])
         best_w = np.full(m, -np.inf)
         np.maximum.at(best_w, src, ww)
         top = ww == best_w[src]
@@ -160,8 +173,8 @@ def average_linkage(
         a, b, w = a[~touched], b[~touched], w[~touched]
         self_loop = ta == tb
         ta, tb = _dedupe(ta[~self_loop], tb[~self_loop], m)
-        tw = _link(sums, counts, ta, tb)
-        ok = tw >= threshold
+        tw = _link(sums, counts, ta, tb, linkage)
+        ok = tw >= floor
         ta, tb, tw = ta[ok], tb[ok], tw[ok]
         if cl is not None:
             ta, tb, tw = _drop_forbidden(ta, tb, tw, cl, m)
