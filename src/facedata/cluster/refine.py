@@ -57,29 +57,33 @@ def refine(x: np.ndarray, labels: np.ndarray, idx: np.ndarray, sim: np.ndarray, 
         labels[eject] = labels.max() + 1 + np.arange(int(eject.sum()))
         labels = compact(labels)
 
-    # Join: faces of small clusters move to the best larger neighbouring cluster's centre when close enough.
+    # Join: singletons move to the best neighbouring cluster's centre when close enough and clearly best.
     sums, counts = centroids(x, labels)
     unit = _unit(sums).astype(np.float32)
     join_cos = cos_of(opts.join_threshold)
     small = np.flatnonzero(counts[labels] <= 1)
-    moves: dict[int, int] = {}
-    for i in small:
-        nb = idx[i][(idx[i] >= 0) & (sim[i] >= join_cos - 0.1)]
-        cands = np.unique(labels[nb])
-        cands = cands[(cands != labels[i]) & (counts[cands] > counts[labels[i]])]
-        if cands.size == 0:
-            continue
-        s = unit[cands] @ x[i]
-        order = np.argsort(-s)
-        best = cands[order[0]]
-        second = s[order[1]] if cands.size > 1 else -1.0
-        if s[order[0]] < join_cos or s[order[0]] - second < opts.join_margin:
-            continue
-        if cannot and _conflicts(i, best, labels, cannot):
-            continue
-        moves[int(i)] = int(best)
-    for i, target in moves.items():
-        labels[i] = target
+    if small.size:
+        nb = idx[small]
+        ok = nb >= 0
+        cand = np.where(ok, labels[np.where(ok, nb, 0)], -1)
+        cand[cand == labels[small][:, None]] = -1
+        cand[(cand >= 0) & (counts[np.maximum(cand, 0)] <= 1)] = -1  # only into real clusters
+        cos = np.full(cand.shape, -np.inf)
+        r, c = np.nonzero(cand >= 0)
+        cos[r, c] = np.einsum("ij,ij->i", unit[cand[r, c]], x[small[r]])
+        # Best and second-best *distinct* clusters per face (a cluster may appear several times in a row).
+        order = np.argsort(-cos, axis=1)
+        cs = np.take_along_axis(cos, order, 1)
+        cl = np.take_along_axis(cand, order, 1)
+        best, best_cos = cl[:, 0], cs[:, 0]
+        other = np.where(cl != best[:, None], cs, -np.inf).max(axis=1)
+        with np.errstate(invalid="ignore"):  # rows without any candidate: -inf - -inf
+            lead = best_cos - other
+        move = (best >= 0) & (best_cos >= join_cos) & (lead >= opts.join_margin)
+        for i, target in zip(small[move], best[move], strict=True):
+            if cannot and _conflicts(int(i), int(target), labels, cannot):
+                continue
+            labels[i] = target
     return compact(labels)
 
 

@@ -48,8 +48,9 @@ def previous_labels(ctx: StageContext, fs: FaceSet) -> np.ndarray | None:
     return np.asarray([codes.setdefault(cid[f], len(codes)) if f in cid else -1 for f in fs.face_ids], np.int64)
 
 
-def assign(ctx: StageContext, fs: FaceSet) -> tuple[np.ndarray, dict]:
-    """Labels for every face, and how they were obtained (full or incremental)."""
+def assign(ctx: StageContext, fs: FaceSet) -> tuple[np.ndarray, dict, tuple | None]:
+    """Labels for every face, how they were obtained (full or incremental), and the kNN graph when one was
+    built over all faces in `fs` order (reused for the doubt scores)."""
     p = ctx.p
     prev = previous_labels(ctx, fs) if p["incremental"] and len(fs) else None
     if prev is not None and (prev >= 0).any():
@@ -63,9 +64,9 @@ def assign(ctx: StageContext, fs: FaceSet) -> tuple[np.ndarray, dict]:
             )
             labels = np.empty(len(fs), dtype=np.int64)
             labels[order] = labels_sorted
-            return labels, {"mode": "incremental", **stats}
+            return labels, {"mode": "incremental", **stats}, None
     result = cluster_faces(fs, p)
-    return result.labels, {"mode": "full", **result.info}
+    return result.labels, {"mode": "full", **result.info}, result.opts.knn_graph
 
 
 def run(ctx: StageContext) -> dict:
@@ -76,7 +77,7 @@ def run(ctx: StageContext) -> dict:
         r["face_id"]: r["vector"] for r in manifest.read("embeddings", ctx.root).to_pylist() if r["model"] == model
     }
     fs = load_faceset(images, faces_all, emb)
-    labels, how = assign(ctx, fs)
+    labels, how, graph = assign(ctx, fs)
 
     members: dict[int, list[str]] = defaultdict(list)
     for fid, lab in zip(fs.face_ids, labels, strict=True):
@@ -94,8 +95,9 @@ def run(ctx: StageContext) -> dict:
         query_images, face_cluster, dict(zip(fs.face_ids, fs.image_ids, strict=True)), p["min_confidence"]
     )
     owner = {r["cluster_id"]: r["query_name"] for r in identity_rows if r["status"] in ("ok", "weak")}
-    idx, sim = knn(fs.x, p["k"], exact_max=p["exact_knn_max"], nprobe=p["nprobe"]) if len(fs) else (None, None)
-    doubt = face_doubt(fs.x, labels, idx, sim, p["threshold"]) if len(fs) else None
+    if len(fs) and graph is None:
+        graph = knn(fs.x, p["k"], exact_max=p["exact_knn_max"], nprobe=p["nprobe"])
+    doubt = face_doubt(fs.x, labels, *graph, p["threshold"]) if len(fs) else None
     cluster_rows = []
     for i, (fid, img) in enumerate(zip(fs.face_ids, fs.image_ids, strict=True)):
         cid = face_cluster[fid]
