@@ -54,6 +54,8 @@ class Options:
     resolution: float = 1.0
     refine: bool = True
     linkage: str = "average"
+    gap: float | None = None
+    gap_min_size: int = 3
     join_threshold: float = 0.5
     join_margin: float = 0.02
     eject_threshold: float = 0.62
@@ -92,7 +94,17 @@ def knn_average(x: np.ndarray, opts: Options) -> np.ndarray:
     idx, sim = knn_graph(x, opts)
     a, b = graph_edges(idx, sim, cos_thr - (0.05 if opts.linkage != "average" else 0.0))
     init = must_link_labels(n, opts.must_link, opts.cannot_link) if opts.must_link else None
-    labels = average_linkage(x, a, b, cos_thr, init_labels=init, cannot=opts.cannot_link, linkage=opts.linkage)
+    labels = average_linkage(
+        x,
+        a,
+        b,
+        cos_thr,
+        init_labels=init,
+        cannot=opts.cannot_link,
+        linkage=opts.linkage,
+        gap=opts.gap,
+        gap_min_size=opts.gap_min_size,
+    )
     if opts.refine:
         from facedata.cluster.refine import refine
 

@@ -99,6 +99,8 @@ def average_linkage(
     max_rounds: int = 100_000,
     linkage: str = "average",
     floor: float | None = None,
+    gap: float | None = None,
+    gap_min_size: int = 3,
 ) -> np.ndarray:
     """Average-linkage clustering of unit vectors `x` (cosine similarity), merging while the mean similarity
     between two clusters joined by a candidate edge is >= `threshold`.
@@ -107,6 +109,10 @@ def average_linkage(
     groups). `cannot`: (p, 2) row pairs that must end in different clusters. Returns one label per row,
     numbered by first appearance. `linkage="centroid"` compares mean directions instead; it is not reducible,
     so edges are kept down to `floor` (default threshold - 0.05) in case a merge lifts them.
+
+    `gap`: a second test for two clusters of >= `gap_min_size` faces each: their mean similarity must be
+    within `gap` of the mean similarity *inside* them. Two halves of one person's photos are about as similar
+    to each other as within themselves; two look-alike people are markedly less.
     """
     if floor is None:
         floor = threshold if linkage == "average" else threshold - 0.05
@@ -144,6 +150,8 @@ def average_linkage(
         if a.size == 0:
             break
         active = w >= threshold
+        if gap is not None:
+            active &= _cohesive(sums, counts, a, b, w, gap, gap_min_size)
         if not active.any():
             break
         src = np.concatenate([a[active], b[active]])
@@ -181,6 +189,22 @@ def average_linkage(
         a, b, w = np.concatenate([a, ta]), np.concatenate([b, tb]), np.concatenate([w, tw])
     root = _roots(parent)
     return compact(root[lab])
+
+
+def _intra(sums: np.ndarray, counts: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Mean cosine similarity between distinct faces of cluster c (1 for singletons)."""
+    n = counts[c].astype(np.float64)
+    sq = np.einsum("ij,ij->i", sums[c], sums[c], dtype=np.float64)
+    return np.where(n > 1, (sq - n) / np.maximum(n * (n - 1), 1), 1.0)
+
+
+def _cohesive(sums, counts, a, b, w, gap: float, min_size: int) -> np.ndarray:
+    big = (counts[a] >= min_size) & (counts[b] >= min_size)
+    ok = np.ones(a.size, dtype=bool)
+    if big.any():
+        inside = (_intra(sums, counts, a[big]) + _intra(sums, counts, b[big])) / 2
+        ok[big] = inside - w[big] <= gap
+    return ok
 
 
 def _dedupe(a: np.ndarray, b: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
