@@ -100,6 +100,9 @@ SPEC: dict[str, Spec] = {
     "cluster.gap_min_size": Spec(3, (int,), _in(2, 10**9), ">= 2", "the gap test applies to clusters this big"),
     "cluster.refine": Spec(True, (bool,), None, "", "knn_average: eject outliers, let stragglers join"),
     "cluster.join_threshold": Spec(0.5, NUM, _in(0, 2), "0..2", "refine: max distance to a cluster's centre"),
+    "cluster.join_max_size": Spec(
+        1, (int,), _pos, "> 0", "refine: clusters up to this size may join a bigger one"
+    ),
     "cluster.join_margin": Spec(0.02, NUM, _in(0, 2), "0..2", "refine/incremental: lead over the next cluster"),
     "cluster.eject_threshold": Spec(0.62, NUM, _in(0, 2), "0..2", "refine: faces farther from the centre leave"),
     "cluster.cannot_link": Spec(True, (bool,), None, "", "two faces of one image are never one cluster"),

@@ -57,6 +57,7 @@ class Options:
     gap: float | None = None
     gap_min_size: int = 3
     join_threshold: float = 0.5
+    join_max_size: int = 1
     join_margin: float = 0.02
     eject_threshold: float = 0.62
     exact_knn_max: int = 50_000

@@ -72,6 +72,7 @@ def options(p: dict, seed: int = 0) -> Options:
         gap_min_size=int(p["gap_min_size"]),
         join_threshold=float(p["join_threshold"]),
         join_margin=float(p["join_margin"]),
+        join_max_size=int(p["join_max_size"]),
         eject_threshold=float(p["eject_threshold"]),
         exact_knn_max=int(p["exact_knn_max"]),
         nprobe=int(p["nprobe"]),

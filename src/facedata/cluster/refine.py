@@ -5,14 +5,13 @@ fixes cheaply:
 
 - **eject**: a face far from the centre of the rest of its cluster (it was carried in by a merge of two
   groups) leaves and becomes a singleton;
-- **join**: a singleton or small cluster whose faces sit close to the *centre direction* of a larger cluster
-  joins it. A cluster's normalised mean is a cleaner template than any single face, so a face 0.5 away from
-  each member can be 0.4 from the centre; the margin to the second-best cluster keeps faces between two
-  people where they are.
+- **join**: a singleton or small cluster (at most `join_max_size` faces) whose centre direction sits close to
+  the centre direction of a larger cluster joins it. A cluster's normalised mean is a cleaner template than
+  any single face, so a face 0.5 away from each member can be 0.4 from the centre; the margin to the
+  second-best cluster keeps faces between two people where they are.
 
 Both respect the constraints: cannot-link pairs never end up together, must-link (tracked) faces are never
-ejected from their track. Candidates come from the kNN
-graph, so the pass is linear in the number of faces.
+ejected from their track. Candidates come from the kNN graph, so the pass is linear in the number of faces.
 """
 
 from __future__ import annotations
@@ -57,34 +56,68 @@ def refine(x: np.ndarray, labels: np.ndarray, idx: np.ndarray, sim: np.ndarray, 
         labels[eject] = labels.max() + 1 + np.arange(int(eject.sum()))
         labels = compact(labels)
 
-    # Join: singletons move to the best neighbouring cluster's centre when close enough and clearly best.
+    return join_small(x, labels, idx, opts, cannot)
+
+
+def join_small(
+    x: np.ndarray, labels: np.ndarray, idx: np.ndarray, opts, cannot: dict[int, set[int]]
+) -> np.ndarray:
+    """Clusters of at most `opts.join_max_size` faces move into the best larger neighbouring cluster when their
+    centre directions are within `join_threshold` and clearly nearer than the next candidate (`join_margin`).
+    Candidates are the clusters reached by the small cluster's kNN edges; smallest clusters move first."""
+    from facedata.cluster.algorithms import cos_of
+
     sums, counts = centroids(x, labels)
     unit = _unit(sums).astype(np.float32)
-    join_cos = cos_of(opts.join_threshold)
-    small = np.flatnonzero(counts[labels] <= 1)
-    if small.size:
-        nb = idx[small]
-        ok = nb >= 0
-        cand = np.where(ok, labels[np.where(ok, nb, 0)], -1)
-        cand[cand == labels[small][:, None]] = -1
-        cand[(cand >= 0) & (counts[np.maximum(cand, 0)] <= 1)] = -1  # only into real clusters
-        cos = np.full(cand.shape, -np.inf)
-        r, c = np.nonzero(cand >= 0)
-        cos[r, c] = np.einsum("ij,ij->i", unit[cand[r, c]], x[small[r]])
-        # Best and second-best *distinct* clusters per face (a cluster may appear several times in a row).
-        order = np.argsort(-cos, axis=1)
-        cs = np.take_along_axis(cos, order, 1)
-        cl = np.take_along_axis(cand, order, 1)
-        best, best_cos = cl[:, 0], cs[:, 0]
-        other = np.where(cl != best[:, None], cs, -np.inf).max(axis=1)
-        with np.errstate(invalid="ignore"):  # rows without any candidate: -inf - -inf
-            lead = best_cos - other
-        move = (best >= 0) & (best_cos >= join_cos) & (lead >= opts.join_margin)
-        for i, target in zip(small[move], best[move], strict=True):
-            if cannot and _conflicts(int(i), int(target), labels, cannot):
-                continue
-            labels[i] = target
-    return compact(labels)
+    n, k = idx.shape
+    small_face = counts[labels] <= opts.join_max_size
+    if not small_face.any():
+        return labels
+    rows = np.broadcast_to(np.arange(n)[:, None], (n, k))
+    ok = small_face[:, None] & (idx >= 0)
+    src = labels[rows[ok]]
+    dst = labels[idx[ok]]
+    keep = (dst != src) & (counts[dst] > counts[src])
+    src, dst = src[keep], dst[keep]
+    if src.size == 0:
+        return labels
+    m = counts.size
+    pairs = np.unique(src.astype(np.int64) * m + dst)
+    src, dst = pairs // m, pairs % m
+    cos = np.einsum("ij,ij->i", unit[src], unit[dst])
+    order = np.lexsort((-cos, src))
+    src, dst, cos = src[order], dst[order], cos[order]
+    first = np.r_[True, src[1:] != src[:-1]]
+    starts = np.flatnonzero(first)
+    best_src, best_dst, best_cos = src[starts], dst[starts], cos[starts]
+    second = np.full(starts.size, -np.inf)
+    has_second = np.r_[starts[1:], src.size] - starts > 1
+    second[has_second] = cos[starts[has_second] + 1]
+    move = (best_cos >= cos_of(opts.join_threshold)) & (best_cos - second >= opts.join_margin)
+    if not move.any():
+        return labels
+    target = np.arange(m)
+
+    def root(c: int) -> int:
+        while target[c] != c:  # a cluster that already moved: follow it
+            c = int(target[c])
+        return c
+
+    members: dict[int, list[int]] = {}
+    if cannot:
+        for i in cannot:
+            members.setdefault(int(labels[i]), []).append(i)
+    for c in best_src[move][np.argsort(counts[best_src[move]], kind="stable")]:
+        t = root(int(best_dst[np.searchsorted(best_src, c)]))
+        if any(root(int(labels[j])) == t for i in members.get(int(c), ()) for j in cannot[i]):
+            continue
+        target[c] = t
+    while True:  # resolve chains
+        nxt = target[target]
+        if np.array_equal(nxt, target):
+            break
+        target = nxt
+    return compact(target[labels])
 
 
 def _cannot_map(cannot) -> dict[int, set[int]]:
