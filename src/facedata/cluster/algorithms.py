@@ -66,7 +66,7 @@ class Options:
     cannot_link: np.ndarray | None = None  # (p, 2) row pairs: never in one cluster
     must_link: list[np.ndarray] = field(default_factory=list)  # groups of rows: start as one cluster
     knn_graph: tuple[np.ndarray, np.ndarray] | None = None  # precomputed (indices, similarities)
-    progress: Callable[[str], None] | None = None
+    progress: Callable[[int], None] | None = None  # called with the number of faces searched, for a bar
 
 
 def knn_graph(x: np.ndarray, opts: Options) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +74,9 @@ def knn_graph(x: np.ndarray, opts: Options) -> tuple[np.ndarray, np.ndarray]:
         return opts.knn_graph
     from facedata.cluster.knn import knn
 
-    opts.knn_graph = knn(x, opts.k, exact_max=opts.exact_knn_max, nprobe=opts.nprobe, seed=opts.seed)
+    opts.knn_graph = knn(
+        x, opts.k, exact_max=opts.exact_knn_max, nprobe=opts.nprobe, seed=opts.seed, progress=opts.progress
+    )
     return opts.knn_graph
 
 

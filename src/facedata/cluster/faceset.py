@@ -99,10 +99,12 @@ class Result:
     info: dict
 
 
-def cluster_faces(fs: FaceSet, p: dict, seed: int = 0) -> Result:
-    """Cluster a face set with the `cluster:` params (method, threshold, constraints...)."""
+def cluster_faces(fs: FaceSet, p: dict, seed: int = 0, progress=None) -> Result:
+    """Cluster a face set with the `cluster:` params (method, threshold, constraints...). `progress(n)` is
+    called as the kNN search goes (for a progress bar)."""
     t0 = time.perf_counter()
     opts = options(p, seed)
+    opts.progress = progress
     cannot, must = constraints(fs, p)
     if p["method"] in CONSTRAINED:
         opts.cannot_link, opts.must_link = cannot, must

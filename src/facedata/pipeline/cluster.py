@@ -65,7 +65,8 @@ def assign(ctx: StageContext, fs: FaceSet) -> tuple[np.ndarray, dict, tuple | No
             labels = np.empty(len(fs), dtype=np.int64)
             labels[order] = labels_sorted
             return labels, {"mode": "incremental", **stats}, None
-    result = cluster_faces(fs, p)
+    with ctx.progress(total=len(fs), desc="cluster: neighbours", unit="face") as bar:
+        result = cluster_faces(fs, p, progress=bar.update)
     return result.labels, {"mode": "full", **result.info}, result.opts.knn_graph
 
 
