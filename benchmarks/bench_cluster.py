@@ -1,8 +1,8 @@
 """Clustering benchmarks (issue 4): quality against the standard recipes, simulated crawls, incremental drift,
 and scale on synthetic embeddings.
 
-    python -m benchmarks cluster -- [--lfw DIR] [--cache-dir DIR] [--quality] [--crawl] [--incremental]
-                                    [--scale 100000,1000000] [--knn-recall]
+    python -m benchmarks cluster -- [--lfw DIR | --project DIR] [--cache-dir DIR]
+                                    [--quality] [--crawl] [--incremental] [--scale 100000,1000000] [--knn-recall]
 
 With no section flag every section runs. Quality sections use the project's detect / embed params on the LFW
 folder (cached like `facedata evaluate clustering`), tune every method's threshold on the `tune` half of the
@@ -60,8 +60,13 @@ def _params():
 
 
 def _labeled(args, params):
-    from facedata.cluster.evaluate import prepare
+    """The labelled LFW faces: from an existing project's manifests (`--project`, e.g. one built with
+    `facedata init --folder ../shared/data/faces/lfw --labeled`), or detected and embedded in the evaluation
+    cache exactly as `facedata evaluate clustering` does."""
+    from facedata.cluster.evaluate import load, prepare
 
+    if args.project:
+        return load(Path(args.project), params["embed"]["model"])
     return prepare(args.lfw, params, args.cache_dir)
 
 
@@ -272,6 +277,7 @@ def main(argv: list[str]) -> dict:
     ap = argparse.ArgumentParser(prog="python -m benchmarks cluster --")
     ap.add_argument("--lfw", default=str(REPO.parent / "shared" / "data" / "faces" / "lfw"))
     ap.add_argument("--cache-dir", default=None, help="evaluation cache (see facedata evaluate clustering)")
+    ap.add_argument("--project", default=None, help="read LFW faces from this project's manifests instead")
     ap.add_argument("--quality", action="store_true")
     ap.add_argument("--crawl", action="store_true")
     ap.add_argument("--incremental", action="store_true")
