@@ -37,16 +37,16 @@ DOCUMENTED = {
 }
 GRID = {
     "knn_average": [
-        {"threshold": t, "gap": g, "join_max_size": j}
-        for t in (0.38, 0.39, 0.40, 0.41, 0.42, 0.43, 0.44, 0.46)
-        for g in (0.0, 0.02, 0.03, 0.04)
-        for j in (1, 3)
+        {"threshold": t, "jaccard_weight": w, "relax": r}
+        for t in (0.30, 0.31, 0.32, 0.33, 0.34)
+        for w in (0.0, 0.02, 0.03)
+        for r in (0.0, 0.01)
     ],
-    "agglomerative": [{"threshold": t} for t in (0.36, 0.38, 0.40, 0.42, 0.44, 0.46, 0.48, 0.50)],
-    "chinese_whispers": [{"threshold": t} for t in (0.36, 0.38, 0.40, 0.42, 0.44, 0.46, 0.50)],
-    "dbscan": [{"threshold": t} for t in (0.30, 0.32, 0.34, 0.36, 0.38, 0.40, 0.45)],
+    "agglomerative": [{"threshold": round(t, 3)} for t in np.arange(0.30, 0.401, 0.01)],
+    "chinese_whispers": [{"threshold": round(t, 3)} for t in np.arange(0.28, 0.381, 0.01)],
+    "dbscan": [{"threshold": round(t, 3)} for t in np.arange(0.24, 0.341, 0.01)],
     "hdbscan": [{"min_cluster_size": c, "min_samples": s} for c in (2, 3) for s in (1, 2, 3)],
-    "leiden": [{"threshold": t, "resolution": r} for t in (0.40, 0.45, 0.50) for r in (0.5, 1.0, 2.0)],
+    "leiden": [{"threshold": t, "resolution": r} for t in (0.34, 0.38, 0.42) for r in (0.5, 1.0, 2.0, 4.0)],
 }
 
 
@@ -203,23 +203,29 @@ def blas_reference(seconds: float = 3.0) -> float:
     return round(2 * 1024**3 * n / (time.perf_counter() - t) / 1e9, 2)
 
 
-def scale_child(n: int, threshold: float, k: int, nprobe: int, exact_max: int) -> dict:
-    """One synthetic scale run, in its own process (see `scale`): kNN graph + knn_average clustering."""
-    from facedata.cluster.algorithms import Options, cluster
+def scale_child(n: int, threshold: float | None = None) -> dict:
+    """One synthetic scale run, in its own process (see `scale`): the kNN graph and knn_average with the
+    project's cluster params (the threshold may be overridden for the synthetic geometry)."""
+    from facedata.cluster.algorithms import cluster
+    from facedata.cluster.faceset import options
     from facedata.cluster.knn import knn
     from facedata.cluster.metrics import clustering_metrics
     from facedata.cluster.synthetic import make_embeddings
 
+    p = dict(_params()["cluster"])
+    if threshold is not None:
+        p["threshold"] = threshold
     x, labels = make_embeddings(n, seed=1)
     c0, w0 = time.process_time(), time.perf_counter()
-    opts = Options(threshold=threshold, k=k, nprobe=nprobe, exact_knn_max=exact_max)
-    opts.knn_graph = knn(x, k, exact_max=exact_max, nprobe=nprobe)
+    opts = options(p)
+    opts.knn_graph = knn(x, opts.k, exact_max=opts.exact_knn_max, nprobe=opts.nprobe)
     w_knn, c_knn = time.perf_counter() - w0, time.process_time() - c0
     pred = cluster(x, "knn_average", opts)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     m = clustering_metrics(labels, pred)
     return {
         "n": n,
+        "threshold": p["threshold"],
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
         "knn_wall_s": round(w_knn, 1),
@@ -233,14 +239,12 @@ def scale_child(n: int, threshold: float, k: int, nprobe: int, exact_max: int) -
 
 
 def scale(args, params) -> dict:
-    p = params["cluster"]
     out = {"blas_gflops_before": blas_reference(), "runs": []}
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     for n in args.scale:
         call = (
             "import json; from benchmarks.bench_cluster import scale_child; "
-            f"print(json.dumps(scale_child({n}, {args.synthetic_threshold}, {p['k']}, {p['nprobe']}, "
-            f"{p['exact_knn_max']})))"
+            f"print(json.dumps(scale_child({n}, {args.synthetic_threshold})))"
         )
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", call], env=env, cwd=REPO, capture_output=True, text=True)
@@ -297,7 +301,9 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--fraction", type=float, default=0.3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-purity", type=float, default=0.98, help="the purity the issue's target asks for")
-    ap.add_argument("--synthetic-threshold", type=float, default=0.43)
+    ap.add_argument(
+        "--synthetic-threshold", type=float, default=None, help="override cluster.threshold for synthetic faces"
+    )
     args = ap.parse_args(argv)
     everything = not (args.quality or args.crawl or args.incremental or args.scale or args.knn_recall)
     if everything:

@@ -83,23 +83,28 @@ SPEC: dict[str, Spec] = {
     # --- cluster (issue 4); distances are L2 between unit vectors (cosine = 1 - d^2/2) ---
     "cluster.method": Spec("knn_average", (str,), *_CLUSTER, "clustering algorithm (baselines for comparison)"),
     "cluster.threshold": Spec(
-        0.45,
+        0.32,
         NUM,
         _in(0, 2),
         "0..2",
         "knn_average: RMS distance at which clusters stop merging; baselines: their cut",
     ),
     "cluster.k": Spec(20, (int,), _in(1, 1000), "1..1000", "neighbours per face in the candidate kNN graph"),
-    "cluster.gap": Spec(
-        0.03,
-        NUM,
-        _in(0, 2),
-        "0..2",
-        "knn_average: cosine gap allowed between two clusters and their inner similarity",
+    "cluster.jaccard_k": Spec(
+        10, (int,), _nonneg, ">= 0", "knn_average: neighbours compared for the shared-neighbour bonus (0: off)"
     ),
-    "cluster.gap_min_size": Spec(3, (int,), _in(2, 10**9), ">= 2", "the gap test applies to clusters this big"),
+    "cluster.jaccard_weight": Spec(
+        0.02,
+        NUM,
+        _in(0, 1),
+        "0..1",
+        "knn_average: weight of the shared-neighbour overlap added to a pair's cosine",
+    ),
+    "cluster.relax": Spec(
+        0.01, NUM, _in(0, 1), "0..1", "knn_average: cosine threshold eased by this for large clusters"
+    ),
     "cluster.refine": Spec(True, (bool,), None, "", "knn_average: eject outliers, let stragglers join"),
-    "cluster.join_threshold": Spec(0.5, NUM, _in(0, 2), "0..2", "refine: max distance to a cluster's centre"),
+    "cluster.join_threshold": Spec(0.32, NUM, _in(0, 2), "0..2", "refine: max distance to a cluster's centre"),
     "cluster.join_max_size": Spec(
         1, (int,), _pos, "> 0", "refine: clusters up to this size may join a bigger one"
     ),
@@ -117,6 +122,9 @@ SPEC: dict[str, Spec] = {
     "cluster.incremental": Spec(True, (bool,), None, "", "add new faces to the last clustering when possible"),
     "cluster.incremental_max_new_fraction": Spec(
         0.5, NUM, _nonneg, ">= 0", "more new faces than this share of old ones: full recluster"
+    ),
+    "cluster.absorb_threshold": Spec(
+        0.37, NUM, _in(0, 2), "0..2", "a name's image joins its dominant cluster if a face is this near its centre"
     ),
     "cluster.min_confidence": Spec(0.3, NUM, _in(0, 1), "0..1", "dominant clusters below this are 'weak'"),
     "validate.min_faces_per_identity": Spec(2, (int,), _nonneg, ">= 0", "identities with fewer fail"),

@@ -53,9 +53,9 @@ class Options:
     min_cluster_size: int = 2
     resolution: float = 1.0
     refine: bool = True
-    linkage: str = "average"
-    gap: float | None = None
-    gap_min_size: int = 3
+    jaccard_k: int = 0
+    jaccard_weight: float = 0.0
+    relax: float = 0.0
     join_threshold: float = 0.5
     join_max_size: int = 1
     join_margin: float = 0.02
@@ -88,6 +88,25 @@ def graph_edges(idx: np.ndarray, sim: np.ndarray, min_sim: float) -> tuple[np.nd
     return rows[ok], idx[ok]
 
 
+def shared_neighbours(idx: np.ndarray, a: np.ndarray, b: np.ndarray, k: int, chunk: int = 200_000) -> np.ndarray:
+    """Jaccard overlap of the neighbourhoods {i} + i's k nearest of each pair (a[e], b[e]).
+
+    Two photos of one person share most of their nearest faces (the person's other photos); a stranger who
+    happens to sit close to a face shares few. Computed in chunks by comparing the two sorted neighbour rows.
+    """
+    k = min(k, idx.shape[1])
+    nb = np.concatenate([np.arange(len(idx))[:, None], idx[:, :k]], axis=1)
+    out = np.empty(a.size, dtype=np.float64)
+    for s in range(0, a.size, chunk):
+        na, nbb = nb[a[s : s + chunk]], nb[b[s : s + chunk]]
+        same = (na[:, :, None] == nbb[:, None, :]) & (na[:, :, None] >= 0)
+        inter = same.any(axis=2).sum(axis=1)
+        size_a = (na >= 0).sum(axis=1)
+        size_b = (nbb >= 0).sum(axis=1)
+        out[s : s + chunk] = inter / np.maximum(size_a + size_b - inter, 1)
+    return out
+
+
 def knn_average(x: np.ndarray, opts: Options) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
@@ -95,7 +114,10 @@ def knn_average(x: np.ndarray, opts: Options) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     cos_thr = cos_of(opts.threshold)
     idx, sim = knn_graph(x, opts)
-    a, b = graph_edges(idx, sim, cos_thr - (0.05 if opts.linkage != "average" else 0.0))
+    bonus_on = opts.jaccard_k > 0 and opts.jaccard_weight > 0
+    slack = opts.relax + 0.02 + opts.jaccard_weight if bonus_on or opts.relax else 0.0
+    a, b = graph_edges(idx, sim, cos_thr - slack)
+    bonus = opts.jaccard_weight * shared_neighbours(idx, a, b, opts.jaccard_k) if bonus_on else None
     init = must_link_labels(n, opts.must_link, opts.cannot_link) if opts.must_link else None
     labels = average_linkage(
         x,
@@ -104,9 +126,8 @@ def knn_average(x: np.ndarray, opts: Options) -> np.ndarray:
         cos_thr,
         init_labels=init,
         cannot=opts.cannot_link,
-        linkage=opts.linkage,
-        gap=opts.gap,
-        gap_min_size=opts.gap_min_size,
+        bonus=bonus,
+        relax=opts.relax,
     )
     if opts.refine:
         from facedata.cluster.refine import refine

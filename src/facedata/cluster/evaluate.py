@@ -13,8 +13,9 @@ the folder, so a second evaluation with other clustering params re-detects and r
   identity name (stable as identities are added), so parameters tuned on one half are reported on the other;
 - `simulate_crawl=F`: for each identity with >= 5 items, a query set of its items plus distractor items from
   other identities making up a fraction F of the set, clustered on its own; the dominant cluster (most images
-  voting, as in the cluster stage) is kept, and `crawl_precision` / `crawl_recall` are the means over
-  identities of the kept images' precision and recall.
+  voting) and the images it absorbs are kept, exactly as the cluster stage keeps them for a queried name,
+  and `crawl_precision` / `crawl_recall` are the means over identities of the kept images' precision and
+  recall.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import yaml
 
 from facedata import atomic, manifest
 from facedata.cluster.faceset import FaceSet, cluster_faces, load_faceset
-from facedata.cluster.identities import dominant_clusters
+from facedata.cluster.identities import absorb_faces, dominant_clusters
 from facedata.cluster.metrics import clustering_metrics, crawl_scores
 
 PREP_STAGES = ("ingest", "detect", "embed")
@@ -222,12 +223,12 @@ def crawl(
         face_cluster = _cluster_items(ls, query, p, seed)
         qimgs = {ls.image_ids[i] for i in query if ls.image_ids[i] is not None}
         face_image = {ls.faces.face_ids[r]: img for img in qimgs for r in rows_of.get(img, [])}
-        row = dominant_clusters({name: qimgs}, face_cluster, face_image, 0.0)[0]
-        kept_images = (
-            {face_image[f] for f, c in face_cluster.items() if c == row["cluster_id"]}
-            if row["cluster_id"]
-            else set()
-        )
+        rows = dominant_clusters({name: qimgs}, face_cluster, face_image, 0.0)
+        vectors = {ls.faces.face_ids[r]: ls.faces.x[r] for img in qimgs for r in rows_of.get(img, [])}
+        absorbed = absorb_faces(rows, {name: qimgs}, face_cluster, face_image, vectors, p["absorb_threshold"])
+        dom = rows[0]["cluster_id"]
+        kept_images = {face_image[f] for f, c in face_cluster.items() if dom and c == dom}
+        kept_images |= {face_image[f] for f in absorbed}
         kept = [ls.image_ids[i] in kept_images for i in query]
         prec, rec = crawl_scores([ls.labels[i] for i in query], kept, name)
         precisions.append(prec)

@@ -38,14 +38,13 @@ def _dots(sums: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _link(sums: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray, linkage: str = "average"):
-    """Similarity between clusters a[i] and b[i]: the mean cosine similarity of their faces ("average"), or the
-    cosine between their mean directions ("centroid")."""
+def _link(sums: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray, bonus=None) -> np.ndarray:
+    """Average linkage between clusters a[i] and b[i]: the mean over their pairs of faces of cosine similarity
+    plus the pair's bonus (bonus = the sum of the bonuses of their pairs)."""
     dots = _dots(sums, a, b)
-    if linkage == "average":
-        return dots / (counts[a].astype(np.float64) * counts[b])
-    norms = np.linalg.norm(sums, axis=1).astype(np.float64)
-    return dots / np.maximum(norms[a] * norms[b], 1e-12)
+    if bonus is not None:
+        dots = dots + bonus
+    return dots / (counts[a].astype(np.float64) * counts[b])
 
 
 def compact(labels: np.ndarray) -> np.ndarray:
@@ -97,25 +96,32 @@ def average_linkage(
     init_labels: np.ndarray | None = None,
     cannot: np.ndarray | None = None,
     max_rounds: int = 100_000,
-    linkage: str = "average",
     floor: float | None = None,
-    gap: float | None = None,
-    gap_min_size: int = 3,
+    bonus: np.ndarray | None = None,
+    relax: float = 0.0,
 ) -> np.ndarray:
     """Average-linkage clustering of unit vectors `x` (cosine similarity), merging while the mean similarity
     between two clusters joined by a candidate edge is >= `threshold`.
 
     `edges_a/edges_b`: candidate pairs of rows (e.g. a kNN graph). `init_labels`: starting clusters (must-link
     groups). `cannot`: (p, 2) row pairs that must end in different clusters. Returns one label per row,
-    numbered by first appearance. `linkage="centroid"` compares mean directions instead; it is not reducible,
-    so edges are kept down to `floor` (default threshold - 0.05) in case a merge lifts them.
+    numbered by first appearance.
 
-    `gap`: a second test for two clusters of >= `gap_min_size` faces each: their mean similarity must be
-    within `gap` of the mean similarity *inside* them. Two halves of one person's photos are about as similar
-    to each other as within themselves; two look-alike people are markedly less.
+    `bonus`: a value per candidate pair added to its cosine similarity (e.g. how many neighbours the two faces
+    share); the linkage is then the mean of (cosine + bonus) over all pairs of faces of the two clusters, pairs
+    outside the graph counting 0. Bonuses are summed per pair of clusters as they merge.
+
+    `relax`: the threshold for two clusters is lowered by relax * (1 - 1/sqrt(smaller size)): a mean over many
+    pairs of faces is a steadier estimate than one pair, so large clusters may merge at a lower mean similarity
+    while a single face still needs the full threshold.
+
+    Edges below `floor` are dropped for good: exact for plain average linkage at floor = threshold (see the
+    module docstring); with bonus or relax the default floor sits a little lower, so that the bonus of a pair
+    just below the threshold is still counted when its clusters grow.
     """
+    plain = bonus is None and relax == 0
     if floor is None:
-        floor = threshold if linkage == "average" else threshold - 0.05
+        floor = threshold if plain else threshold - relax - 0.02
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
     if n == 0:
@@ -136,22 +142,29 @@ def average_linkage(
         if np.any(cl[:, 0] == cl[:, 1]):
             raise ValueError("a must-link group contains a cannot-link pair; split it first (must_link_labels)")
 
-    a, b = lab[np.asarray(edges_a, dtype=np.int64)], lab[np.asarray(edges_b, dtype=np.int64)]
-    a, b = _dedupe(a, b, m)
-    w = _link(sums, counts, a, b, linkage)
+    ea, eb = np.asarray(edges_a, dtype=np.int64), np.asarray(edges_b, dtype=np.int64)
+    if bonus is not None:
+        # One bonus per unordered pair of rows (a kNN graph lists most pairs twice), then per pair of clusters.
+        ra, rb, rbonus = _dedupe_sum(ea, eb, np.asarray(bonus, dtype=np.float64), n, first=True)
+        a, b, bw = _dedupe_sum(lab[ra], lab[rb], rbonus, m)
+    else:
+        a, b = _dedupe(lab[ea], lab[eb], m)
+        bw = None
+    w = _link(sums, counts, a, b, bw)
     keep = w >= floor
-    a, b, w = a[keep], b[keep], w[keep]
+    a, b, w, bw = a[keep], b[keep], w[keep], _take(bw, keep)
     if cl is not None:
-        a, b, w = _drop_forbidden(a, b, w, cl, m)
+        a, b, w, bw = _drop_forbidden(a, b, w, bw, cl, m)
 
     parent = np.arange(m, dtype=np.int64)
     cur = np.arange(m, dtype=np.int64)
     for _ in range(max_rounds):
         if a.size == 0:
             break
-        active = w >= threshold
-        if gap is not None:
-            active &= _cohesive(sums, counts, a, b, w, gap, gap_min_size)
+        need = threshold
+        if relax:
+            need = threshold - relax * (1.0 - 1.0 / np.sqrt(np.minimum(counts[a], counts[b])))
+        active = w >= need
         if not active.any():
             break
         src = np.concatenate([a[active], b[active]])
@@ -177,34 +190,35 @@ def average_linkage(
             cl = cur[cl]
         cur[gone] = gone
         touched = merged[a] | merged[b]
-        ta, tb = a[touched], b[touched]
-        a, b, w = a[~touched], b[~touched], w[~touched]
-        self_loop = ta == tb
-        ta, tb = _dedupe(ta[~self_loop], tb[~self_loop], m)
-        tw = _link(sums, counts, ta, tb, linkage)
+        ta, tb, tbw = a[touched], b[touched], _take(bw, touched)
+        a, b, w, bw = a[~touched], b[~touched], w[~touched], _take(bw, ~touched)
+        if tbw is None:
+            ta, tb = _dedupe(ta, tb, m)
+        else:
+            ta, tb, tbw = _dedupe_sum(ta, tb, tbw, m)
+        tw = _link(sums, counts, ta, tb, tbw)
         ok = tw >= floor
-        ta, tb, tw = ta[ok], tb[ok], tw[ok]
+        ta, tb, tw, tbw = ta[ok], tb[ok], tw[ok], _take(tbw, ok)
         if cl is not None:
-            ta, tb, tw = _drop_forbidden(ta, tb, tw, cl, m)
+            ta, tb, tw, tbw = _drop_forbidden(ta, tb, tw, tbw, cl, m)
         a, b, w = np.concatenate([a, ta]), np.concatenate([b, tb]), np.concatenate([w, tw])
+        bw = None if bw is None else np.concatenate([bw, tbw])
     root = _roots(parent)
     return compact(root[lab])
 
 
-def _intra(sums: np.ndarray, counts: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Mean cosine similarity between distinct faces of cluster c (1 for singletons)."""
-    n = counts[c].astype(np.float64)
-    sq = np.einsum("ij,ij->i", sums[c], sums[c], dtype=np.float64)
-    return np.where(n > 1, (sq - n) / np.maximum(n * (n - 1), 1), 1.0)
+def _take(v: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:
+    return None if v is None else v[mask]
 
 
-def _cohesive(sums, counts, a, b, w, gap: float, min_size: int) -> np.ndarray:
-    big = (counts[a] >= min_size) & (counts[b] >= min_size)
-    ok = np.ones(a.size, dtype=bool)
-    if big.any():
-        inside = (_intra(sums, counts, a[big]) + _intra(sums, counts, b[big])) / 2
-        ok[big] = inside - w[big] <= gap
-    return ok
+def _dedupe_sum(a, b, v, m: int, first: bool = False):
+    """Unique unordered pairs (self pairs dropped) with `v` summed per pair, or taken once with `first`."""
+    keys = pair_keys(a, b, m)
+    ok = a != b
+    keys, v = keys[ok], v[ok]
+    uniq, start, inv = np.unique(keys, return_index=True, return_inverse=True)
+    total = v[start] if first else np.bincount(inv, weights=v, minlength=uniq.size)
+    return uniq // m, uniq % m, total
 
 
 def _dedupe(a: np.ndarray, b: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -213,11 +227,11 @@ def _dedupe(a: np.ndarray, b: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarra
     return keys // m, keys % m
 
 
-def _drop_forbidden(a, b, w, cl: np.ndarray, m: int):
+def _drop_forbidden(a, b, w, bw, cl: np.ndarray, m: int):
     if a.size == 0 or cl.size == 0:
-        return a, b, w
+        return a, b, w, bw
     bad = np.isin(pair_keys(a, b, m), pair_keys(cl[:, 0], cl[:, 1], m))
-    return a[~bad], b[~bad], w[~bad]
+    return a[~bad], b[~bad], w[~bad], _take(bw, ~bad)
 
 
 def _roots(parent: np.ndarray) -> np.ndarray:

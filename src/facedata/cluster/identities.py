@@ -4,6 +4,14 @@ A name's images are those collected for it. Each image votes once for every clus
 is in; the cluster with the most votes is the name's dominant cluster. confidence = votes / images collected
 (images where no face was usable count against it), margin = (top - runner-up) / images. When two names
 choose the same cluster, the one with more votes keeps it and the other is marked `conflict`.
+
+Then each name's dominant cluster *absorbs* the name's other images: an image collected for the name with no
+face in the dominant cluster contributes its face nearest the cluster's centre direction when that face, or
+the centre of the (multi-face) cluster it is in, is within `absorb_threshold` (L2) of the dominant centre,
+and it is not in another name's dominant cluster. Clustering has to keep
+strangers apart across the whole collection, so it stops merging early; inside one name's images the prior
+that a photo found for a name shows that person is strong, and a face close to the person's centre is
+almost always them. Absorbed faces keep their own `cluster_id` and are marked `absorbed`.
 """
 
 from __future__ import annotations
@@ -71,6 +79,69 @@ def dominant_clusters(
         rows.append(row)
     _resolve_conflicts(rows)
     return rows
+
+
+def absorb_faces(
+    rows: list[dict],
+    query_images: dict[str, set[str]],
+    face_cluster: dict[str, str],
+    face_image: dict[str, str],
+    vectors: dict[str, np.ndarray],
+    threshold: float,
+) -> dict[str, str]:
+    """face_id -> name for faces absorbed into their name's dominant cluster (see the module docstring).
+    Updates each row's `n_absorbed`."""
+    out: dict[str, str] = {}
+    if threshold <= 0:
+        for r in rows:
+            r["n_absorbed"] = 0
+        return out
+    claimed = {r["cluster_id"] for r in rows if r["status"] in ("ok", "weak") and r["cluster_id"]}
+    faces_of_image: dict[str, list[str]] = defaultdict(list)
+    members: dict[str, list[str]] = defaultdict(list)
+    for fid, img in face_image.items():
+        if fid in face_cluster:
+            faces_of_image[img].append(fid)
+            members[face_cluster[fid]].append(fid)
+    cos_min = 1.0 - threshold * threshold / 2.0
+
+    def centre(fids: list[str]) -> np.ndarray:
+        c = np.sum([vectors[f] for f in fids], axis=0)
+        return c / max(float(np.linalg.norm(c)), 1e-12)
+
+    for r in rows:
+        r["n_absorbed"] = 0
+        if r["status"] not in ("ok", "weak") or not r["cluster_id"]:
+            continue
+        dom = r["cluster_id"]
+        dom_centre = centre(members[dom])
+        images = sorted(query_images[r["query_name"]])
+        # Whole clusters whose centre sits near the dominant one (a split-off part of the same person)...
+        near_clusters = {
+            c
+            for img in images
+            for f in faces_of_image.get(img, [])
+            if (c := face_cluster[f]) != dom
+            and c not in claimed
+            and len(members[c]) > 1
+            and float(centre(members[c]) @ dom_centre) >= cos_min
+        }
+        for img in images:
+            if any(face_cluster[f] == dom for f in faces_of_image.get(img, [])):
+                continue
+            fids = [f for f in faces_of_image.get(img, []) if face_cluster[f] not in claimed]
+            if not fids:
+                continue
+            cos = [float(vectors[f] @ dom_centre) for f in fids]
+            # ...or a face near the centre itself; the image contributes its face nearest the centre.
+            ok = [k for k, f in enumerate(fids) if cos[k] >= cos_min or face_cluster[f] in near_clusters]
+            if not ok:
+                continue
+            k = max(ok, key=lambda j: cos[j])
+            if fids[k] not in out:
+                out[fids[k]] = r["query_name"]
+                r["n_absorbed"] += 1
+    return out
 
 
 def _resolve_conflicts(rows: list[dict]) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from facedata import ids, manifest
 from facedata.cluster.faceset import FaceSet, cluster_faces, constraints, load_faceset, options
-from facedata.cluster.identities import dominant_clusters, face_doubt
+from facedata.cluster.identities import absorb_faces, dominant_clusters, face_doubt
 from facedata.cluster.incremental import add_faces
 from facedata.cluster.knn import knn
 from facedata.cluster.metrics import clustering_metrics
@@ -92,10 +92,11 @@ def run(ctx: StageContext) -> dict:
         if r["query_name"] is not None:
             query_images[r["query_name"]].add(r["image_id"])
     lineage = ctx.lineage(model)
-    identity_rows = dominant_clusters(
-        query_images, face_cluster, dict(zip(fs.face_ids, fs.image_ids, strict=True)), p["min_confidence"]
-    )
+    face_image = dict(zip(fs.face_ids, fs.image_ids, strict=True))
+    identity_rows = dominant_clusters(query_images, face_cluster, face_image, p["min_confidence"])
     owner = {r["cluster_id"]: r["query_name"] for r in identity_rows if r["status"] in ("ok", "weak")}
+    vectors = dict(zip(fs.face_ids, fs.x, strict=True))
+    absorbed = absorb_faces(identity_rows, query_images, face_cluster, face_image, vectors, p["absorb_threshold"])
     if len(fs) and graph is None:
         graph = knn(fs.x, p["k"], exact_max=p["exact_knn_max"], nprobe=p["nprobe"])
     doubt = face_doubt(fs.x, labels, *graph, p["threshold"]) if len(fs) else None
@@ -111,7 +112,8 @@ def run(ctx: StageContext) -> dict:
                 "cluster_size": len(members[int(labels[i])]),
                 "method": p["method"],
                 "query_name": image_query.get(img),
-                "identity": owner.get(cid),
+                "identity": absorbed.get(fid) or owner.get(cid),
+                "absorbed": fid in absorbed,
                 "doubt": float(doubt["doubt"][i]),
                 "distance": _num(doubt["distance"][i]),
                 "margin": _num(doubt["margin"][i]),
@@ -137,6 +139,7 @@ def run(ctx: StageContext) -> dict:
         "largest_cluster": int(sizes.max(initial=0)),
         "n_queries": len(identity_rows),
         "identities": dict(sorted(statuses.items())),
+        "n_absorbed": len(absorbed),
         "mean_confidence": round(float(np.mean([r["confidence"] for r in identity_rows])), 4)
         if identity_rows
         else 0.0,
