@@ -35,6 +35,17 @@ DOCUMENTED = {
     "hdbscan": {"min_cluster_size": 2},
     "leiden": {"threshold": 0.5},
 }
+#: Per-split threshold grids for the cross-validated comparison: every method gets only its threshold (or its
+#: one main knob) tuned on each tune half; knn_average keeps its other params.yaml values.
+CV_GRID = {
+    "knn_average": [{"threshold": round(t, 3)} for t in np.arange(0.30, 0.345, 0.005)],
+    "agglomerative": [{"threshold": round(t, 3)} for t in np.arange(0.32, 0.381, 0.005)],
+    "chinese_whispers": [{"threshold": round(t, 3)} for t in np.arange(0.29, 0.341, 0.005)],
+    "dbscan": [{"threshold": round(t, 3)} for t in np.arange(0.26, 0.331, 0.01)],
+    "hdbscan": [{"min_cluster_size": 2, "min_samples": s} for s in (1, 2, 3)],
+    "leiden": [{"threshold": 0.34, "resolution": r} for r in (0.5, 1.0, 2.0, 4.0)],
+}
+
 GRID = {
     "knn_average": [
         {"threshold": t, "jaccard_weight": w, "relax": r}
@@ -75,10 +86,10 @@ def _labeled(args, params):
     return prepare(args.lfw, params, args.cache_dir)
 
 
-def _eval(ls, cparams, split, seed=0, crawl=None):
+def _eval(ls, cparams, split, seed=0, crawl=None, split_seed=0):
     from facedata.cluster.evaluate import evaluate
 
-    return evaluate(ls, cparams, seed=seed, simulate_crawl=crawl, split=split)
+    return evaluate(ls, cparams, seed=seed, simulate_crawl=crawl, split=split, split_seed=split_seed)
 
 
 def _row(name, setting, m) -> dict:
@@ -132,16 +143,88 @@ def quality(args, params, ls) -> dict:
     return out
 
 
+def cross_validated(args, params, ls) -> dict:
+    """For each split seed: tune each method's threshold on the tune half (best BCubed F, and best BCubed F at
+    purity >= --min-purity), measure on the test half; mean and spread over the seeds."""
+    base = dict(params["cluster"])
+    per_seed: dict = {}
+    for seed in args.split_seeds:
+        per_seed[seed] = {}
+        for method, grid in CV_GRID.items():
+            if args.methods and method not in args.methods:
+                continue
+            scored = []
+            for setting in grid:
+                m = _eval(ls, {**base, "method": method, **setting}, "tune", split_seed=seed)
+                scored.append((m["bcubed_f"], m["purity"], setting))
+            best = max(scored, key=lambda t: t[0])[2]
+            pure = [t for t in scored if t[1] >= args.min_purity]
+            best_pure = max(pure, key=lambda t: t[0])[2] if pure else None
+            row = {}
+            for rule, setting in (("best_f", best), ("best_f_at_purity", best_pure)):
+                if setting is None:
+                    row[rule] = None
+                    continue
+                m = _eval(ls, {**base, "method": method, **setting}, "test", split_seed=seed)
+                row[rule] = {"setting": setting, **{k: round(m[k], 4) for k in ("bcubed_f", "purity")}}
+            per_seed[seed][method] = row
+            print(f"  split seed {seed} {method}: {row}", flush=True)
+    summary = {}
+    for method in next(iter(per_seed.values())):
+        summary[method] = {}
+        for rule in ("best_f", "best_f_at_purity"):
+            rows = [per_seed[s][method][rule] for s in per_seed if per_seed[s][method][rule]]
+            f = np.array([r["bcubed_f"] for r in rows])
+            pur = np.array([r["purity"] for r in rows])
+            summary[method][rule] = {
+                "test_bcubed_f_mean": round(float(f.mean()), 4) if f.size else None,
+                "test_bcubed_f_min": round(float(f.min()), 4) if f.size else None,
+                "test_bcubed_f_max": round(float(f.max()), 4) if f.size else None,
+                "test_purity_mean": round(float(pur.mean()), 4) if pur.size else None,
+                "n_splits": int(f.size),
+            }
+    wins = (
+        {
+            rule: sum(
+                all(
+                    per_seed[s]["knn_average"][rule]["bcubed_f"]
+                    > (per_seed[s][m][rule] or {"bcubed_f": -1})["bcubed_f"]
+                    for m in per_seed[s]
+                    if m != "knn_average"
+                )
+                for s in per_seed
+            )
+            for rule in ("best_f", "best_f_at_purity")
+        }
+        if all("knn_average" in per_seed[s] for s in per_seed)
+        else {}
+    )
+    return {
+        "split_seeds": args.split_seeds,
+        "summary": summary,
+        "knn_average_best_on_splits": wins,
+        "per_seed": per_seed,
+    }
+
+
 def crawl(args, params, ls) -> dict:
     out = {}
     for split in ("tune", "test"):
         m = _eval(ls, params["cluster"], split, seed=args.seed, crawl=args.fraction)
+        seeds = {}
+        for seed in args.crawl_seeds:
+            ms = _eval(ls, params["cluster"], split, seed=seed, crawl=args.fraction)
+            seeds[seed] = {
+                "crawl_precision": round(ms["crawl_precision"], 5),
+                "crawl_recall": round(ms["crawl_recall"], 5),
+            }
         worst = sorted(m["crawl_identities"], key=lambda r: (r[2] + r[3], r[0]))[:8]
         out[split] = {
             "fraction": args.fraction,
             "crawl_precision": round(m["crawl_precision"], 5),
             "crawl_recall": round(m["crawl_recall"], 5),
             "n_queries": len(m["crawl_identities"]),
+            "other_distractor_seeds": seeds,
             "worst": [
                 {"name": n, "images": k, "precision": round(p, 3), "recall": round(r, 3)} for n, k, p, r in worst
             ],
@@ -300,22 +383,27 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--methods", type=lambda s: s.split(","), default=None)
     ap.add_argument("--fraction", type=float, default=0.3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cv", action="store_true", help="cross-validated comparison over --split-seeds")
+    ap.add_argument("--split-seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2, 3, 4])
+    ap.add_argument("--crawl-seeds", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2])
     ap.add_argument("--min-purity", type=float, default=0.98, help="the purity the issue's target asks for")
     ap.add_argument(
         "--synthetic-threshold", type=float, default=None, help="override cluster.threshold for synthetic faces"
     )
     args = ap.parse_args(argv)
-    everything = not (args.quality or args.crawl or args.incremental or args.scale or args.knn_recall)
+    everything = not (args.quality or args.cv or args.crawl or args.incremental or args.scale or args.knn_recall)
     if everything:
-        args.quality = args.crawl = args.incremental = args.knn_recall = True
+        args.quality = args.cv = args.crawl = args.incremental = args.knn_recall = True
         args.scale = [100_000, 1_000_000]
     params = _params()
     result: dict = {"params_cluster": params["cluster"]}
-    ls = _labeled(args, params) if (args.quality or args.crawl or args.incremental) else None
+    ls = _labeled(args, params) if (args.quality or args.cv or args.crawl or args.incremental) else None
     if ls is not None:
         result["lfw"] = {"n_items": len(ls.labels), "n_faces": len(ls.faces)}
     if args.quality:
         result["quality"] = quality(args, params, ls)
+    if args.cv:
+        result["cross_validated"] = cross_validated(args, params, ls)
     if args.crawl:
         result["crawl"] = crawl(args, params, ls)
     if args.incremental:
