@@ -76,3 +76,30 @@ def test_unknown_method_and_option_are_refused(data):
 def test_distance_to_cosine():
     assert cos_of(0.0) == 1.0 and cos_of(np.sqrt(2)) == pytest.approx(0.0)
     assert cos_of(0.6) == pytest.approx(0.82)
+
+
+def test_shared_neighbours_is_the_jaccard_overlap_of_neighbourhoods():
+    from facedata.cluster.algorithms import shared_neighbours
+    from facedata.cluster.knn import knn
+
+    x, _ = make_embeddings(300, seed=3)
+    idx, _ = knn(x, 12)
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 300, 500), rng.integers(0, 300, 500)
+    got = shared_neighbours(idx, a, b, 8, chunk=64)
+    for e in range(500):
+        na = {a[e], *idx[a[e], :8]}
+        nb = {b[e], *idx[b[e], :8]}
+        assert got[e] == pytest.approx(len(na & nb) / len(na | nb))
+
+
+def test_options_defaults_are_the_params_defaults():
+    from dataclasses import fields
+
+    from facedata.params import SPEC
+
+    opts = Options()
+    for f in fields(Options):
+        key = f"cluster.{f.name}"
+        if key in SPEC and f.name != "cannot_link":  # Options holds the pairs; params holds the switch
+            assert getattr(opts, f.name) == SPEC[key].default, key

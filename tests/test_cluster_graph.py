@@ -87,3 +87,51 @@ def test_edge_cases():
         0
     ]
     assert compact(np.array([5, 5, 2, 9, 2])).tolist() == [0, 0, 1, 2, 1]
+
+
+def test_bonus_linkage_equals_scipy_average_linkage_of_the_boosted_similarity():
+    """With a bonus on some pairs: average linkage of (cosine + bonus), pairs without one adding 0."""
+    x, _ = make_embeddings(200, seed=8)
+    n = len(x)
+    rng = np.random.default_rng(0)
+    a, b = full_edges(n)
+    bonus = np.where(rng.random(a.size) < 0.3, rng.uniform(0, 0.05, a.size), 0.0)
+    s = (x @ x.T).astype(np.float64)
+    s[a, b] += bonus
+    s[b, a] += bonus
+    z = linkage(squareform_dist(1.0 + 0.05 - s), "average")
+    for thr in (0.9, 0.93):
+        want = fcluster(z, t=1.0 + 0.05 - thr, criterion="distance")
+        got = average_linkage(x, a, b, thr, bonus=bonus, floor=-10.0)
+        assert partition_agreement(want, got)["changed_fraction"] == 0.0
+    # Listing a pair twice (both directions of a kNN graph) counts its bonus once.
+    twice = average_linkage(x, np.r_[a, b], np.r_[b, a], 0.93, bonus=np.r_[bonus, bonus], floor=-10.0)
+    assert partition_agreement(got, twice)["changed_fraction"] == 0.0
+
+
+def squareform_dist(d: np.ndarray) -> np.ndarray:
+    from scipy.spatial.distance import squareform
+
+    d = d.copy()
+    np.fill_diagonal(d, 0.0)
+    return squareform(np.clip(d, 0, None), checks=False)
+
+
+def test_relax_lets_large_clusters_merge_but_not_single_faces():
+    rng = np.random.default_rng(1)
+    centre = rng.standard_normal(32)
+    centre /= np.linalg.norm(centre)
+
+    def group(k, spread):
+        g = centre + spread * rng.standard_normal((k, 32)) / np.sqrt(32)
+        return g / np.linalg.norm(g, axis=1, keepdims=True)
+
+    x = np.vstack([group(12, 0.45), group(12, 0.45)]).astype(np.float32)
+    a, b = full_edges(len(x))
+    s = x @ x.T
+    link = s[:12, 12:].mean()  # mean similarity between the two groups
+    strict = average_linkage(x, a, b, float(link) + 0.004)
+    relaxed = average_linkage(x, a, b, float(link) + 0.004, relax=0.01)
+    assert len(set(relaxed)) < len(set(strict))
+    lone = average_linkage(x[:2], np.array([0]), np.array([1]), float(s[0, 1]) + 0.001, relax=0.5)
+    assert lone[0] != lone[1]  # two single faces need the full threshold, whatever the relax

@@ -63,3 +63,28 @@ def test_doubt_orders_a_face_between_two_clusters_first():
 def test_doubt_of_nothing():
     d = face_doubt(np.zeros((0, 4), np.float32), np.zeros(0, int), np.zeros((0, 3), int), np.zeros((0, 3)), 0.4)
     assert d["doubt"].size == 0
+
+
+def test_absorption_pulls_in_the_names_near_faces_only():
+    from facedata.cluster.identities import absorb_faces
+
+    rng = np.random.default_rng(2)
+    ann, other = _unit(rng.standard_normal(16)), _unit(rng.standard_normal(16))
+    members = {f"f{i}": _unit(ann + 0.02 * rng.standard_normal(16)) for i in range(4)}
+    near = _unit(ann + 0.05 * rng.standard_normal(16))  # ann, but split off by clustering
+    far = other  # a stranger in ann's search results
+    vectors = {**members, "g_near": near, "g_far": far, "h1": other, "h2": _unit(other + 0.01)}
+    face_image = {**{f: f"i{f}" for f in members}, "g_near": "j1", "g_far": "j2", "h1": "k1", "h2": "k2"}
+    face_cluster = {**{f: "cA" for f in members}, "g_near": "cN", "g_far": "cF", "h1": "cB", "h2": "cB"}
+    query = {"ann": {f"i{f}" for f in members} | {"j1", "j2"}, "bob": {"k1", "k2"}}
+    rows = dominant_clusters(query, face_cluster, face_image, 0.3)
+    got = absorb_faces(rows, query, face_cluster, face_image, vectors, threshold=0.4)
+    assert got == {"g_near": "ann"}
+    ann_row = next(r for r in rows if r["query_name"] == "ann")
+    assert ann_row["n_absorbed"] == 1 and ann_row["cluster_id"] == "cA"
+    # A face in another name's dominant cluster is never taken, however close; 0 disables absorption.
+    vectors["h1"] = near
+    query["ann"].add("k1")
+    rows = dominant_clusters(query, face_cluster, face_image, 0.3)
+    assert "h1" not in absorb_faces(rows, query, face_cluster, face_image, vectors, 0.4)
+    assert absorb_faces(rows, query, face_cluster, face_image, vectors, 0.0) == {}

@@ -53,9 +53,9 @@ def test_outlier_is_ejected_and_straggler_joins():
 def test_small_clusters_join_when_allowed_and_constraints_hold():
     x, labels = scene()
     idx, sim = knn(x, 6)
-    out = refine(x, labels, idx, sim, Options(join_max_size=2))
+    out = refine(x, labels, idx, sim, Options(join_max_size=2, join_threshold=0.5))
     assert out[11] == out[12] == out[0]
-    blocked = Options(join_max_size=2, cannot_link=np.array([[12, 3]]))
+    blocked = Options(join_max_size=2, join_threshold=0.5, cannot_link=np.array([[12, 3]]))
     out = refine(x, labels, idx, sim, blocked)
     assert out[12] != out[3] and out[10] == out[0]
     tracked = Options(must_link=[np.array([0, 13])])

@@ -45,18 +45,19 @@ def _noise_to_singletons(labels: np.ndarray) -> np.ndarray:
 @dataclass
 class Options:
     """Everything a method may use besides the vectors; unused fields are ignored by methods that do not need
-    them (the baselines ignore constraints)."""
+    them (the baselines ignore constraints). Defaults are those of params.yaml (`facedata params`), tuned on
+    LFW with the default recognizer."""
 
-    threshold: float = 0.45
+    threshold: float = 0.32
     k: int = 20
     min_samples: int = 1
     min_cluster_size: int = 2
     resolution: float = 1.0
     refine: bool = True
-    jaccard_k: int = 0
-    jaccard_weight: float = 0.0
-    relax: float = 0.0
-    join_threshold: float = 0.5
+    jaccard_k: int = 10
+    jaccard_weight: float = 0.02
+    relax: float = 0.01
+    join_threshold: float = 0.32
     join_max_size: int = 1
     join_margin: float = 0.02
     eject_threshold: float = 0.62
