@@ -50,8 +50,13 @@ def main() -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="a video whose sampled frames join the collection (repeatable)",
 )
+@click.option(
+    "--models-dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="folder holding model weights (params models.dir); see `facedata models`",
+)
 @click.option("--no-git", is_flag=True, help="do not run git init / dvc init")
-def init(directory, folders, labeled, max_per_name, videos, no_git) -> None:
+def init(directory, folders, labeled, max_per_name, videos, models_dir, no_git) -> None:
     """Create a facedata project in DIRECTORY (params.yaml, dvc.yaml, stages/, git + DVC)."""
     from facedata.scaffold import init_project
 
@@ -66,7 +71,8 @@ def init(directory, folders, labeled, max_per_name, videos, no_git) -> None:
         "videos": [{"path": os.path.abspath(v)} for v in videos],
     }
     try:
-        root = init_project(directory, sources, git=not no_git)
+        values = {"models.dir": os.path.abspath(models_dir)} if models_dir else None
+        root = init_project(directory, sources, git=not no_git, values=values)
     except (FileExistsError, RuntimeError) as exc:
         _fail(str(exc))
     click.echo(f"created {root}\nnext: cd {directory} && facedata build")
@@ -139,28 +145,6 @@ def params() -> None:
     for key, default, rule, help_ in describe():
         extra = f"  [{rule}]" if rule else ""
         click.echo(f"{key:<34} {json.dumps(default):<22} {help_}{extra}")
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="print as JSON")
-def models(as_json) -> None:
-    """List the models facedata knows, whether their weights are available, and where they were found.
-
-    Weights are looked for in $FACEDATA_MODELS_DIR, the user cache, and installed packages, then downloaded
-    from the official URL (sha256-checked) unless FACEDATA_OFFLINE=1.
-    """
-    from facedata.models import status
-
-    rows = status()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for r in rows:
-        mark = click.style("available", fg="green") if r["available"] else click.style("missing", fg="yellow")
-        click.echo(f"{r['name']:<14} {r['kind']:<10} {mark}  {r['description']}")
-        for f in r["files"]:
-            click.echo(f"{'':<16}{f}")
-        click.echo(f"{'':<16}license: {r['license']}")
 
 
 @main.command()

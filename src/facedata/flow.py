@@ -74,6 +74,22 @@ def metrics_markdown(stage: str, metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def report_artifacts(root: str | Path, stage: str) -> list[Path]:
+    """Pages a stage left for the run's observers: `data/reports/<stage>/*.artifact.md` (e.g. the 3D stage's
+    renders), published as markdown artifacts after the stage ran."""
+    folder = Path(root) / "data" / "reports" / stage
+    return sorted(folder.glob("*.artifact.md")) if folder.is_dir() else []
+
+
+def publish_report_artifacts(root: str | Path, stage: str) -> int:
+    pages = report_artifacts(root, stage)
+    for page in pages:
+        name = page.name.removesuffix(".artifact.md")
+        key = "facedata-" + "".join(c if c.isalnum() else "-" for c in f"{stage}-{name}".lower())
+        create_markdown_artifact(markdown=page.read_text(encoding="utf-8"), key=key, description=f"{stage} report")
+    return len(pages)
+
+
 @task(
     name="dvc-stage",
     task_run_name="{stage}",
@@ -106,6 +122,15 @@ def run_stage_task(stage: str, root: str, force: bool = False) -> dict:
             key=f"facedata-{stage}",
             description=f"metrics of stage {stage}",
         )
+    if stage == "ingest" and metrics.get("per_source") is not None:
+        from facedata.pipeline.ingest import crawl_report_markdown
+
+        create_markdown_artifact(
+            markdown=crawl_report_markdown(metrics),
+            key="facedata-crawl",
+            description="crawl: per-source counts and failure reasons",
+        )
+    publish_report_artifacts(root, stage)
     if rc != 0:
         message = "\n".join(tail)
         gate = f"facedata {stage}: FAILED" in message or metrics.get("ok") is False
@@ -115,8 +140,13 @@ def run_stage_task(stage: str, root: str, force: bool = False) -> dict:
 
 
 @flow(name="facedata-build", log_prints=True)
-def build_flow(root: str = ".", stages: list[str] | None = None, force: bool = False) -> dict:
-    """Run the project's DVC stages in DAG order (all of them, or the named ones), one Prefect task each."""
+def build_flow(
+    root: str = ".", stages: list[str] | None = None, force: bool = False, recrawl: bool = False
+) -> dict:
+    """Run the project's DVC stages in DAG order (all of them, or the named ones), one Prefect task each.
+
+    `recrawl` forces the ingest stage (web sources are not DVC deps, so DVC alone never re-crawls); later
+    stages then rerun only if what ingest produced changed. Scheduled builds (`facedata schedule`) set it."""
     root = str(Path(root).resolve())
     order = read_dag(Path(root) / "dvc.yaml")
     if stages:
@@ -126,7 +156,7 @@ def build_flow(root: str = ".", stages: list[str] | None = None, force: bool = F
         order = [s for s in order if s in stages]
     results = {}
     for stage in order:
-        results[stage] = run_stage_task(stage, root, force)
+        results[stage] = run_stage_task(stage, root, force or (recrawl and stage == "ingest"))
     summary = "\n\n".join(metrics_markdown(s, m) for s, m in results.items())
     create_markdown_artifact(markdown=summary, key="facedata-build", description="facedata build summary")
     return results

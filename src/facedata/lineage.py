@@ -48,37 +48,30 @@ def current_run_id() -> str:
     return os.environ.get(RUN_ID_ENV) or uuid.uuid4().hex[:16]
 
 
+#: What a row's `git_rev` describes: the code and parameters that produced it (not data or lock files).
+CODE_PATHS = ("src", "stages", "flows", "params.yaml", "dvc.yaml")
+
+
+def _git(root: str, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
 @functools.cache
 def git_revision(root: str) -> str:
-    """HEAD of the project's git repository, with '-dirty' when tracked code or params differ from it."""
+    """The last commit that touched the project's code or params (`CODE_PATHS`), plus '-dirty' when those
+    differ from it. Committing a build's dvc.lock or metrics does not change it, so a clean clone reproduces
+    rows with the same revision; editing code or params does."""
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
+        rev = _git(root, "log", "-1", "--format=%H", "--", *CODE_PATHS) or _git(root, "rev-parse", "HEAD")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     try:
-        status = subprocess.run(
-            [
-                "git",
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-                "--",
-                "src",
-                "stages",
-                "flows",
-                "params.yaml",
-            ],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
     except (OSError, subprocess.SubprocessError):
-        status = ""
-    return rev + ("-dirty" if status else "")
+        dirty = ""
+    return rev + ("-dirty" if dirty else "")
 
 
 def make_lineage(

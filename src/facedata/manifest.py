@@ -60,6 +60,9 @@ _SOURCE_FIELDS = [
     _f("fetched_at", TS, False),
 ]
 
+#: Names of the source-side columns, in schema order (copied from `images` into `dataset` rows).
+SOURCE_COLUMNS = tuple(f.name for f in _SOURCE_FIELDS)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "images": pa.schema(
         [
@@ -86,13 +89,17 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("page_url", pa.string()),
             _f("final_url", pa.string()),
             _f("status", pa.string(), False),  # stored | duplicate | failed | skipped
-            _f("reason", pa.string()),
+            _f("reason", pa.string()),  # "code: message" (for stored rows: a note, e.g. a content-type mismatch)
             _f("image_id", pa.string()),
             _f("http_status", pa.int32()),
             _f("content_type", pa.string()),
             _f("n_bytes", pa.int64()),
-            _f("attempts", pa.int32(), False),
+            _f("attempts", pa.int32(), False),  # requests made (0: not fetched: refused, capped, reused)
             _f("fetched_at", TS, False),
+            _f("source_name", pa.string()),  # which configured source: list file, folder, video, page template
+            _f("video_id", pa.string()),  # for video frames, kept or not: sha256 of the video file
+            _f("frame_index", pa.int64()),
+            _f("timestamp_s", pa.float64()),
             _lineage(),
         ]
     ),
@@ -121,6 +128,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("landmarks", pa.list_(pa.float32(), 10), False),  # eyes (l, r), nose, mouth (l, r): x, y pairs
             _f("is_primary", pa.bool_(), False),  # the image's subject: large and central
             _f("size_px", pa.float32(), False),  # shorter side of the box
+            _f("outside", pa.float32()),  # share of the box outside the image (cut-off faces)
             _f("blur", pa.float32(), False),  # variance of the Laplacian of the aligned crop
             _f("yaw", pa.float32()),
             _f("pitch", pa.float32()),
@@ -227,6 +235,49 @@ WRITER = {
     "dataset": "export",
 }
 
+# --- meshes (issue 6, stage reconstruct3d): one row per dataset face, one per fused identity mesh -------------
+_F32 = pa.float32()
+SCHEMAS["meshes"] = pa.schema(
+    [
+        _f("mesh_id", pa.string(), False),  # the face_id for a face; "m" + hash of the sorted face ids when fused
+        _f("kind", pa.string(), False),  # face | fused
+        _f("face_id", pa.string()),  # the face (kind face)
+        _f("image_id", pa.string()),
+        _f("face_ids", pa.list_(pa.string()), False),  # every face it was made from (lineage of a fused mesh)
+        _f("image_ids", pa.list_(pa.string()), False),
+        _f("identity", pa.string()),
+        _f("status", pa.string(), False),  # ok | tiny_face | cut_by_border | extreme_pose | fit_failed | error
+        _f("reason", pa.string()),
+        _f("n_views", pa.int32(), False),
+        _f("yaw", _F32),  # head pose, degrees (kind face)
+        _f("pitch", _F32),
+        _f("roll", _F32),
+        _f("gaze_status", pa.string()),
+        _f("gaze_yaw", _F32),
+        _f("gaze_pitch", _F32),
+        _f("fit_error", _F32),  # dense fit: mean landmark error, % of the face size (fused: worst view)
+        _f("view_errors", pa.list_(_F32)),  # per view (fused), or [fit_error]
+        _f("best_single_errors", pa.list_(_F32)),  # fused: per view, the best error of another view's single fit
+        _f("fused_better", pa.bool_()),  # fused: lower error than every single-view fit on every view
+        _f("box", pa.list_(_F32, 4)),  # detector box in the photo
+        _f("crop", pa.list_(_F32, 4)),  # final regressor crop: cx, cy, side, theta
+        _f("landmarks68", pa.list_(_F32)),  # regressor: 68 x (x, y, z) photo pixels
+        _f("fit_landmarks68", pa.list_(_F32)),  # dense fit projected: 68 x (x, y), the training pseudo-labels
+        _f("params62", pa.list_(_F32)),  # 3DMM parameters (3DDFA_V2 layout)
+        _f("shape_coeffs", pa.list_(_F32)),  # SFM identity coefficients
+        _f("mesh_dir", pa.string()),  # project-relative folder of the files below
+        _f("obj_path", pa.string()),
+        _f("glb_path", pa.string()),
+        _f("texture_path", pa.string()),
+        _f("landmarks_path", pa.string()),
+        _f("json_path", pa.string()),
+        _f("seconds", _F32),  # processing time (per face; fused: the fusion)
+        _lineage(),
+    ]
+)
+KEYS["meshes"] = ("mesh_id",)
+WRITER["meshes"] = "reconstruct3d"
+
 MANIFEST_DIR = Path("data") / "manifests"
 
 
@@ -268,10 +319,19 @@ def from_rows(name: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
         raise ManifestError(f"rows for manifest {name!r} do not fit its schema: {exc}") from exc
 
 
-def conform(name: str, table: pa.Table) -> pa.Table:
-    """Select and cast `table` to the manifest schema, with a message naming the offending columns."""
+def conform(name: str, table: pa.Table, fill_missing: bool = False) -> pa.Table:
+    """Select and cast `table` to the manifest schema, with a message naming the offending columns.
+
+    With `fill_missing`, nullable columns the table lacks are added as nulls: manifests written before a column
+    was added stay readable (schema changes are additive). A missing required column is always an error.
+    """
     sch = schema(name)
     missing = [f.name for f in sch if f.name not in table.column_names]
+    if fill_missing:
+        for f in sch:
+            if f.name in missing and f.nullable:
+                table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
+        missing = [m for m in missing if not sch.field(m).nullable]
     if missing:
         raise ManifestError(f"manifest {name!r} is missing columns {missing}")
     problems = []
@@ -310,7 +370,7 @@ def read(name: str, root: str | os.PathLike = ".", missing_ok: bool = False) -> 
             f"`dvc repro {WRITER.get(name, name)}`"
         ) from exc
     try:
-        return conform(name, table)
+        return conform(name, table, fill_missing=True)
     except ManifestError as exc:
         raise ManifestError(
             f"{exc} (file {path}); it was probably written by another facedata version: rerun "

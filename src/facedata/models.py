@@ -1,13 +1,17 @@
 """Model resolution: one registry of the weights facedata uses, and one rule for finding them.
 
-A model is named in params.yaml (`dlib-resnet`, `mtcnn`...). Its files are looked for, in order, in
+A model is named in params.yaml (`dlib-resnet`, `yunet`, `facenet-vggface2`...). Its files are looked for, in
+order, in
 
 1. `$FACEDATA_MODELS_DIR/<folder>/` (tests and offline sites point this at a shared models folder),
 2. the user cache `$XDG_CACHE_HOME/facedata/models/<folder>/` (default `~/.cache/facedata/models`),
 3. the Python package that ships them (dlib's models in `face_recognition_models`, MTCNN in facenet-pytorch),
+   or the cache of the library that downloads them itself (facenet-pytorch: `$TORCH_HOME/checkpoints`),
 4. the official URL, downloaded into the user cache (unless `FACEDATA_OFFLINE=1`),
 
 and every file is checked against its sha256 before use, so a corrupt or substituted file is refused.
+A user's own ONNX recognizer is named `onnx:<path>` instead (see `facedata.embed.onnx`); it is not in the
+registry, and its version is the file's sha256.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class ModelSpec:
     license: str
     description: str
     package: tuple[str, str] | None = None  # (importable package, sub-folder holding the files)
+    torch_checkpoints: bool = False  # also look in $TORCH_HOME/checkpoints (where facenet-pytorch caches)
     extra: dict = field(default_factory=dict)
 
 
@@ -128,6 +133,143 @@ register(
 )
 
 
+register(
+    ModelSpec(
+        name="yunet",
+        kind="detector",
+        folder="yunet",
+        version="yunet_s_2023mar",
+        files=(
+            ModelFile(
+                "face_detection_yunet_2023mar.onnx",
+                "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+                "https://raw.githubusercontent.com/ShiqiYu/libfacedetection.train/"
+                "0047ac24afb1a50a0c6105001c89d1b5b805dbf1/onnx/yunet_s_640_640.onnx",
+            ),
+        ),
+        license="Apache-2.0 (libfacedetection.train; opencv_zoo ships the same file under MIT)",
+        description="YuNet face detector for cv2.FaceDetectorYN: boxes, scores, 5 landmarks; ms per image on CPU",
+    )
+)
+register(
+    ModelSpec(
+        name="retinaface",
+        kind="detector",
+        folder="retinaface_mnet025",
+        version="retinaface_mnet025@2b075657aef9",
+        files=(
+            ModelFile(
+                "mobilenet0.25_Final.pth",
+                "ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1",
+                "https://raw.githubusercontent.com/biubug6/Face-Detector-1MB-with-landmark/"
+                "2b075657aef954b9426f938ac7fce100b6910fe6/weights/mobilenet0.25_Final.pth",
+            ),
+        ),
+        license="MIT (biubug6/Face-Detector-1MB-with-landmark); RetinaFace by Deng et al. 2019",
+        description="RetinaFace MobileNet-0.25 (torch): boxes, scores, 5 landmarks; batches on a GPU",
+    )
+)
+register(
+    ModelSpec(
+        name="facenet-vggface2",
+        kind="embedder",
+        folder="facenet_vggface2",
+        version="20180402-114759-vggface2",
+        files=(
+            ModelFile(
+                "20180402-114759-vggface2.pt",
+                "281cebca8662831adb987a874bdcb36e73f5b1c6dc5ee5878f305e985625d99b",
+                "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+            ),
+        ),
+        license="MIT (facenet-pytorch, port of davidsandberg/facenet); trained on VGGFace2 (research use)",
+        description="FaceNet InceptionResnetV1, 512-d, 99.65% on LFW; expects 160x160 MTCNN-style crops",
+        torch_checkpoints=True,
+    )
+)
+
+
+# --- 3D faces (issue 6): 3DDFA_V2 regressor weights + 3DDFA v1 sparse bases, Surrey Face Model -------------
+_TDDFA2 = "https://raw.githubusercontent.com/cleardusk/3DDFA_V2/1b6c67601abffc1e9f248b291708aef0e43b55ae"
+_TDDFA1 = "https://raw.githubusercontent.com/cleardusk/3DDFA/3545f355bfc71e5748fa915b13932958363135d7"
+_EOS = "https://raw.githubusercontent.com/patrikhuber/eos/ce984207a51c2edd2e7568a64fec9b98ef61aeed/share"
+
+register(
+    ModelSpec(
+        name="3ddfa-v2-mb05",
+        kind="3d",
+        folder="3ddfa_v2",
+        version="3ddfa_v2@1b6c6760+3ddfa_v1@3545f355",
+        files=(
+            ModelFile(
+                "weights/mb05_120x120.pth",
+                "f93ed7f1c4c0382b16d7c18480a5f67473c1917a47475a9823924f38aeb27280",
+                f"{_TDDFA2}/weights/mb05_120x120.pth",
+            ),
+            ModelFile(
+                "configs/param_mean_std_62d_120x120.pkl",
+                "090d7150f77cb66c29ddae21e4508fbde59123dcd1dea7facc24a7ed06d1c795",
+                f"{_TDDFA2}/configs/param_mean_std_62d_120x120.pkl",
+            ),
+            ModelFile(
+                "v1_sparse68_bases/u_base.txt",
+                "1ea7c3116070aeee720605a4a44ca9db582ac550095c321c3cf65ec925fe43cf",
+                f"{_TDDFA1}/c++/weights/u_base.txt",
+            ),
+            ModelFile(
+                "v1_sparse68_bases/w_shp_base.txt",
+                "bec9a2189eb77c61ff940c801dcd9e5cd7f1973b6d91949494d9cd7ac121b7f6",
+                f"{_TDDFA1}/c++/weights/w_shp_base.txt",
+            ),
+            ModelFile(
+                "v1_sparse68_bases/w_exp_base.txt",
+                "4dc637c92c34bfd69faab74cafce23913f2b6181ff00c57a7ab69c1204d20b18",
+                f"{_TDDFA1}/c++/weights/w_exp_base.txt",
+            ),
+        ),
+        license="MIT (3DDFA_V2, 3DDFA code); parameter statistics and bases derive from the BFM: academic only",
+        description="3DDFA_V2 MobileNet-0.5 3DMM regressor (62 params) + 68-point sparse BFM bases",
+    )
+)
+register(
+    ModelSpec(
+        name="sfm-3448",
+        kind="3d",
+        folder="sfm_3448",
+        version="eos@ce984207 sfm_shape_3448",
+        files=(
+            ModelFile(
+                "sfm_shape_3448.bin",
+                "43750338ae533e7fb981e924b6f67ebde3d292f15ec4fc886ae5af14308ad980",
+                f"{_EOS}/sfm_shape_3448.bin",
+            ),
+            ModelFile(
+                "expression_blendshapes_3448.bin",
+                "a77c81712fc5e8b08a1be4cd2824d51514e5bde6578109ae5240dfb3489efd43",
+                f"{_EOS}/expression_blendshapes_3448.bin",
+            ),
+            ModelFile(
+                "ibug_to_sfm.txt",
+                "810810c457184526c7d54305ecbc5da764e2431b5e66025d921a7d424aebfac9",
+                f"{_EOS}/ibug_to_sfm.txt",
+            ),
+            ModelFile(
+                "sfm_3448_edge_topology.json",
+                "5934e5ec34dd6779fda06d28a1f8d02ca9a238bff882e5ccd6da5af9fffe61d5",
+                f"{_EOS}/sfm_3448_edge_topology.json",
+            ),
+            ModelFile(
+                "sfm_model_contours.json",
+                "c9e69bfa995ab19ac6b27abb07729eb0520a00bb192be12426ca6bce76f3fded",
+                f"{_EOS}/sfm_model_contours.json",
+            ),
+        ),
+        license="Surrey Face Model: non-commercial use only (cvssp.org/facemodel); eos files Apache-2.0",
+        description="Surrey Face Model (3448 vertices, 63 shape PCs, 6 expression blendshapes) for eos fitting",
+    )
+)
+
+
 def models_dirs() -> list[Path]:
     """The directories searched, in order (not counting package data and downloads)."""
     dirs = []
@@ -178,11 +320,21 @@ def _package_dir(spec: ModelSpec) -> Path | None:
     return Path(list(found.submodule_search_locations)[0]) / sub
 
 
+def torch_checkpoints_dir() -> Path:
+    """Where torch (and facenet-pytorch) cache downloaded weights: $TORCH_HOME/checkpoints."""
+    base = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch"
+    )
+    return Path(base) / "checkpoints"
+
+
 def candidates(spec: ModelSpec) -> list[tuple[str, Path]]:
     out = [(str(d), d / spec.folder) for d in models_dirs()]
     pkg = _package_dir(spec)
     if pkg is not None:
         out.append((f"package {spec.package[0]}", pkg))
+    if spec.torch_checkpoints:
+        out.append(("torch cache", torch_checkpoints_dir()))
     return out
 
 

@@ -52,33 +52,104 @@ def _one_of(*choices: str) -> tuple[Callable[[Any], bool], str]:
 
 
 _DEVICE = _one_of("auto", "cpu", "cuda")
+
+
+def _embed_model(v: Any) -> bool:
+    return v in ("dlib-resnet", "facenet-vggface2") or (v.startswith("onnx:") and len(v) > 5)
+
+
 _CLUSTER = _one_of("knn_average", "agglomerative", "chinese_whispers", "dbscan", "hdbscan", "leiden")
 
 NUM = (int, float)
 
 #: Every parameter, by dotted key. Lists of sources are checked by `_check_sources`.
 SPEC: dict[str, Spec] = {
+    # --- sources / ingest / crawl (issue 5; lists of sources are checked by facedata.sources.config) ---
+    "sources.cast": Spec([], (list,), help="names searched on the web sources: 'Name' or {name, wikidata: Q..}"),
     "sources.folders": Spec([], (list,), help="trees <name>/<images>; the folder name is the queried name"),
     "sources.videos": Spec([], (list,), help="videos whose sampled frames join the collection"),
+    "sources.url_lists": Spec([], (list,), help="files of image URLs: one per line, or CSV url,name"),
+    "sources.wikimedia": Spec([], (list,), help="Wikimedia Commons search (+ Wikidata P18) per cast name"),
+    "sources.web_pages": Spec([], (list,), help="JS-rendered image-search pages read with headless Chromium"),
     "ingest.max_pixels": Spec(50_000_000, (int,), _pos, "> 0", "images with more pixels are refused (bombs)"),
     "ingest.min_side": Spec(32, (int,), _pos, "> 0", "images with a shorter side are refused"),
-    "ingest.max_bytes": Spec(40_000_000, (int,), _pos, "> 0", "larger files are refused"),
-    "ingest.video_fps": Spec(1.0, NUM, _pos, "> 0", "frames sampled per second of video"),
-    "ingest.max_frames_per_video": Spec(600, (int,), _pos, "> 0", "cap on sampled frames per video"),
+    "ingest.max_bytes": Spec(40_000_000, (int,), _pos, "> 0", "larger files/downloads are refused"),
     "ingest.near_dup_bits": Spec(4, (int,), _in(0, 32), "0..32", "phash distance marking near duplicates"),
-    "detect.detector": Spec("mtcnn", (str,), *_one_of("mtcnn"), "face detector"),
+    "ingest.video_fps": Spec(1.0, NUM, _pos, "> 0", "frames sampled per second of video"),
+    "ingest.max_frames_per_video": Spec(600, (int,), _pos, "> 0", "cap on candidate frames per video"),
+    "ingest.video_scene_threshold": Spec(
+        0.35, NUM, _in(0, 1), "0..1", "colour-histogram jump that marks a cut (its frame is sampled); 0: off"
+    ),
+    "ingest.video_scene_fps": Spec(5.0, NUM, _pos, "> 0", "frames per second analysed for cuts"),
+    "ingest.video_faces_only": Spec(True, (bool,), None, "", "keep only frames where YuNet finds a face"),
+    "ingest.video_face_min_score": Spec(0.7, NUM, _in(0, 1), "0..1", "YuNet score for a frame's face"),
+    "ingest.video_min_face_px": Spec(24, NUM, _nonneg, ">= 0", "smaller faces do not count"),
+    "ingest.video_dup_bits": Spec(
+        5, (int,), _in(-1, 64), "-1..64", "drop frames this close (phash bits) to a kept one; -1: keep all"
+    ),
+    "crawl.user_agent": Spec(
+        "facedata/0.1 (+https://github.com/facedata/facedata; face dataset research crawler)",
+        (str,),
+        lambda v: bool(v.strip()),
+        "non-empty",
+        "sent with every request; its first token is matched against robots.txt",
+    ),
+    "crawl.allow_hosts": Spec(
+        [], (list,), None, "", "HOST[:PORT] allowed even on private/loopback addresses (intranet archives)"
+    ),
+    "crawl.respect_robots": Spec(True, (bool,), None, "", "honour robots.txt (turn off only for your own hosts)"),
+    "crawl.max_concurrency": Spec(8, (int,), _in(1, 256), "1..256", "requests in flight, all hosts", perf=True),
+    "crawl.per_host_concurrency": Spec(2, (int,), _in(1, 64), "1..64", "requests in flight per host"),
+    "crawl.per_host_interval_s": Spec(
+        0.5, NUM, _nonneg, ">= 0", "min seconds between requests to one host (raised to its Crawl-delay)"
+    ),
+    "crawl.connect_timeout_s": Spec(5.0, NUM, _pos, "> 0", "TCP/TLS connect timeout"),
+    "crawl.read_timeout_s": Spec(15.0, NUM, _pos, "> 0", "longest wait for the next bytes"),
+    "crawl.total_timeout_s": Spec(60.0, NUM, _pos, "> 0", "longest time for one attempt, redirects included"),
+    "crawl.max_retries": Spec(2, (int,), _in(0, 10), "0..10", "retries of timeouts, resets, 408/429/5xx"),
+    "crawl.backoff_base_s": Spec(1.0, NUM, _nonneg, ">= 0", "first retry waits ~this; doubles each time"),
+    "crawl.backoff_max_s": Spec(30.0, NUM, _nonneg, ">= 0", "cap on one backoff wait"),
+    "crawl.max_retry_after_s": Spec(120.0, NUM, _nonneg, ">= 0", "longer Retry-After: give up until next run"),
+    "crawl.max_redirects": Spec(5, (int,), _in(0, 20), "0..20", "redirects followed per URL"),
+    "crawl.max_per_name": Spec(
+        200, (int,), _nonneg, ">= 0", "new URLs fetched per queried name per run; 0: no cap"
+    ),
+    "crawl.max_per_run": Spec(5000, (int,), _nonneg, ">= 0", "new URLs fetched per run; 0: no cap"),
+    "crawl.checkpoint_seconds": Spec(
+        10.0, NUM, _pos, "> 0", "manifests saved this often during a crawl", perf=True
+    ),
+    "crawl.browser_binary": Spec("/usr/bin/chromium", (str,), None, "", "Chromium for web_pages sources"),
+    "crawl.chromedriver": Spec("/usr/bin/chromedriver", (str,), None, "", "its chromedriver"),
+    "crawl.browser_args": Spec([], (list,), None, "", "extra Chromium flags (e.g. --host-resolver-rules=...)"),
+    "crawl.page_timeout_s": Spec(30.0, NUM, _pos, "> 0", "page load + first results wait, per page"),
+    # detect (issue 3): which detector, what counts as a usable face, how crops are made
+    "detect.detector": Spec("retinaface", (str,), *_one_of("retinaface", "yunet", "mtcnn"), "face detector"),
     "detect.device": Spec("auto", (str,), *_DEVICE, "auto uses a GPU when one is present", perf=True),
+    "detect.workers": Spec(0, (int,), _nonneg, ">= 0", "worker processes; 0 = one per core", perf=True),
     "detect.batch_size": Spec(16, (int,), _pos, "> 0", "images per detector batch", perf=True),
+    "detect.max_side": Spec(1920, (int,), _nonneg, ">= 0", "larger images are shrunk for detection (0: never)"),
+    "detect.candidate_score": Spec(0.5, NUM, _in(0, 1), "0..1", "detector floor: weaker candidates are no faces"),
     "detect.min_score": Spec(0.9, NUM, _in(0, 1), "0..1", "faces with a lower detector score are filtered"),
     "detect.min_face_px": Spec(40, NUM, _nonneg, ">= 0", "faces whose box is smaller are filtered"),
+    "detect.max_outside": Spec(0.25, NUM, _in(0, 1), "0..1", "faces with more of the box off-image are filtered"),
     "detect.min_blur": Spec(6.0, NUM, _nonneg, ">= 0", "faces whose crop is blurrier are filtered"),
+    "detect.max_abs_yaw": Spec(75.0, NUM, _in(0, 180), "0..180", "faces turned further are filtered (deg)"),
+    "detect.max_abs_pitch": Spec(90.0, NUM, _in(0, 180), "0..180", "faces tilted further are filtered (deg)"),
     "detect.max_faces_per_image": Spec(20, (int,), _pos, "> 0", "more faces than this: keep the best"),
     "detect.crop_size": Spec(150, (int,), _in(32, 1024), "32..1024", "aligned crop side in pixels"),
-    "detect.align_template": Spec("dlib150", (str,), *_one_of("dlib150", "arcface112"), "crop geometry"),
+    "detect.align_template": Spec(
+        "dlib150", (str,), *_one_of("dlib150", "arcface112", "facenet160"), "crop geometry (the recognizer's)"
+    ),
     "detect.mtcnn_min_face_size": Spec(20, (int,), _pos, "> 0", "MTCNN's smallest searched face"),
     "detect.mtcnn_thresholds": Spec([0.6, 0.7, 0.7], (list,), lambda v: len(v) == 3, "3 numbers", "P/R/O-Net"),
-    "embed.model": Spec("dlib-resnet", (str,), None, "", "recognizer name (see `facedata models`)"),
+    # embed (issue 3): which recognizer, and how
+    "embed.model": Spec(
+        "dlib-resnet", (str,), _embed_model, "dlib-resnet, facenet-vggface2 or onnx:<path>", "recognizer"
+    ),
+    "embed.flip": Spec(True, (bool,), None, "", "also embed the mirrored crop and average (better accuracy)"),
+    "embed.onnx": Spec({}, (dict,), None, "", "input spec of an onnx:<path> model (see docs/faces.md)"),
     "embed.device": Spec("auto", (str,), *_DEVICE, "", perf=True),
+    "embed.workers": Spec(0, (int,), _nonneg, ">= 0", "worker processes; 0 = one per core", perf=True),
     "embed.batch_size": Spec(64, (int,), _pos, "> 0", "faces per embedding batch", perf=True),
     # --- cluster (issue 4); distances are L2 between unit vectors (cosine = 1 - d^2/2) ---
     "cluster.method": Spec("knn_average", (str,), *_CLUSTER, "clustering algorithm (baselines for comparison)"),
@@ -137,6 +208,62 @@ SPEC: dict[str, Spec] = {
     "export.splits": Spec({"train": 0.8, "val": 0.1, "test": 0.1}, (dict,), None, "", "fractions per split"),
     "export.min_faces_per_identity": Spec(2, (int,), _nonneg, ">= 0", "smaller identities are left out"),
     "export.seed": Spec(0, (int,), None, "", "split assignment seed"),
+    "models.dir": Spec(
+        "",
+        (str,),
+        None,
+        "",
+        "folder searched first for model weights, relative to params.yaml "
+        "($FACEDATA_MODELS_DIR wins); empty: user cache, packages, download",
+    ),
+    # --- 3D faces (issue 6): stage reconstruct3d, `facedata face3d`, `facedata evaluate 3d` ---------------------
+    "recon3d.weights": Spec(
+        "", (str,), None, "", "fine-tuned regressor from `facedata train 3d` ('' = 3DDFA_V2 mb05)"
+    ),
+    "recon3d.device": Spec("auto", (str,), *_DEVICE, "", perf=True),
+    "recon3d.backend": Spec(
+        "auto",
+        (str,),
+        *_one_of("auto", "onnxruntime", "torch"),
+        "auto: onnxruntime on CPU, torch on GPU",
+        perf=True,
+    ),
+    "recon3d.batch_size": Spec(64, (int,), _pos, "> 0", "faces per regressor batch", perf=True),
+    "recon3d.box_shift": Spec(0.14, NUM, _in(-1, 1), "-1..1", "first crop: centre moved down by this x box size"),
+    "recon3d.box_scale": Spec(1.58, NUM, _in(0.5, 4), "0.5..4", "first crop: side = this x box size"),
+    "recon3d.refine_passes": Spec(1, (int,), _in(0, 5), "0..5", "re-crops from the previous pass's landmarks"),
+    "recon3d.flip": Spec(True, (bool,), None, "", "average with the mirrored crop in the last pass"),
+    "recon3d.deroll": Spec(True, (bool,), None, "", "turn refined crops so the face is upright"),
+    "recon3d.min_face_px": Spec(32, NUM, _nonneg, ">= 0", "smaller boxes get status tiny_face"),
+    "recon3d.max_outside_fraction": Spec(0.05, NUM, _in(0, 1), "0..1", "more landmarks outside: cut_by_border"),
+    "recon3d.max_yaw": Spec(80.0, NUM, _in(0, 90), "0..90", "beyond: extreme_pose, no single-view mesh"),
+    "recon3d.max_pitch": Spec(60.0, NUM, _in(0, 90), "0..90", "beyond: extreme_pose, no single-view mesh"),
+    "recon3d.fit_iterations": Spec(5, (int,), _in(1, 50), "1..50", "dense fit: camera/shape alternations"),
+    "recon3d.lambda_shape": Spec(0.5, NUM, _pos, "> 0", "dense fit: identity shape regularisation"),
+    "recon3d.lambda_expression": Spec(1.0, NUM, _pos, "> 0", "dense fit: expression regularisation"),
+    "recon3d.max_fit_error": Spec(4.0, NUM, _pos, "> 0", "mesh written only under this landmark error (% face)"),
+    "recon3d.texture_size": Spec(256, (int,), _in(64, 2048), "64..2048", "texture map side in pixels"),
+    "recon3d.texture_sharpness": Spec(4.0, NUM, _pos, "> 0", "view weights cos(angle)^this when merging"),
+    "recon3d.gaze": Spec(True, (bool,), None, "", "estimate gaze (MediaPipe iris + head pose)"),
+    "recon3d.glb": Spec(True, (bool,), None, "", "also write mesh.glb (besides OBJ+MTL+PNG)"),
+    "recon3d.fuse": Spec(True, (bool,), None, "", "fuse each identity's faces into one mesh"),
+    "recon3d.fuse_min_views": Spec(
+        2, (int,), _in(2, 100), "2..100", "identities with fewer usable views: no fusion"
+    ),
+    "recon3d.fuse_max_views": Spec(5, (int,), _in(2, 100), "2..100", "views per fused mesh, spread over yaw"),
+    "recon3d.renders": Spec(6, (int,), _nonneg, ">= 0", "faces rendered into the run report", perf=True),
+    "recon3d.turntable_frames": Spec(24, (int,), _nonneg, ">= 0", "turntable frames (0 = none)", perf=True),
+    # --- `facedata train 3d`: fine-tuning the regressor on pseudo-labels from the dense fits -------------------
+    "train3d.steps": Spec(300, (int,), _pos, "> 0", "optimiser steps"),
+    "train3d.batch_size": Spec(32, (int,), _pos, "> 0", "faces per step"),
+    "train3d.lr": Spec(1e-6, NUM, _pos, "> 0", "SGD (momentum 0.9) learning rate"),
+    "train3d.teacher_weight": Spec(0.1, NUM, _nonneg, ">= 0", "keep parameters near the starting network's"),
+    "train3d.jitter": Spec(0.05, NUM, _in(0, 0.5), "0..0.5", "random crop shift/scale as a fraction of the side"),
+    "train3d.val_fraction": Spec(0.1, NUM, _in(0, 0.9), "0..0.9", "faces held out for validation"),
+    "train3d.checkpoint_every": Spec(50, (int,), _pos, "> 0", "steps between checkpoints (resume point)"),
+    "train3d.seed": Spec(0, (int,), None, "", "data order and augmentation seed"),
+    "train3d.device": Spec("auto", (str,), *_DEVICE, "", perf=True),
+    "train3d.threads": Spec(1, (int,), _pos, "> 0", "torch CPU threads (more stall on a busy machine)", perf=True),
 }
 
 
@@ -205,26 +332,12 @@ def _type_names(spec: Spec) -> str:
 
 
 def _check_sources(params: dict) -> None:
-    allowed_folder = {"root", "names", "max_per_name", "labeled", "query_names"}
-    for i, src in enumerate(params["sources"]["folders"]):
-        where = f"sources.folders[{i}]"
-        if not isinstance(src, dict) or "root" not in src:
-            raise ParamsError(f"{where} needs a `root` folder")
-        extra = set(src) - allowed_folder
-        if extra:
-            raise ParamsError(f"{where} has unknown key(s) {sorted(extra)}; allowed: {sorted(allowed_folder)}")
-        if "names" in src and not isinstance(src["names"], list):
-            raise ParamsError(f"{where}.names must be a list of sub-folder names")
-        if "max_per_name" in src and (not isinstance(src["max_per_name"], int) or src["max_per_name"] <= 0):
-            raise ParamsError(f"{where}.max_per_name must be a positive integer")
-    allowed_video = {"path", "query_name", "fps"}
-    for i, src in enumerate(params["sources"]["videos"]):
-        where = f"sources.videos[{i}]"
-        if not isinstance(src, dict) or "path" not in src:
-            raise ParamsError(f"{where} needs a `path`")
-        extra = set(src) - allowed_video
-        if extra:
-            raise ParamsError(f"{where} has unknown key(s) {sorted(extra)}; allowed: {sorted(allowed_video)}")
+    from facedata.sources.config import check_sources
+
+    try:
+        check_sources(params)
+    except ValueError as exc:
+        raise ParamsError(str(exc)) from exc
 
 
 def load(path: str | os.PathLike = "params.yaml") -> dict:

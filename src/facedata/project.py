@@ -41,7 +41,25 @@ class Project:
 
     @classmethod
     def find(cls, start: str | os.PathLike | None = None) -> Project:
-        return cls(find_root(start))
+        project = cls(find_root(start))
+        project.activate()
+        return project
+
+    def activate(self) -> None:
+        """Apply the project's environment settings: `models.dir` from params.yaml becomes $FACEDATA_MODELS_DIR
+        (unless that is set), so every stage, worker process and evaluation finds the same weights. Read
+        leniently: a broken params.yaml is reported by whatever loads the params, not here."""
+        import yaml
+
+        from facedata.models import MODELS_DIR_ENV
+
+        try:
+            raw = yaml.safe_load((self.root / "params.yaml").read_text(encoding="utf-8")) or {}
+            models_dir = (raw.get("models") or {}).get("dir") or ""
+        except (OSError, yaml.YAMLError, AttributeError):
+            return
+        if models_dir and not os.environ.get(MODELS_DIR_ENV):
+            os.environ[MODELS_DIR_ENV] = str(self.resolve(models_dir))
 
     @cached_property
     def params(self) -> dict:

@@ -25,14 +25,18 @@ __pycache__/
 """
 
 
-def render_params_yaml(sources: dict) -> str:
-    """params.yaml with every key at its default, a comment per key, and the given sources."""
+def render_params_yaml(sources: dict, values: dict[str, object] | None = None) -> str:
+    """params.yaml with every key at its default (or `values[key]`), a comment per key, and the given sources."""
+    values = values or {}
     out = [
         "# facedata parameters (see `facedata params` for every key and its allowed values).",
         "# Paths are relative to this file.",
         "",
     ]
-    out.append(yaml.safe_dump({"sources": sources}, sort_keys=False, width=110).rstrip())
+    # Every source list appears (empty when unused), so the user sees what can be collected from.
+    all_sources = {k.split(".", 1)[1]: spec.default for k, spec in SPEC.items() if k.startswith("sources.")}
+    all_sources.update(sources)
+    out.append(yaml.safe_dump({"sources": all_sources}, sort_keys=False, width=110).rstrip())
     section = None
     for key, spec in SPEC.items():
         top, _, leaf = key.partition(".")
@@ -41,7 +45,7 @@ def render_params_yaml(sources: dict) -> str:
         if top != section:
             out += ["", f"{top}:"]
             section = top
-        value = yaml.safe_dump(spec.default, default_flow_style=True, width=1000).strip()
+        value = yaml.safe_dump(values.get(key, spec.default), default_flow_style=True, width=1000).strip()
         value = value.removesuffix("\n...").removesuffix("...").strip()
         comment = f"  # {spec.help}" if spec.help else ""
         out.append(f"  {leaf}: {value}{comment}")
@@ -62,13 +66,15 @@ def _run(cmd: list[str], cwd: Path) -> None:
         raise RuntimeError(f"`{' '.join(cmd)}` failed in {cwd}: {proc.stderr.strip() or proc.stdout.strip()}")
 
 
-def init_project(directory: str | Path, sources: dict, git: bool = True) -> Path:
+def init_project(
+    directory: str | Path, sources: dict, git: bool = True, values: dict[str, object] | None = None
+) -> Path:
     """Create the project; refuses a directory that already holds params.yaml or dvc.yaml."""
     root = Path(directory).resolve()
     if (root / "params.yaml").exists() or (root / "dvc.yaml").exists():
         raise FileExistsError(f"{root} already holds a facedata/DVC project (params.yaml or dvc.yaml)")
     root.mkdir(parents=True, exist_ok=True)
-    text = render_params_yaml(sources)
+    text = render_params_yaml(sources, values)
     validate(yaml.safe_load(text))  # never write a params file the project would then refuse
     (root / "params.yaml").write_text(text, encoding="utf-8")
     (root / "dvc.yaml").write_text(render_dvc_yaml(code_deps=False), encoding="utf-8")

@@ -16,6 +16,7 @@ import importlib.util
 import os
 import threading
 
+import numpy as np
 import torch
 
 _lock = threading.Lock()
@@ -28,33 +29,29 @@ def nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: floa
     """Greedy non-maximum suppression, the semantics of `torchvision.ops.nms`.
 
     Boxes are (x1, y1, x2, y2); returns indices of kept boxes sorted by decreasing score. Overlap is
-    IoU > threshold (strictly greater suppresses), as in torchvision's C++ kernel.
+    IoU > threshold (strictly greater suppresses), as in torchvision's C++ kernel. Each kept box is compared
+    only with the boxes not yet suppressed: O(n * kept) time and O(n) memory, because MTCNN's first stage hands
+    over thousands of boxes per batch (an n x n IoU matrix there costs seconds per image).
     """
-    if boxes.numel() == 0:
+    n = boxes.shape[0]
+    if n == 0:
         return torch.empty((0,), dtype=torch.long, device=boxes.device)
-    boxes = boxes.float()
-    x1, y1, x2, y2 = boxes.unbind(1)
+    b = boxes.detach().to("cpu", torch.float32).numpy()
+    order = np.argsort(-scores.detach().to("cpu", torch.float32).numpy(), kind="stable")
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
     areas = (x2 - x1) * (y2 - y1)
-    order = torch.argsort(scores, descending=True, stable=True)
-    # Pairwise IoU in one shot: MTCNN calls this with at most a few thousand boxes per image, where a
-    # vectorised matrix is far faster than a Python loop over boxes.
-    xx1 = torch.maximum(x1[order, None], x1[None, order])
-    yy1 = torch.maximum(y1[order, None], y1[None, order])
-    xx2 = torch.minimum(x2[order, None], x2[None, order])
-    yy2 = torch.minimum(y2[order, None], y2[None, order])
-    inter = (xx2 - xx1).clamp(min=0) * (yy2 - yy1).clamp(min=0)
-    a = areas[order]
-    iou = inter / (a[:, None] + a[None, :] - inter)
-    n = order.numel()
-    suppressed = torch.zeros(n, dtype=torch.bool)
-    iou_over = (iou > iou_threshold).cpu()
-    keep = []
-    for i in range(n):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= iou_over[i]
-    return order[torch.tensor(keep, dtype=torch.long, device=order.device)]
+    keep: list[int] = []
+    remaining = order
+    while remaining.size:
+        i = remaining[0]
+        keep.append(int(i))
+        rest = remaining[1:]
+        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = w * h
+        iou = inter / (areas[i] + areas[rest] - inter)
+        remaining = rest[~(iou > iou_threshold)]
+    return torch.tensor(keep, dtype=torch.long, device=boxes.device)
 
 
 def _compiled_ops_load() -> bool:

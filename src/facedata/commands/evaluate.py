@@ -5,10 +5,9 @@ each area (faces, clustering, 3D) keeps its evaluation code to itself."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 import click
+
+from facedata.commands import collect_subcommands
 
 
 @click.group()
@@ -16,16 +15,4 @@ def evaluate() -> None:
     """Measure quality: verification, detection, clustering, 3D landmarks."""
 
 
-def _register() -> None:
-    from facedata import commands
-
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("eval_"):
-            module = importlib.import_module(f"facedata.commands.{info.name}")
-            for command in getattr(module, "EVALUATE_COMMANDS", []):
-                evaluate.add_command(command)
-
-
-_register()
-
-COMMANDS = [evaluate]
+COMMANDS = [collect_subcommands(evaluate, "eval_", "EVALUATE_COMMANDS")]

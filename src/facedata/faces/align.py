@@ -23,14 +23,42 @@ ARCFACE_112 = np.array(
     dtype=np.float64,
 )
 
-TEMPLATES: dict[str, tuple[np.ndarray, int]] = {"dlib150": (DLIB_150, 150), "arcface112": (ARCFACE_112, 112)}
+# Where MTCNN's five points fall, on average, in facenet-pytorch's own crops (the MTCNN box resized to 160x160,
+# margin 0), measured on 200 LFW faces and made symmetric: the geometry FaceNet (VGGFace2) was trained on.
+FACENET_160 = np.array(
+    [[43.7, 61.5], [116.3, 61.5], [80.0, 92.8], [47.8, 120.7], [112.2, 120.7]], dtype=np.float64
+)
+
+TEMPLATES: dict[str, tuple[np.ndarray, int]] = {
+    "dlib150": (DLIB_150, 150),
+    "arcface112": (ARCFACE_112, 112),
+    "facenet160": (FACENET_160, 160),
+}
 
 
-def template(name: str, size: int) -> np.ndarray:
-    """The template's points scaled to a `size` x `size` crop."""
+# Detectors do not put their five points in the same places (RetinaFace's eye points sit ~8% further apart
+# than MTCNN's on the same face), so a template measured with one detector's points mis-scales another's
+# faces. dlib's chip geometry is therefore measured per detector, the same way as DLIB_150: each detector run
+# inside dlib's own 150 px chips of 400 LFW faces, averaged, made symmetric
+# (`python -m benchmarks faces -- --measure-templates` reproduces it). Worth +0.2% LFW-pairs accuracy for
+# RetinaFace (BENCHMARKS.md).
+DETECTOR_TEMPLATES: dict[tuple[str, str], np.ndarray] = {
+    ("dlib150", "retinaface"): np.array(
+        [[45.2, 43.9], [104.8, 43.9], [75.0, 76.5], [49.0, 104.3], [101.0, 104.3]], dtype=np.float64
+    ),
+    ("dlib150", "yunet"): np.array(
+        [[48.0, 44.2], [102.0, 44.2], [75.0, 77.1], [51.7, 103.0], [98.3, 103.0]], dtype=np.float64
+    ),
+}
+
+
+def template(name: str, size: int, detector: str | None = None) -> np.ndarray:
+    """The template's points scaled to a `size` x `size` crop, in `detector`'s landmark convention when it
+    has its own measurement (see DETECTOR_TEMPLATES)."""
     if name not in TEMPLATES:
         raise ValueError(f"unknown alignment template {name!r}; known: {', '.join(TEMPLATES)}")
     pts, native = TEMPLATES[name]
+    pts = DETECTOR_TEMPLATES.get((name, detector or ""), pts)
     return pts * (size / native)
 
 
@@ -64,9 +92,11 @@ def warp(rgb: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     )
 
 
-def align(rgb: np.ndarray, landmarks: np.ndarray, template_name: str, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(crop, 2x3 matrix) for one face."""
-    m = similarity_transform(landmarks, template(template_name, size))
+def align(
+    rgb: np.ndarray, landmarks: np.ndarray, template_name: str, size: int, detector: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(crop, 2x3 matrix) for one face whose landmarks came from `detector`."""
+    m = similarity_transform(landmarks, template(template_name, size, detector))
     return warp(rgb, m, size), m
 
 

@@ -35,14 +35,14 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         "ingest",
         ("pipeline/ingest.py", "ingest.py", "sources", "imageio.py"),
         (),
-        ("sources", "ingest"),
+        ("sources", "ingest", "crawl"),
         ("data/store/images", f"{M}/images.parquet", f"{M}/crawl_log.parquet"),
         persist=("data/store/images", f"{M}/images.parquet", f"{M}/crawl_log.parquet"),
         desc="collect images from the sources into the content-addressed store",
     ),
     StageDef(
         "detect",
-        ("pipeline/detect.py", "faces", "imageio.py", "models.py"),
+        ("pipeline/detect.py", "faces", "imageio.py", "models.py", "device.py"),
         (f"{M}/images.parquet", "data/store/images"),
         ("detect",),
         ("data/store/crops", f"{M}/detections.parquet", f"{M}/faces.parquet"),
@@ -51,8 +51,8 @@ STAGE_DEFS: tuple[StageDef, ...] = (
     ),
     StageDef(
         "embed",
-        ("pipeline/embed.py", "embed.py", "models.py"),
-        (f"{M}/faces.parquet", "data/store/crops"),
+        ("pipeline/embed.py", "embed", "faces", "imageio.py", "models.py", "device.py"),
+        (f"{M}/faces.parquet", "data/store/crops", f"{M}/images.parquet", "data/store/images"),
         ("embed",),
         (f"{M}/embeddings.parquet",),
         persist=(f"{M}/embeddings.parquet",),
@@ -86,6 +86,18 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         ("export", "embed.model"),
         ("data/dataset",),
         desc="ImageFolder of aligned crops + dataset.parquet with lineage",
+    ),
+    # 3D faces (issue 6): after export, because fusing a person's views needs the dataset's identities and
+    # `facedata train 3d` fine-tunes on exactly the dataset's faces.
+    StageDef(
+        "reconstruct3d",
+        ("pipeline/reconstruct3d.py", "recon3d", "imageio.py", "models.py"),
+        ("data/dataset/dataset.parquet", "data/store/images"),
+        ("recon3d",),
+        ("data/meshes", f"{M}/meshes.parquet", "data/reports/reconstruct3d"),
+        persist=("data/meshes", f"{M}/meshes.parquet"),
+        uncached=("data/reports/reconstruct3d",),
+        desc="3DMM landmarks, pose, gaze, dense textured meshes per face; one fused mesh per identity",
     ),
 )
 

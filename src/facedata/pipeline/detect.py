@@ -1,15 +1,54 @@
-"""Stage `detect`: find every face in every stored image, align it, score its quality (faces, detections)."""
+"""Stage `detect`: find every face in every stored image, align it, score its quality (faces, detections).
+
+Images are processed in batches over a pool of worker processes (`detect.workers`, one per core by default),
+each with its own detector. Workers decode the stored image, detect, align, score and write the aligned crop
+to the store (atomically); this process collects the rows in input order and checkpoints the manifests every
+30 s, so a killed run keeps what it finished and a rerun only does the rest. An image that cannot be read
+gets a `detections` row with status `error` and the reason; it is retried on the next run.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from facedata import manifest
-from facedata.faces.detect import make_detector
-from facedata.faces.process import face_rows
+from facedata.faces.pool import map_ordered, worker_count
 from facedata.imageio import ImageRejected, read_image_file
 from facedata.pipeline.incremental import reusable, run_batches, write_all
 from facedata.pipeline.runner import StageContext
+
+
+def _make_worker(params: dict, root: str):
+    from facedata.faces.detect import make_detector
+
+    return make_detector(params), params, root
+
+
+def _detect_batch(state, batch: list[dict]) -> tuple[str, list[dict], list[dict]]:
+    """(detector version, detections rows, faces rows) for a batch of `images` rows; no lineage yet."""
+    from facedata.faces.process import face_rows
+
+    detector, p, root = state
+    name = p["detector"]
+    det_rows, faces, decoded = [], [], []
+    for row in batch:
+        try:
+            decoded.append((row, read_image_file(Path(root) / row["store_path"], min_side=1).rgb))
+        except (OSError, ImageRejected) as exc:
+            det_rows.append(_det_row(row, name, "error", f"cannot read stored image: {exc}", 0, 0))
+    results = detector.detect([rgb for _, rgb in decoded]) if decoded else []
+    for (row, rgb), dets in zip(decoded, results, strict=True):
+        rows = face_rows(row["image_id"], rgb, dets, name, p, root)
+        faces.extend(rows)
+        kept = sum(1 for f in rows if f["status"] == "ok")
+        reason = None
+        if len(dets) > p["max_faces_per_image"]:
+            reason = (
+                f"{len(dets)} faces found; only the best {p['max_faces_per_image']} kept (max_faces_per_image)"
+            )
+        det_rows.append(_det_row(row, name, "ok" if len(dets) else "no_face", reason, len(dets), kept))
+    return detector.version, det_rows, faces
 
 
 def run(ctx: StageContext) -> dict:
@@ -22,38 +61,36 @@ def run(ctx: StageContext) -> dict:
         lambda r: r["image_id"] in current and r["status"] != "error",
     )
     done = {r["image_id"] for r in old_det}
-    old_faces = [r for r in manifest.read("faces", ctx.root, missing_ok=True).to_pylist() if r["image_id"] in done]
+    old_faces = [
+        r
+        for r in manifest.read("faces", ctx.root, missing_ok=True).to_pylist()
+        if r["image_id"] in done and r["lineage"]["params_hash"] == ctx.row_params_hash
+    ]
     todo = [r for r in images if r["image_id"] not in done]
+    slim = [{"image_id": r["image_id"], "store_path": r["store_path"]} for r in todo]
+    batches = [slim[i : i + p["batch_size"]] for i in range(0, len(slim), p["batch_size"])]
 
-    detector = make_detector(p) if todo else None
-    version = detector.version if detector else None
+    from facedata.device import resolve_device
+
+    workers = min(worker_count(p["workers"], resolve_device(p["device"])), max(1, len(batches)))
+    results = map_ordered(_make_worker, (p, str(ctx.root)), _detect_batch, batches, workers) if todo else iter(())
 
     def process(batch: list[dict]) -> dict[str, list[dict]]:
+        version, det_rows, face_rows_ = next(results)
         lineage = ctx.lineage(p["detector"], version)
-        decoded, det_rows, faces = [], [], []
-        for row in batch:
-            try:
-                decoded.append((row, read_image_file(Path(ctx.root) / row["store_path"], min_side=1).rgb))
-            except (OSError, ImageRejected) as exc:
-                det_rows.append(
-                    _det_row(row, p["detector"], "error", f"cannot read stored image: {exc}", 0, 0, lineage)
-                )
-        results = detector.detect([rgb for _, rgb in decoded]) if decoded else []
-        for (row, rgb), dets in zip(decoded, results, strict=True):
-            rows = face_rows(row["image_id"], rgb, dets, p["detector"], p, ctx.root, lineage)
-            faces.extend(rows)
-            kept = sum(1 for f in rows if f["status"] == "ok")
-            reason = None
-            if len(dets) > p["max_faces_per_image"]:
-                reason = (
-                    f"{len(dets)} faces found; only the best {p['max_faces_per_image']} kept (max_faces_per_image)"
-                )
-            status = "ok" if len(dets) else "no_face"
-            det_rows.append(_det_row(row, p["detector"], status, reason, len(dets), kept, lineage))
-        return {"detections": det_rows, "faces": faces}
+        for r in (*det_rows, *face_rows_):
+            r["lineage"] = lineage
+        return {"detections": det_rows, "faces": face_rows_}
 
     rows = run_batches(
-        ctx, todo, p["batch_size"], process, {"detections": old_det, "faces": old_faces}, desc="detect", unit="img"
+        ctx,
+        slim,
+        p["batch_size"],
+        process,
+        {"detections": old_det, "faces": old_faces},
+        desc="detect",
+        unit="img",
+        checkpoint_seconds=checkpoint_seconds(),
     )
     write_all(ctx, rows)
     dets, faces = rows["detections"], rows["faces"]
@@ -66,6 +103,8 @@ def run(ctx: StageContext) -> dict:
                 key = reason.split(" ")[0]
                 filtered[key] = filtered.get(key, 0) + 1
     return {
+        "detector": p["detector"],
+        "workers": workers,
         "n_images": n_img,
         "n_processed": len(todo),
         "n_reused": len(done),
@@ -79,7 +118,12 @@ def run(ctx: StageContext) -> dict:
     }
 
 
-def _det_row(image: dict, detector: str, status: str, reason, n_faces: int, n_kept: int, lineage: dict) -> dict:
+def checkpoint_seconds() -> float:
+    """How often finished rows are written while a stage runs (FACEDATA_CHECKPOINT_SECONDS, default 30)."""
+    return float(os.environ.get("FACEDATA_CHECKPOINT_SECONDS", "30"))
+
+
+def _det_row(image: dict, detector: str, status: str, reason, n_faces: int, n_kept: int) -> dict:
     return {
         "image_id": image["image_id"],
         "detector": detector,
@@ -87,5 +131,4 @@ def _det_row(image: dict, detector: str, status: str, reason, n_faces: int, n_ke
         "reason": reason,
         "n_faces": n_faces,
         "n_kept": n_kept,
-        "lineage": lineage,
     }

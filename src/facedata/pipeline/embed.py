@@ -1,5 +1,10 @@
-"""Stage `embed`: one L2-normalised vector per usable face, for the model in params; only new faces are
-computed on a rerun."""
+"""Stage `embed`: one L2-normalised vector per usable face, for the model in params.
+
+Only new work is done: a vector is reused when its face, model and embed params are unchanged, so adding
+images embeds only their faces, and changing `embed.model` (or `embed.flip`...) embeds everything again.
+Faces are embedded in batches over a pool of worker processes, one recognizer per process; the stored crop
+is used when its geometry is the model's, else the face is re-aligned from the source image.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,40 @@ from pathlib import Path
 import numpy as np
 
 from facedata import manifest
-from facedata.embed import make_embedder
 from facedata.faces.align import align
+from facedata.faces.pool import map_ordered, worker_count
 from facedata.imageio import read_image_file
+from facedata.pipeline.detect import checkpoint_seconds
 from facedata.pipeline.incremental import reusable, run_batches, write_all
 from facedata.pipeline.runner import StageContext
 
 
-def load_crop(root: Path, face: dict, template: str, size: int, images: dict[str, dict]) -> np.ndarray:
-    """The face's aligned crop for this model: the stored crop when its geometry fits, else re-aligned."""
+def load_crop(root: Path, face: dict, template: str, size: int) -> np.ndarray:
+    """The face's aligned crop for this model: the stored crop when its geometry fits, else re-aligned from the
+    source image (`face["store_path"]`) with the stored landmarks."""
     if face["crop_path"] and face["align_template"] == template and face["crop_size"] == size:
-        return read_image_file(root / face["crop_path"], min_side=1).rgb
-    rgb = read_image_file(root / images[face["image_id"]]["store_path"], min_side=1).rgb
-    crop, _ = align(rgb, np.asarray(face["landmarks"], dtype=np.float64).reshape(5, 2), template, size)
+        return read_image_file(Path(root) / face["crop_path"], min_side=1).rgb
+    rgb = read_image_file(Path(root) / face["store_path"], min_side=1).rgb
+    lms = np.asarray(face["landmarks"], dtype=np.float64).reshape(5, 2)
+    crop, _ = align(rgb, lms, template, size, face["detector"])
     return crop
+
+
+def _make_worker(p: dict, root: str):
+    from facedata.embed import make_embedder
+    from facedata.faces.analyze import resolve_model_name
+
+    return make_embedder(resolve_model_name(p["model"], root), p["device"], p["flip"], p["onnx"]), root
+
+
+def _embed_batch(state, batch: list[dict]) -> tuple[str, str, list[tuple[str, list[float]]]]:
+    from facedata.embed import model_version_label
+
+    model, root = state
+    crops = [load_crop(Path(root), f, model.template, model.crop_size) for f in batch]
+    vecs = model.embed(crops)
+    version = model_version_label(model.version, getattr(model, "flip", False))
+    return model.name, version, [(f["face_id"], v.tolist()) for f, v in zip(batch, vecs, strict=True)]
 
 
 def run(ctx: StageContext) -> dict:
@@ -35,31 +60,50 @@ def run(ctx: StageContext) -> dict:
     )
     done = {r["face_id"] for r in old}
     todo = [f for f in faces if f["face_id"] not in done]
-    model = make_embedder(p["model"], p["device"]) if todo else None
-    images = {r["image_id"]: r for r in manifest.read("images", ctx.root).to_pylist()} if todo else {}
+    images = (
+        {r["image_id"]: r["store_path"] for r in manifest.read("images", ctx.root).to_pylist()} if todo else {}
+    )
+    keys = ("face_id", "crop_path", "align_template", "crop_size", "landmarks", "detector")
+    slim = [{**{k: f[k] for k in keys}, "store_path": images.get(f["image_id"])} for f in todo]
+    batches = [slim[i : i + p["batch_size"]] for i in range(0, len(slim), p["batch_size"])]
+
+    from facedata.device import resolve_device
+
+    workers = min(worker_count(p["workers"], resolve_device(p["device"])), max(1, len(batches)))
+    results = map_ordered(_make_worker, (p, str(ctx.root)), _embed_batch, batches, workers) if todo else iter(())
 
     def process(batch: list[dict]) -> dict[str, list[dict]]:
-        crops = [load_crop(ctx.root, f, model.template, model.crop_size, images) for f in batch]
-        vecs = model.embed(crops)
-        lineage = ctx.lineage(model.name, model.version)
+        name, version, vecs = next(results)
+        lineage = ctx.lineage(name, version)
         return {
             "embeddings": [
                 {
-                    "face_id": f["face_id"],
-                    "model": model.name,
-                    "model_version": model.version,
-                    "dim": int(v.shape[0]),
-                    "vector": v.tolist(),
+                    "face_id": fid,
+                    # params' value, so cluster/export find the vectors with `embed.model` as written
+                    "model": p["model"],
+                    "model_version": version,
+                    "dim": len(v),
+                    "vector": v,
                     "lineage": lineage,
                 }
-                for f, v in zip(batch, vecs, strict=True)
+                for fid, v in vecs
             ]
         }
 
-    rows = run_batches(ctx, todo, p["batch_size"], process, {"embeddings": old}, desc="embed", unit="face")
+    rows = run_batches(
+        ctx,
+        slim,
+        p["batch_size"],
+        process,
+        {"embeddings": old},
+        desc="embed",
+        unit="face",
+        checkpoint_seconds=checkpoint_seconds(),
+    )
     write_all(ctx, rows)
     return {
         "model": p["model"],
+        "workers": workers,
         "n_faces": len(faces),
         "n_embedded": len(todo),
         "n_reused": len(done),

@@ -8,26 +8,8 @@ from collections import Counter
 from facedata import atomic, manifest
 from facedata.export import assign_splits, safe_dirname
 from facedata.ids import sha256_bytes
+from facedata.manifest import SOURCE_COLUMNS
 from facedata.pipeline.runner import StageContext, StageFailed
-
-SOURCE_COLUMNS = (
-    "query_name",
-    "label",
-    "source_kind",
-    "source_uri",
-    "page_url",
-    "final_url",
-    "http_status",
-    "content_type",
-    "etag",
-    "last_modified",
-    "license",
-    "author",
-    "video_id",
-    "frame_index",
-    "timestamp_s",
-    "fetched_at",
-)
 
 
 def run(ctx: StageContext) -> dict:

@@ -4,6 +4,7 @@ one checkpoint interval of work and a rerun picks up where it stopped."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -28,9 +29,12 @@ def run_batches(
     base: Rows,
     desc: str,
     unit: str,
-    checkpoint_seconds: float = 30.0,
+    checkpoint_seconds: float | None = None,
 ) -> Rows:
-    """Process `todo` in batches; returns base rows plus new rows per manifest, checkpointed periodically."""
+    """Process `todo` in batches; returns base rows plus new rows per manifest, checkpointed periodically
+    (every `checkpoint_seconds`, default $FACEDATA_CHECKPOINT_SECONDS or 30)."""
+    if checkpoint_seconds is None:
+        checkpoint_seconds = float(os.environ.get("FACEDATA_CHECKPOINT_SECONDS", "30"))
     new: Rows = {name: [] for name in base}
     last = time.monotonic()
     with ctx.progress(total=len(todo), desc=desc, unit=unit) as bar:

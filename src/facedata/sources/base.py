@@ -17,3 +17,5 @@ class SourceItem:
     label: str | None = None
     extra: dict = field(default_factory=dict)  # page_url, final_url, http_status, video_id, frame_index, ...
     attempts: int = 1
+    skipped: bool = False  # not fetched/kept on purpose (robots.txt, a cap, a video frame without a face)
+    reused: bool = False  # an earlier run finished this item; the source did not fetch it again

@@ -20,7 +20,7 @@ def list_folder_source(root: Path, names: list[str] | None, max_per_name: int | 
     """(folder name, file path) pairs to ingest, sorted; raises with a clear message for a bad root."""
     if not root.is_dir():
         raise FileNotFoundError(f"source folder {root} does not exist (sources.folders in params.yaml)")
-    wanted = sorted(names) if names else sorted(p.name for p in root.iterdir() if p.is_dir())
+    wanted = sorted(names) if names else folder_names(root)
     out = []
     for name in wanted:
         folder = root / name
@@ -39,18 +39,20 @@ def list_folder_source(root: Path, names: list[str] | None, max_per_name: int | 
 
 def iter_folder_items(
     root: Path,
+    root_label: str,
     names: list[str] | None,
     max_per_name: int | None,
     labeled: bool,
     query_names: dict[str, str] | None,
     max_bytes: int,
-    relative,
 ) -> Iterator[SourceItem]:
+    """Items for every file; `source_uri` is `root_label` (the root as written in params.yaml) plus the path
+    below it, so every clone of a project records the same source whatever its own location."""
     for name, path in list_folder_source(root, names, max_per_name):
         query = (query_names or {}).get(name, name)
         item = SourceItem(
             source_kind="folder",
-            source_uri=relative(path),
+            source_uri=f"{root_label.rstrip('/')}/{path.relative_to(root).as_posix()}",
             query_name=query,
             fetched_at=dt.datetime.now(dt.UTC),
             label=name if labeled else None,
@@ -68,4 +70,5 @@ def iter_folder_items(
 
 
 def folder_names(root: Path) -> list[str]:
-    return sorted(d for d in os.listdir(root) if (root / d).is_dir())
+    """The queried names under `root`: its sub-folders, hidden ones (.git, .cache...) excluded."""
+    return sorted(d for d in os.listdir(root) if not d.startswith(".") and (root / d).is_dir())

@@ -1,0 +1,120 @@
+"""`facedata models` (what recognizers and detectors are available, and where their weights are) and
+`facedata faces` (detect, score and optionally embed faces in image files, for a quick look)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="print as JSON")
+@click.pass_context
+def models(ctx, as_json) -> None:
+    """List the models facedata knows, whether their weights are available, and where they were found.
+
+    \b
+    Weights are looked for in $FACEDATA_MODELS_DIR/<folder>, the user cache (~/.cache/facedata/models), the
+    installed packages (and torch's checkpoint cache for FaceNet), then downloaded from the official URL with
+    a sha256 check unless FACEDATA_OFFLINE=1. Download ahead of time with `facedata models fetch NAME`.
+    Your own ONNX recognizer needs no registration: set `embed.model: onnx:path/to/model.onnx`.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from facedata.models import MODELS_DIR_ENV, cache_dir, status
+
+    rows = status()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    import os
+
+    click.echo(f"models dir: ${MODELS_DIR_ENV}={os.environ.get(MODELS_DIR_ENV, '(unset)')}; cache: {cache_dir()}")
+    for r in rows:
+        mark = click.style("available", fg="green") if r["available"] else click.style("missing", fg="yellow")
+        click.echo(f"{r['name']:<17} {r['kind']:<10} {mark}  {r['description']}")
+        for f in r["files"]:
+            click.echo(f"{'':<19}{f}")
+        click.echo(f"{'':<19}license: {r['license']}")
+    click.echo("onnx:<path>       embedder   any ONNX recognizer; input spec in params.yaml embed.onnx")
+
+
+@models.command("fetch")
+@click.argument("names", nargs=-1, required=True)
+def fetch(names) -> None:
+    """Download (sha256-checked) the weights of the named models into the user cache, unless present."""
+    from facedata.models import ModelError, locate
+
+    for name in names:
+        try:
+            paths = locate(name)
+        except ModelError as exc:
+            raise click.ClickException(str(exc)) from exc
+        for p in paths.values():
+            click.echo(f"{name}: {p}")
+
+
+@click.command("faces")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--embed", "with_embed", is_flag=True, help="also compute each face's embedding (embed params)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON lines, one per image")
+@click.option("--workers", type=int, default=None, help="worker processes (default: params detect.workers)")
+def faces(paths, with_embed, as_json, workers) -> None:
+    """Detect faces in image files with this project's `detect` params (the defaults outside a project):
+    box, score, landmarks, quality and, for filtered faces, why.
+
+    \b
+    Example:  facedata faces photo.jpg other.png --json
+    """
+    from facedata.commands.eval_faces import _project_params
+    from facedata.faces.analyze import analyze_files
+    from facedata.models import ModelError
+
+    params, _ = _project_params()
+    n = params["detect"]["workers"] if workers is None else workers
+    try:
+        results = analyze_files(list(paths), params["detect"], params["embed"] if with_embed else None, n)
+        for res in results:
+            faces_out = [
+                {
+                    "index": f.index,
+                    "box": [round(float(v), 1) for v in f.box],
+                    "score": round(f.score, 4),
+                    "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in f.landmarks],
+                    "primary": f.is_primary,
+                    "size_px": round(f.size_px, 1),
+                    "blur": round(f.blur, 1),
+                    "yaw": round(f.yaw, 1),
+                    "pitch": round(f.pitch, 1),
+                    "roll": round(f.roll, 1),
+                    "quality": round(f.quality, 3),
+                    "status": "ok" if f.ok else "filtered",
+                    "reason": "; ".join(f.reasons) or None,
+                    **(
+                        {"embedding": [round(float(v), 6) for v in f.embedding]} if f.embedding is not None else {}
+                    ),
+                }
+                for f in res.faces
+            ]
+            if as_json:
+                click.echo(
+                    json.dumps({"path": res.path, "status": res.status, "reason": res.reason, "faces": faces_out})
+                )
+                continue
+            click.echo(
+                f"{res.path}: {res.status}" + (f" ({res.reason})" if res.reason else f", {len(res.faces)} face(s)")
+            )
+            for f in faces_out:
+                extra = f"  filtered: {f['reason']}" if f["reason"] else ""
+                click.echo(
+                    f"  #{f['index']} box {f['box']} score {f['score']} quality {f['quality']} "
+                    f"yaw {f['yaw']} pitch {f['pitch']} roll {f['roll']}{extra}"
+                )
+    except ModelError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+
+
+COMMANDS = [models, faces]

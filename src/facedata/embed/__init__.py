@@ -1,0 +1,107 @@
+"""Face embedders: aligned crops in, L2-normalised float32 vectors out.
+
+Each embedder says which alignment template and crop size it expects (`template`, `crop_size`), so faces
+cropped for another model are re-aligned from the source image instead of being fed a wrong geometry, and
+carries its `name` and `version`, which every stored vector is labelled with.
+
+| `embed.model`      | network                                  | dim | input           |
+|--------------------|------------------------------------------|-----|-----------------|
+| `dlib-resnet`      | dlib ResNet-29 (face_recognition's), torch port, exact | 128 | 150 px `dlib150` |
+| `facenet-vggface2` | FaceNet InceptionResnetV1 (facenet-pytorch) | 512 | 160 px `facenet160` |
+| `onnx:<path>`      | any ONNX recognizer (onnxruntime), input spec in `embed.onnx` | model's | model's |
+
+`embed.flip: true` also embeds the mirrored crop and averages the two unit vectors (test-time flip
+augmentation): twice the compute, and on LFW pairs a measurably better verification accuracy (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class Embedder(Protocol):
+    name: str
+    version: str
+    dim: int
+    template: str
+    crop_size: int
+
+    def embed(self, crops: list[np.ndarray]) -> np.ndarray: ...
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def check_crops(crops: list[np.ndarray], size: int, name: str) -> None:
+    for c in crops:
+        if c.shape != (size, size, 3) or c.dtype != np.uint8:
+            raise ValueError(f"{name} needs {size}x{size} RGB uint8 crops, got {c.shape} {c.dtype}")
+
+
+class TorchEmbedder:
+    """Shared by the torch models: batching, device placement, flip averaging, normalisation."""
+
+    name = ""
+    version = ""
+    dim = 0
+    template = ""
+    crop_size = 0
+    batch = 32
+
+    def __init__(self, device: str = "auto", flip: bool = False) -> None:
+        from facedata.device import resolve_device
+
+        self.device = resolve_device(device)
+        self.flip = flip
+        self.net = None  # set by subclasses
+
+    def _forward(self, x):  # (N, H, W, 3) uint8 tensor -> (N, dim) float tensor
+        raise NotImplementedError
+
+    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        if not crops:
+            return np.zeros((0, self.dim), np.float32)
+        check_crops(crops, self.crop_size, self.name)
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(crops), self.batch):
+                x = torch.from_numpy(np.stack(crops[s : s + self.batch])).to(self.device)
+                v = torch.nn.functional.normalize(self._forward(x).float(), dim=1)
+                if self.flip:
+                    v = v + torch.nn.functional.normalize(self._forward(x.flip(2)).float(), dim=1)
+                out.append(v.cpu().numpy())
+        return l2_normalize(np.concatenate(out))
+
+
+def embedder_names() -> list[str]:
+    return ["dlib-resnet", "facenet-vggface2", "onnx:<path>"]
+
+
+def make_embedder(name: str, device: str = "auto", flip: bool = False, onnx_spec: dict | None = None) -> Embedder:
+    """The embedder for params.yaml `embed.model` (`dlib-resnet`, `facenet-vggface2` or `onnx:<path>`)."""
+    if name == "dlib-resnet":
+        from facedata.embed.dlib_resnet import DlibResNetEmbedder
+
+        return DlibResNetEmbedder(device, flip)
+    if name == "facenet-vggface2":
+        from facedata.embed.facenet import FacenetEmbedder
+
+        return FacenetEmbedder(device, flip)
+    if name.startswith("onnx:"):
+        from facedata.embed.onnx import OnnxEmbedder
+
+        return OnnxEmbedder(name[len("onnx:") :], onnx_spec or {}, flip)
+    raise ValueError(f"unknown embedding model {name!r}; available: {', '.join(embedder_names())}")
+
+
+def model_version_label(version: str, flip: bool) -> str:
+    """The version stored with each vector: vectors made with flip averaging are not bit-identical to plain
+    ones, so they say so."""
+    return f"{version}+flip" if flip else version

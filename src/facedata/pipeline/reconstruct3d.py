@@ -1,0 +1,211 @@
+"""Stage `reconstruct3d`: a 3D face for every dataset face, and one fused mesh per identity (meshes manifest).
+
+It runs after `export` because fusing the views of one person needs the identities the dataset settled, and
+because `facedata train 3d` fine-tunes on exactly the dataset's faces. Faces whose row was made with the same
+params (and whose files still exist) are reused; the rest go through in batches of photos, checkpointed, so a
+killed run resumes where it stopped. Mesh folders live in `data/meshes/faces/<face_id>/` and
+`data/meshes/fused/<mesh_id>/`; the run report (renders + a Prefect artifact page) in
+`data/reports/reconstruct3d/`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from facedata import manifest
+from facedata.imageio import ImageRejected, read_image_file
+from facedata.pipeline.incremental import reusable, run_batches, write_all
+from facedata.pipeline.runner import StageContext
+from facedata.recon3d import report, rows
+from facedata.recon3d.reconstruct import FaceResult, Reconstructor, View, choose_views
+
+IMAGES_PER_BATCH = 16
+
+
+def run(ctx: StageContext) -> dict:
+    p = ctx.params["recon3d"]  # the params section is named for the area, not the stage
+    root = Path(ctx.root)
+    faces_dir, fused_dir = root / "data" / "meshes" / "faces", root / "data" / "meshes" / "fused"
+    report_dir = ctx.project.reports_dir / "reconstruct3d"
+    dataset = manifest.read("dataset", root).to_pylist()
+    current = {r["face_id"]: r for r in dataset}
+    old = manifest.read("meshes", root, missing_ok=True).to_pylist()
+    reused = reusable(
+        old,
+        ctx,
+        lambda r: (
+            r["kind"] == "face"
+            and r["status"] != "error"
+            and r["face_id"] in current
+            and rows.files_present(r, root)
+        ),
+    )
+    done = {r["face_id"] for r in reused}
+    todo_faces = [r for r in dataset if r["face_id"] not in done]
+    by_image: dict[str, list[dict]] = defaultdict(list)
+    for f in todo_faces:
+        by_image[f["image_id"]].append(f)
+    todo = sorted(by_image)  # image ids
+
+    rec: Reconstructor | None = None
+    kept_results: dict[str, tuple[np.ndarray, FaceResult]] = {}  # a few faces kept for the renders
+    n_renders = int(p["renders"])
+
+    def reconstructor() -> Reconstructor:
+        nonlocal rec
+        if rec is None:
+            rec = Reconstructor(p, p.get("weights") or None)
+        return rec
+
+    def lineage() -> dict:
+        return ctx.lineage(rows_model_name(), reconstructor().model_version)
+
+    def process(batch: list[str]) -> dict[str, list[dict]]:
+        r3 = reconstructor()
+        lin = lineage()
+        out, imgs, boxes, metas = [], [], [], []
+        for image_id in batch:
+            group = sorted(by_image[image_id], key=lambda f: f["face_id"])
+            try:
+                rgb = read_image_file(root / group[0]["store_path"], min_side=1).rgb
+            except (OSError, ImageRejected) as exc:
+                out += [rows.error_row(f, f"cannot read stored image: {exc}", lin) for f in group]
+                continue
+            imgs.append(rgb)
+            boxes.append(np.array([[f["x1"], f["y1"], f["x2"], f["y2"]] for f in group], dtype=np.float64))
+            metas.append(group)
+        for img, group, results in zip(imgs, metas, r3.faces(imgs, boxes) if imgs else [], strict=True):
+            for f, res in zip(group, results, strict=True):
+                folder = faces_dir / f["face_id"]
+                r3.write_face(res, folder, {"face_id": f["face_id"], "image_id": f["image_id"]})
+                out.append(rows.face_row(res, f, root, folder, lin))
+                if res.status == "ok" and len(kept_results) < n_renders:
+                    kept_results[f["face_id"]] = (img, res)
+        return {"meshes": out}
+
+    t0 = time.perf_counter()
+    # old fused rows ride along in checkpoints, so a run killed before fusion keeps them reusable
+    base = {"meshes": reused + [r for r in old if r["kind"] == "fused"]}
+    result = run_batches(ctx, todo, IMAGES_PER_BATCH, process, base, desc="reconstruct3d", unit="img")
+    face_rows = [r for r in result["meshes"] if r["kind"] == "face"]
+    face_seconds = time.perf_counter() - t0
+
+    fused_rows, fused_results = _fuse_identities(ctx, face_rows, current, old, fused_dir, reconstructor, lineage)
+    _sync()
+    write_all(ctx, {"meshes": face_rows + fused_rows})
+    _remove_stale(faces_dir, {r["face_id"] for r in face_rows})
+    _remove_stale(fused_dir, {r["mesh_id"] for r in fused_rows})
+
+    statuses = Counter(r["status"] for r in face_rows)
+    new_rows = [r for r in face_rows if r["face_id"] not in done]
+    errs = [r["fit_error"] for r in face_rows if r["fit_error"] is not None]
+    metrics = {
+        "n_faces": len(face_rows),
+        "n_processed": len(new_rows),
+        "n_reused": len(done),
+        "n_ok": statuses.get("ok", 0),
+        "status_counts": dict(sorted(statuses.items())),
+        "median_fit_error_percent": round(float(np.median(errs)), 4) if errs else None,
+        "median_seconds_per_face": round(float(np.median([r["seconds"] for r in new_rows])), 4)
+        if new_rows
+        else None,
+        # the whole face loop of this run: decoding, model start-up, files (bench_3d.py times the parts)
+        "run_faces_per_second": round(len(new_rows) / face_seconds, 2) if new_rows and face_seconds > 0 else None,
+        "n_gaze_ok": sum(1 for r in face_rows if r["gaze_status"] == "ok"),
+        "n_fused": len(fused_rows),
+        "n_fused_better_than_single": sum(1 for r in fused_rows if r["fused_better"]),
+    }
+    if n_renders > 0 and (kept_results or fused_results) and rec is not None:
+        picked = [(fid[:12], img, res) for fid, (img, res) in sorted(kept_results.items())]
+        fused = [(mid[:12], f) for mid, f in fused_results[:1]]
+        metrics.update(
+            report.write_report(
+                report_dir,
+                "reconstruct3d",
+                picked,
+                fused,
+                rec.sfm.triangles,
+                rec.sfm.uv,
+                int(p["turntable_frames"]),
+                metrics,
+            )
+        )
+    else:
+        # Nothing new to render (all faces reused, or renders off): the page still says what this run did, and
+        # the stage's declared output exists for DVC.
+        metrics.update(report.write_report(report_dir, "reconstruct3d", [], [], None, None, 0, metrics))
+    return metrics
+
+
+def rows_model_name() -> str:
+    from facedata.recon3d.bfm import MODEL_NAME
+    from facedata.recon3d.dense import MODEL_NAME as SFM_NAME
+
+    return f"{MODEL_NAME}+{SFM_NAME}"
+
+
+def _fuse_identities(ctx, face_rows, current, old, fused_dir, reconstructor, lineage):
+    """One fused mesh per identity with enough usable views (reused when its views and params are unchanged)."""
+    p = ctx.params["recon3d"]  # the params section is named for the area, not the stage
+    root = Path(ctx.root)
+    if not p["fuse"]:
+        return [], []
+    usable = defaultdict(list)
+    for r in face_rows:
+        good = r["status"] in ("ok", "extreme_pose") and r["fit_error"] is not None and r["identity"]
+        if good and r["fit_error"] <= p["max_fit_error"] and r["landmarks68"] and r["shape_coeffs"]:
+            usable[r["identity"]].append(r)
+    old_fused = {
+        r["mesh_id"]: r for r in reusable(old, ctx, lambda r: r["kind"] == "fused" and rows.files_present(r, root))
+    }
+    out_rows, results = [], []
+    for identity in sorted(usable):
+        cands = sorted(usable[identity], key=lambda r: r["face_id"])
+        if len(cands) < p["fuse_min_views"]:
+            continue
+        picked = [cands[i] for i in choose_views([r["yaw"] for r in cands], p["fuse_max_views"])]
+        mesh_id = rows.fused_mesh_id([r["face_id"] for r in picked])
+        if mesh_id in old_fused:
+            out_rows.append(old_fused[mesh_id])
+            continue
+        views = []
+        for r in picked:
+            try:
+                rgb = read_image_file(root / current[r["face_id"]]["store_path"], min_side=1).rgb
+            except (OSError, ImageRejected):
+                continue
+            lm = np.asarray(r["landmarks68"], dtype=np.float64).reshape(68, 3)
+            views.append(View(rgb, lm, np.asarray(r["shape_coeffs"]), float(r["yaw"]), r["face_id"]))
+        if len(views) < p["fuse_min_views"]:
+            continue
+        t0 = time.perf_counter()
+        rec = reconstructor()
+        fused = rec.fuse(views)
+        folder = fused_dir / rows.fused_mesh_id([v.face_id for v in views])
+        rec.write_fused(fused, folder, {"identity": identity, "face_ids": [v.face_id for v in views]})
+        seconds = time.perf_counter() - t0
+        image_ids = [current[v.face_id]["image_id"] for v in views]
+        out_rows.append(rows.fused_row(fused, identity, image_ids, root, folder, seconds, lineage()))
+        results.append((out_rows[-1]["mesh_id"], fused))
+    return out_rows, results
+
+
+def _sync() -> None:
+    """Mesh files are not fsynced one by one (see recon3d.meshio); flush them before the manifest commits."""
+    if hasattr(os, "sync"):
+        os.sync()
+
+
+def _remove_stale(folder: Path, keep: set[str]) -> None:
+    """Mesh folders no manifest row points at any more (faces that left the dataset)."""
+    if not folder.is_dir():
+        return
+    for child in folder.iterdir():
+        if child.is_dir() and child.name not in keep:
+            shutil.rmtree(child, ignore_errors=True)

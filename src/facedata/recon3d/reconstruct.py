@@ -1,0 +1,358 @@
+"""From photos and face boxes to 3D faces: the one place the steps are put together (the stage
+`reconstruct3d` and the CLI `facedata face3d` both use it).
+
+Per face: 3DMM regression (batched over all faces), checks, dense SFM fit, texture, gaze, files. Each face gets
+a status, and only `ok` faces get mesh files:
+
+- `tiny_face`      the detector box is under `min_face_px`: nothing is estimated;
+- `cut_by_border`  more than `max_outside_fraction` of the 68 landmarks fall outside the photo;
+- `extreme_pose`   |yaw| > `max_yaw` or |pitch| > `max_pitch` (landmarks and pose are still given, and the
+                   dense fit is kept for multi-view fusion, where a profile view is useful);
+- `fit_failed`     the dense fit's mean landmark error is over `max_fit_error` (% of the face size);
+- `error`          anything unexpected, with its message; the other faces carry on;
+- `ok`             mesh, texture and landmark files written.
+
+Several views of one person fuse into one mesh (`fuse`): one identity shape, a camera and expression per
+view, the texture merged per texel by how squarely each view sees it.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facedata import atomic
+from facedata.recon3d import dense, meshio, texture
+from facedata.recon3d.gaze import Gaze
+from facedata.recon3d.regress import Fit, Regressor, RegressorConfig
+
+STATUSES = ("ok", "tiny_face", "cut_by_border", "extreme_pose", "fit_failed", "error")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The recon3d params that decide what is accepted and how the dense fit and texture are made."""
+
+    min_face_px: float = 32.0
+    max_outside_fraction: float = 0.05
+    max_yaw: float = 80.0
+    max_pitch: float = 60.0
+    fit_iterations: int = 5
+    lambda_shape: float = 0.5
+    lambda_expression: float = 1.0
+    max_fit_error: float = 4.0
+    texture_size: int = 256
+    texture_sharpness: float = 4.0
+    gaze: bool = True
+    glb: bool = True
+
+    @classmethod
+    def from_params(cls, p: dict) -> Settings:
+        return cls(**{k: p[k] for k in cls.__dataclass_fields__ if k in p})
+
+
+@dataclass
+class FaceResult:
+    image_index: int
+    face_index: int
+    box: np.ndarray
+    status: str = "ok"
+    reason: str | None = None
+    fit: Fit | None = None
+    dense: dense.DenseFit | None = None
+    gaze: Gaze | None = None
+    texture: np.ndarray | None = None  # (R, R, 3) uint8
+    texture_weight: np.ndarray | None = None  # (R, R) cos of the view angle, 0 = not seen
+    files: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def fit_error(self) -> float | None:
+        return None if self.dense is None else float(self.dense.views[0].error)
+
+    def fit_landmarks(self) -> np.ndarray | None:
+        """(68, 2) landmarks of the dense fit projected into the photo (the training pseudo-labels); the two
+        inner mouth corners the SFM does not define are taken from the regressor."""
+        if self.dense is None or self.fit is None:
+            return None
+        v = self.dense.views[0]
+        out = self.fit.landmarks[:, :2].copy()
+        verts = self.dense.vertices(0)
+        out[v.landmark_ids] = v.camera.project(verts[v.vertex_ids])[:, :2]
+        return out
+
+    def photo_vertices(self) -> np.ndarray:
+        v = self.dense.views[0]
+        return v.camera.project(self.dense.vertices(0))
+
+    def summary(self) -> dict:
+        """JSON-ready description (the `face3d.json` beside the mesh files)."""
+        d: dict = {
+            "status": self.status,
+            "reason": self.reason,
+            "box": _r(self.box),
+            "seconds": round(self.seconds, 4),
+        }
+        if self.fit is not None:
+            d.update(
+                pose={"yaw": _r(self.fit.pose[0]), "pitch": _r(self.fit.pose[1]), "roll": _r(self.fit.pose[2])},
+                crop=_r(self.fit.crop),
+                landmarks68=_r(self.fit.landmarks),
+                params62=_r(self.fit.params, 6),
+            )
+        if self.dense is not None:
+            v = self.dense.views[0]
+            d["dense_fit"] = {
+                "error_percent": _r(v.error, 4),
+                "error_px": _r(v.error_px, 3),
+                "camera": v.camera.to_dict(),
+                "shape": _r(self.dense.shape, 5),
+                "expression": dict(zip(self.dense.sfm.expression_names, _r(v.expression, 5), strict=True)),
+                "landmarks68": _r(self.fit_landmarks()),
+            }
+        if self.gaze is not None:
+            d["gaze"] = self.gaze.to_dict()
+        d["files"] = {k: p.name for k, p in self.files.items()}
+        return d
+
+
+@dataclass
+class View:
+    """One photo of a person for fusion: the photo, the regressor's landmarks and its single-view shape."""
+
+    image_rgb: np.ndarray
+    landmarks: np.ndarray  # (68, 3) or (68, 2) photo pixels
+    shape: np.ndarray  # (S,) identity coefficients of this view's own dense fit
+    yaw: float = 0.0
+    face_id: str | None = None
+
+    @classmethod
+    def from_result(cls, image_rgb: np.ndarray, r: FaceResult, face_id: str | None = None) -> View:
+        return cls(image_rgb, r.fit.landmarks, r.dense.shape, float(r.fit.pose[0]), face_id)
+
+
+def choose_views(yaws: list[float], k: int) -> list[int]:
+    """Up to k indices spread over head yaw: the most frontal first, then repeatedly the view farthest in yaw
+    from those chosen (so left, right and frontal views are preferred over several near-identical ones)."""
+    if len(yaws) <= k:
+        return list(range(len(yaws)))
+    y = np.asarray(yaws, dtype=np.float64)
+    chosen = [int(np.argmin(np.abs(y)))]
+    while len(chosen) < k:
+        gap = np.min(np.abs(y[:, None] - y[chosen][None]), axis=1)
+        gap[chosen] = -1
+        chosen.append(int(np.argmax(gap)))
+    return sorted(chosen)
+
+
+@dataclass
+class FusedResult:
+    dense: dense.DenseFit
+    views: list[View]
+    texture: np.ndarray
+    texture_weight: np.ndarray
+    view_errors: list[float]  # fused fit's error on each view (% of face size)
+    best_single_errors: list[float]  # per view: the lowest error any *other* view's single fit reaches on it
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def better_than_single(self) -> bool:
+        return all(f < s for f, s in zip(self.view_errors, self.best_single_errors, strict=True))
+
+    def summary(self) -> dict:
+        return {
+            "n_views": len(self.views),
+            "view_errors_percent": _r(self.view_errors, 4),
+            "best_other_single_view_errors_percent": _r(self.best_single_errors, 4),
+            "fused_better_on_every_view": self.better_than_single,
+            "shape": _r(self.dense.shape, 5),
+            "cameras": [v.camera.to_dict() for v in self.dense.views],
+            "files": {k: p.name for k, p in self.files.items()},
+        }
+
+
+def _r(x, nd: int = 3):
+    if x is None:
+        return None
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 0:
+        return None if not np.isfinite(a) else round(float(a), nd)
+    return np.where(np.isfinite(a), np.round(a, nd), np.nan).tolist()
+
+
+class Reconstructor:
+    """Holds the models (regressor, SFM, uv raster, FaceMesh) so that many photos reuse them."""
+
+    def __init__(self, params: dict, weights: str | None = None):
+        self.params = params
+        self.settings = Settings.from_params(params)
+        self.regressor = Regressor(RegressorConfig.from_params(params, weights))
+        self.sfm = dense.load_sfm()
+        self.raster = texture.uv_raster(self.sfm, self.settings.texture_size)
+        self._gaze = None
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.regressor.version}+{self.sfm.version}"
+
+    def gaze_estimator(self):
+        if self._gaze is None:
+            from facedata.recon3d.gaze import GazeEstimator
+
+            self._gaze = GazeEstimator()
+        return self._gaze
+
+    # -- single photos -------------------------------------------------------------------------------------
+    def faces(self, images_rgb: list[np.ndarray], boxes: list[np.ndarray]) -> list[list[FaceResult]]:
+        """Landmarks, pose, dense fit, texture and gaze for every box of every photo (no files written)."""
+        s = self.settings
+        results: list[list[FaceResult]] = []
+        todo_img, where = [], []
+        t0 = time.perf_counter()
+        for i, (img, bx) in enumerate(zip(images_rgb, boxes, strict=True)):
+            bx = np.asarray(bx, dtype=np.float64).reshape(-1, 4)
+            row = []
+            for j, b in enumerate(bx):
+                r = FaceResult(i, j, b)
+                side = min(b[2] - b[0], b[3] - b[1])
+                if side < s.min_face_px:
+                    r.status, r.reason = "tiny_face", f"face box {side:.0f} px < min_face_px {s.min_face_px:g}"
+                else:
+                    where.append((i, j))
+                row.append(r)
+            results.append(row)
+            todo_img.append(np.ascontiguousarray(img[:, :, ::-1]))
+        # batch the regression over every face that passed the size check
+        per_image = [[results[i][j].box for (i, j) in where if i == k] for k in range(len(images_rgb))]
+        fits = self.regressor.fit(todo_img, [np.array(p).reshape(-1, 4) for p in per_image])
+        regress_seconds = time.perf_counter() - t0
+        n_fit = max(1, len(where))
+        for k, image_fits in enumerate(fits):
+            idx = [j for (i, j) in where if i == k]
+            for j, fit in zip(idx, image_fits, strict=True):
+                r = results[k][j]
+                t1 = time.perf_counter()
+                try:
+                    r.fit = fit
+                    self._finish(r, images_rgb[k])
+                except Exception as exc:  # one face never stops the others
+                    r.status, r.reason = "error", f"{type(exc).__name__}: {exc}"
+                    r.reason += " | " + traceback.format_exc(limit=2).strip().splitlines()[-1]
+                r.seconds = time.perf_counter() - t1 + regress_seconds / n_fit
+        return results
+
+    def _finish(self, r: FaceResult, image_rgb: np.ndarray) -> None:
+        s = self.settings
+        h, w = image_rgb.shape[:2]
+        lm = r.fit.landmarks
+        outside = np.mean((lm[:, 0] < 0) | (lm[:, 1] < 0) | (lm[:, 0] > w - 1) | (lm[:, 1] > h - 1))
+        yaw, pitch, _ = r.fit.pose
+        if s.gaze:
+            r.gaze = self.gaze_estimator().estimate(image_rgb, r.box, lm, r.fit.rotation)
+        if outside > s.max_outside_fraction:
+            r.status = "cut_by_border"
+            r.reason = f"{outside:.0%} of the landmarks fall outside the photo (max {s.max_outside_fraction:.0%})"
+            return
+        r.dense = dense.fit(self.sfm, [lm], s.fit_iterations, s.lambda_shape, s.lambda_expression)
+        if abs(yaw) > s.max_yaw or abs(pitch) > s.max_pitch:
+            r.status = "extreme_pose"
+            r.reason = f"yaw {yaw:.0f}, pitch {pitch:.0f} degrees (max {s.max_yaw:g}, {s.max_pitch:g})"
+            return
+        if r.fit_error > s.max_fit_error:
+            r.status = "fit_failed"
+            r.reason = f"dense fit error {r.fit_error:.2f}% of the face size > max_fit_error {s.max_fit_error:g}"
+            return
+        colours, weight = texture.sample_view(
+            self.sfm, self.raster, r.dense.vertices(0), r.dense.views[0].camera, image_rgb
+        )
+        r.texture, r.texture_weight = texture.merge([colours], [weight], s.texture_sharpness)
+
+    def write_face(
+        self, r: FaceResult, out_dir: str | Path, extra: dict | None = None, extra_files: dict | None = None
+    ) -> dict[str, Path]:
+        """Folder `out_dir` with the mesh files (only for `ok` faces), `face3d.json` (always) and `extra_files`
+        ({name: bytes}, e.g. renders), replaced whole."""
+        t0 = time.perf_counter()
+        files: dict[str, bytes] = {}
+        if r.status == "ok":
+            files = meshio.mesh_files(
+                r.dense.vertices(0),
+                self.sfm.triangles,
+                self.sfm.uv,
+                r.texture,
+                r.dense.landmarks3d(0),
+                glb=self.settings.glb,
+            )
+        kinds = {v: k for k, v in meshio.FILES.items()}
+        r.files = {kinds[name]: Path(out_dir) / name for name in files}
+        r.files["json"] = Path(out_dir) / "face3d.json"
+        for name in extra_files or {}:
+            r.files[name.rsplit(".", 1)[0]] = Path(out_dir) / name
+        files.update(extra_files or {})
+        files["face3d.json"] = _json_bytes({**(extra or {}), **r.summary()})
+        meshio.write_folder(out_dir, files)
+        r.seconds += time.perf_counter() - t0
+        return r.files
+
+    # -- several views -------------------------------------------------------------------------------------
+    def fuse(self, views: list[View]) -> FusedResult:
+        """One mesh from several photos of one person: one identity shape, a camera and expression per view,
+        the texture merged by view angle. Also measures, per view, how well every *other* view's single-view
+        shape explains it (camera and expression refitted), which the fused shape must beat."""
+        s = self.settings
+        if len(views) < 2:
+            raise ValueError(f"fusion needs at least 2 views, got {len(views)}")
+        lms = [v.landmarks for v in views]
+        fused = dense.fit(self.sfm, lms, s.fit_iterations, s.lambda_shape, s.lambda_expression)
+        view_errors = [v.error for v in fused.views]
+        best_single = []
+        for i, lm in enumerate(lms):
+            others = [
+                dense.fit(self.sfm, [lm], s.fit_iterations, s.lambda_shape, s.lambda_expression, shape=o.shape)
+                .views[0]
+                .error
+                for j, o in enumerate(views)
+                if j != i
+            ]
+            best_single.append(float(min(others)))
+        cols, weights = [], []
+        for i, v in enumerate(views):
+            c, w = texture.sample_view(
+                self.sfm, self.raster, fused.vertices(i), fused.views[i].camera, v.image_rgb
+            )
+            cols.append(c)
+            weights.append(w)
+        tex, best = texture.merge(cols, weights, s.texture_sharpness)
+        return FusedResult(fused, list(views), tex, best, view_errors, best_single)
+
+    def write_fused(
+        self, f: FusedResult, out_dir: str | Path, extra: dict | None = None, extra_files: dict | None = None
+    ) -> dict[str, Path]:
+        """Folder `out_dir` with the fused mesh (neutral expression), its merged texture and `fused3d.json`."""
+        files = meshio.mesh_files(
+            f.dense.vertices(None),
+            self.sfm.triangles,
+            self.sfm.uv,
+            f.texture,
+            f.dense.landmarks3d(None),
+            glb=self.settings.glb,
+        )
+        kinds = {v: k for k, v in meshio.FILES.items()}
+        f.files = {kinds[name]: Path(out_dir) / name for name in files}
+        f.files["json"] = Path(out_dir) / "fused3d.json"
+        for name in extra_files or {}:
+            f.files[name.rsplit(".", 1)[0]] = Path(out_dir) / name
+        files.update(extra_files or {})
+        files["fused3d.json"] = _json_bytes({**(extra or {}), **f.summary()})
+        meshio.write_folder(out_dir, files)
+        return f.files
+
+
+def _json_bytes(obj: dict) -> bytes:
+    import json
+
+    return (json.dumps(obj, sort_keys=True, default=atomic._json_default) + "\n").encode()

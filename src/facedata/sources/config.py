@@ -1,0 +1,143 @@
+"""The `sources:` and `crawl:` sections of params.yaml: what each source entry may hold, checked up front so
+a typo fails before a crawl starts, with the entry and key named."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from facedata.sources.netpolicy import parse_allow_host
+
+WIKIDATA_ID = re.compile(r"^Q[1-9][0-9]*$")
+COMMONS_API = "https://commons.wikimedia.org/w/api.php"
+WIKIDATA_API = "https://www.wikidata.org/w/api.php"
+DEFAULT_ATTRIBUTES = ["data-src", "data-lazy-src", "data-original", "srcset", "src"]
+
+# key -> (types, required)
+FOLDER_KEYS = {"root": (str, True), "names": (list, False), "max_per_name": (int, False), "labeled": (bool, False)}
+FOLDER_KEYS["query_names"] = (dict, False)
+VIDEO_KEYS = {"path": (str, True), "query_name": (str, False), "fps": ((int, float), False)}
+URL_LIST_KEYS = {"path": (str, True), "name": (str, False)}
+WIKIMEDIA_KEYS = {
+    "api": (str, False),
+    "wikidata_api": (str, False),
+    "names": (list, False),
+    "max_per_name": (int, False),
+    "thumb_width": (int, False),
+    "search": (str, False),
+}
+WEB_PAGE_KEYS = {
+    "name": (str, True),
+    "url_template": (str, True),
+    "item_selector": (str, True),
+    "attributes": (list, False),
+    "link_selector": (str, False),
+    "wait_selector": (str, False),
+    "more_selector": (str, False),
+    "empty_selector": (str, False),
+    "wait_s": ((int, float), False),
+    "max_scrolls": (int, False),
+    "scroll_pause_s": ((int, float), False),
+    "idle_scrolls": (int, False),
+    "max_per_name": (int, False),
+    "names": (list, False),
+}
+
+
+@dataclass(frozen=True)
+class CastMember:
+    name: str
+    wikidata: str | None = None
+
+
+def cast_members(entries: list) -> list[CastMember]:
+    out = []
+    for entry in entries:
+        if isinstance(entry, str):
+            out.append(CastMember(entry.strip()))
+        else:
+            out.append(CastMember(str(entry["name"]).strip(), entry.get("wikidata")))
+    return out
+
+
+def names_for(entry: dict, cast: list[CastMember]) -> list[CastMember]:
+    """A web source's names: its own `names` (matched to the cast for Wikidata ids) or the whole cast."""
+    if not entry.get("names"):
+        return cast
+    by_name = {c.name: c for c in cast}
+    return [by_name.get(n, CastMember(n)) for n in entry["names"]]
+
+
+def _check_entries(kind: str, entries: list, keys: dict) -> None:
+    for i, entry in enumerate(entries):
+        where = f"sources.{kind}[{i}]"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} must be a mapping with keys {sorted(keys)}")
+        unknown = set(entry) - set(keys)
+        if unknown:
+            raise ValueError(f"{where} has unknown key(s) {sorted(unknown)}; allowed: {sorted(keys)}")
+        for key, (types, required) in keys.items():
+            if key not in entry:
+                if required:
+                    raise ValueError(f"{where} needs a `{key}`" + (" folder" if key == "root" else ""))
+                continue
+            value = entry[key]
+            if isinstance(value, bool) and types is not bool:
+                raise ValueError(f"{where}.{key} must not be true/false")
+            if not isinstance(value, types):
+                raise ValueError(f"{where}.{key} has the wrong type ({type(value).__name__})")
+            if (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and value <= 0
+                and key not in ("fps", "wait_s", "scroll_pause_s")
+            ):
+                raise ValueError(f"{where}.{key} must be a positive integer")
+            if key in ("fps", "wait_s", "scroll_pause_s") and value <= 0:
+                raise ValueError(f"{where}.{key} must be > 0")
+            if key in ("names", "attributes") and not all(isinstance(v, str) and v.strip() for v in value):
+                raise ValueError(f"{where}.{key} must be a list of non-empty strings")
+
+
+def check_sources(params: dict) -> None:
+    """Raise ValueError naming the offending entry/key; `params` has defaults filled in already."""
+    src = params["sources"]
+    for i, entry in enumerate(src["cast"]):
+        where = f"sources.cast[{i}]"
+        if isinstance(entry, str):
+            if not entry.strip():
+                raise ValueError(f"{where} is an empty name")
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"].strip():
+            raise ValueError(f"{where} must be a name or a mapping {{name: ..., wikidata: Q...}}")
+        if set(entry) - {"name", "wikidata"}:
+            raise ValueError(f"{where} has unknown key(s) {sorted(set(entry) - {'name', 'wikidata'})}")
+        if "wikidata" in entry and not (
+            isinstance(entry["wikidata"], str) and WIKIDATA_ID.match(entry["wikidata"])
+        ):
+            raise ValueError(f"{where}.wikidata must be a Wikidata item id like Q42, got {entry['wikidata']!r}")
+    _check_entries("folders", src["folders"], FOLDER_KEYS)
+    _check_entries("videos", src["videos"], VIDEO_KEYS)
+    _check_entries("url_lists", src["url_lists"], URL_LIST_KEYS)
+    _check_entries("wikimedia", src["wikimedia"], WIKIMEDIA_KEYS)
+    _check_entries("web_pages", src["web_pages"], WEB_PAGE_KEYS)
+    for i, entry in enumerate(src["web_pages"]):
+        if "{query}" not in entry["url_template"]:
+            raise ValueError(f"sources.web_pages[{i}].url_template must contain {{query}} (the URL-encoded name)")
+    names = {e["name"] for e in src["web_pages"]}
+    if len(names) != len(src["web_pages"]):
+        raise ValueError("sources.web_pages entries need distinct `name`s")
+    if (src["wikimedia"] or src["web_pages"]) and not src["cast"]:
+        for kind in ("wikimedia", "web_pages"):
+            for i, entry in enumerate(src[kind]):
+                if not entry.get("names"):
+                    raise ValueError(
+                        f"sources.{kind}[{i}] has no names to search: set sources.cast or its `names`"
+                    )
+    crawl = params.get("crawl", {})
+    for i, host in enumerate(crawl.get("allow_hosts", [])):
+        if not isinstance(host, str):
+            raise ValueError(f"crawl.allow_hosts[{i}] must be a string HOST[:PORT]")
+        parse_allow_host(host)
+    if not all(isinstance(a, str) for a in crawl.get("browser_args", [])):
+        raise ValueError("crawl.browser_args must be a list of strings")

@@ -1,0 +1,1 @@
+"""facedata tests."""

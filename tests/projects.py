@@ -1,0 +1,76 @@
+"""Helpers for tests that build real facedata projects (git + DVC) in temporary directories."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from facedata.scaffold import init_project
+
+BIN = Path(sys.executable).parent
+
+# 4 LFW identities x 4 images: enough for clusters, splits and gates, small enough for CI.
+SAMPLE_NAMES = ["Bill_Clinton", "Colin_Powell", "Hugo_Chavez", "Winona_Ryder"]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
+    e.update(
+        {
+            "GIT_AUTHOR_NAME": "facedata tests",
+            "GIT_AUTHOR_EMAIL": "tests@facedata.invalid",
+            "GIT_COMMITTER_NAME": "facedata tests",
+            "GIT_COMMITTER_EMAIL": "tests@facedata.invalid",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return e
+
+
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        cmd, cwd=cwd, env={**env(), **(extra_env or {})}, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run([str(BIN / "dvc"), *args], cwd, check=check)
+
+
+def set_params(root: Path, **sections) -> None:
+    """Update params.yaml sections (dicts are merged one level deep)."""
+    path = root / "params.yaml"
+    raw = yaml.safe_load(path.read_text())
+    for section, values in sections.items():
+        if isinstance(values, dict) and isinstance(raw.get(section), dict):
+            raw[section].update(values)
+        else:
+            raw[section] = values
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def commit(root: Path, message: str) -> None:
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", message, "--allow-empty"], root)
+
+
+def make_project(
+    root: Path, lfw: Path, names=SAMPLE_NAMES, per_name: int = 4, extra_folders=(), videos=(), **params
+) -> Path:
+    """A committed git + DVC project over a small LFW sample (read in place from ../shared)."""
+    folders = [{"root": str(lfw), "labeled": True, "names": list(names), "max_per_name": per_name}, *extra_folders]
+    init_project(root, {"folders": folders, "videos": list(videos)})
+    if params:
+        set_params(root, **params)
+    commit(root, "facedata project")
+    return root

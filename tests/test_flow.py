@@ -1,0 +1,91 @@
+"""The Prefect build flow over the DVC stages: DAG order, artifacts, retries only for crashes, gates final."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from facedata.pipeline.runner import STAGES
+
+from .projects import SAMPLE_NAMES, make_project
+
+pytestmark = [pytest.mark.slow, pytest.mark.shared]
+
+
+def task_runs(flow_run_id) -> dict[str, object]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            return {r.name: r for r in runs}
+
+    return asyncio.run(read())
+
+
+def artifacts(flow_run_id) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            arts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            )
+            return {a.key: a.data for a in arts}
+
+    return asyncio.run(read())
+
+
+@pytest.fixture(scope="module")
+def flow_project(tmp_path_factory, lfw):
+    return make_project(tmp_path_factory.mktemp("flow") / "proj", lfw, names=SAMPLE_NAMES[:2], per_name=3)
+
+
+def test_build_flow_runs_every_stage_in_dag_order(prefect_harness, flow_project):
+    from facedata.flow import build_flow
+
+    state = build_flow(root=str(flow_project), return_state=True)
+    assert state.is_completed(), state.message
+    results = state.result()
+    assert list(results) == list(STAGES)
+    assert results["export"]["n_faces"] == 6
+    runs = task_runs(state.state_details.flow_run_id)
+    assert set(runs) == set(results)
+    assert all(r.state.is_completed() for r in runs.values())
+    arts = artifacts(state.state_details.flow_run_id)
+    assert {f"facedata-{s}" for s in results} | {"facedata-build"} <= set(arts)
+    assert "| n_faces | 6 |" in arts["facedata-export"]
+
+
+def test_a_failed_quality_gate_fails_the_flow_without_retry(prefect_harness, tmp_path, lfw):
+    from facedata.flow import StageGateFailed, build_flow
+
+    root = make_project(
+        tmp_path / "proj", lfw, names=SAMPLE_NAMES[:2], per_name=3, validate={"min_faces_per_identity": 50}
+    )
+    state = build_flow(root=str(root), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(StageGateFailed, match=r"identities: .*n_members.*failed"):
+        state.result()
+    runs = task_runs(state.state_details.flow_run_id)
+    assert runs["validate"].run_count == 1  # a gate is final: no retry
+    assert all(runs[s].state.is_completed() for s in ("ingest", "detect", "embed", "cluster"))
+    assert "export" not in runs  # nothing after the failed stage runs
+    assert (root / "data" / "reports" / "validate.html").exists()
+
+
+def test_a_crashing_stage_is_retried(prefect_harness, tmp_path, lfw):
+    from facedata.flow import StageCrashed, build_flow
+
+    root = make_project(tmp_path / "proj", lfw, names=SAMPLE_NAMES[:1], per_name=2)
+    (root / "stages" / "ingest.py").write_text("raise SystemExit('simulated crash')\n")
+    state = build_flow(root=str(root), stages=["ingest"], return_state=True)
+    assert state.is_failed()
+    with pytest.raises(StageCrashed, match="simulated crash"):
+        state.result()
+    assert task_runs(state.state_details.flow_run_id)["ingest"].run_count == 2

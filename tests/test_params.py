@@ -1,0 +1,85 @@
+"""params.yaml: one spec of every key; unknown keys and bad values refused with the key named."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from facedata import params
+from facedata.params import ParamsError, params_hash, validate
+
+from .conftest import REPO
+
+
+def repo_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def _leaf_keys(d: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for k, v in d.items():
+        key = prefix + k
+        if isinstance(v, dict) and key not in params.SPEC:
+            out |= _leaf_keys(v, key + ".")
+        else:
+            out.add(key)
+    return out
+
+
+def test_repo_params_yaml_lists_every_key_and_validates():
+    raw = repo_params()
+    assert _leaf_keys(raw) == set(params.SPEC)
+    validate(raw)
+
+
+def test_missing_keys_take_defaults_with_one_warning():
+    with pytest.warns(UserWarning, match="using the defaults") as rec:
+        p = validate({"detect": {"min_score": 0.8}})
+    assert len(rec) == 1
+    assert p["detect"]["min_score"] == 0.8
+    assert p["detect"]["batch_size"] == params.SPEC["detect.batch_size"].default
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"detect": {"min_scor": 0.5}}, "unknown parameter.*detect.min_scor"),
+        ({"detect": {"min_score": 1.5}}, r"detect.min_score must be 0..1"),
+        ({"detect": {"batch_size": "8"}}, "detect.batch_size must be int"),
+        ({"detect": {"batch_size": True}}, "detect.batch_size must be int"),
+        ({"cluster": {"method": "kmeans"}}, "cluster.method must be one of"),
+        ({"export": {"splits": {"train": 0.5, "test": 0.2}}}, "export.splits"),
+        ({"sources": {"folders": [{"names": ["a"]}]}}, r"sources.folders\[0\] needs a `root`"),
+        ({"sources": {"folders": [{"root": "x", "nmes": ["a"]}]}}, "unknown key"),
+        ({"sources": {"videos": [{"fps": 1}]}}, r"sources.videos\[0\] needs a `path`"),
+    ],
+)
+def test_bad_values_name_the_key(patch, message):
+    raw = copy.deepcopy(repo_params())
+    for section, values in patch.items():
+        raw[section].update(values)
+    with pytest.raises(ParamsError, match=message):
+        validate(raw)
+
+
+def test_load_errors_are_clear(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        params.load(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("detect: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        params.load(tmp_path / "params.yaml")
+
+
+def test_params_hash_ignores_speed_only_keys():
+    p = validate(repo_params())
+    base = params_hash(p, ["detect"])
+    faster = copy.deepcopy(p)
+    faster["detect"]["batch_size"] = 64
+    faster["detect"]["device"] = "cpu"
+    assert params_hash(faster, ["detect"]) == base
+    stricter = copy.deepcopy(p)
+    stricter["detect"]["min_score"] = 0.95
+    assert params_hash(stricter, ["detect"]) != base
+    assert params_hash(p, ["cluster", "embed.model"]) != params_hash(p, ["cluster"])

@@ -1,0 +1,155 @@
+"""End to end in a real git + DVC repository, on real faces from ../shared.
+
+One project is built once for the module (the tests below run in file order and share it): a full
+`dvc repro`; a second one skips everything; `facedata lineage` resolves a dataset file; a clean clone rebuilds
+identical manifests; changing one clustering parameter reruns only cluster and what follows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from facedata import manifest
+from facedata.ids import sha256_bytes
+from facedata.pipeline.runner import STAGES
+
+from .projects import BIN, commit, dvc, make_project, run, set_params
+
+pytestmark = [pytest.mark.slow, pytest.mark.shared]
+
+RAN = re.compile(r"Running stage '([a-z0-9_]+)'")
+
+
+def ran(output: str) -> list[str]:
+    return RAN.findall(output)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, lfw, shared):
+    base = tmp_path_factory.mktemp("e2e")
+    bad = base / "extra" / "Colin_Powell"
+    bad.mkdir(parents=True)
+    good = (lfw / "Colin_Powell" / "Colin_Powell_0001.jpg").read_bytes()
+    (bad / "copy_of_0001.jpg").write_bytes(good)  # the same bytes as an LFW image: a duplicate
+    (bad / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    (bad / "truncated.jpg").write_bytes((lfw / "Colin_Powell" / "Colin_Powell_0002.jpg").read_bytes()[:3000])
+    clip = shared / "data" / "video" / "short_hamilton_clip.mp4"
+    root = make_project(
+        base / "proj",
+        lfw,
+        extra_folders=[{"root": str(base / "extra")}],
+        videos=[{"path": str(clip), "fps": 0.25}],
+    )
+    first = dvc("repro", cwd=root)
+    return root, first.stdout + first.stderr
+
+
+def test_full_build(built):
+    root, output = built
+    assert ran(output) == list(STAGES)
+    log = {Path(r["source_uri"]).name: r for r in manifest.read("crawl_log", root).to_pylist()}
+    assert log["broken.jpg"]["status"] == "failed"
+    assert log["broken.jpg"]["reason"].split(":")[0] in ("corrupt", "truncated")
+    assert log["truncated.jpg"]["status"] == "failed"
+    assert log["truncated.jpg"]["reason"].split(":")[0] in ("truncated", "corrupt")
+    assert log["copy_of_0001.jpg"]["status"] == "duplicate"
+    images = manifest.read("images", root).to_pylist()
+    frames = [r for r in images if r["source_kind"] == "video"]
+    assert len(frames) >= 3  # sampled every 4 s, plus the first frame after each cut, minus near-duplicates
+    assert all(r["video_id"] and r["frame_index"] is not None and r["timestamp_s"] is not None for r in frames)
+    assert sum(r["source_kind"] == "folder" for r in images) == 16
+
+    dataset = manifest.read("dataset", root).to_pylist()
+    assert {r["identity"] for r in dataset} == {"Bill_Clinton", "Colin_Powell", "Hugo_Chavez", "Winona_Ryder"}
+    for r in dataset:
+        data = (root / "data" / "dataset" / r["file_path"]).read_bytes()
+        assert sha256_bytes(data) == r["file_sha256"]
+        assert (root / r["store_path"]).is_file()
+        for col in ("lineage", "image_lineage", "face_lineage", "embedding_lineage", "cluster_lineage"):
+            lin = r[col]
+            assert all(lin[k] for k in ("stage", "run_id", "git_rev", "code_version", "params_hash", "created_at"))
+        assert r["embedding_lineage"]["model_name"] == "dlib-resnet"
+    metrics = json.loads((root / "data" / "metrics" / "cluster.json").read_text())
+    assert metrics["labelled"]["purity"] >= 0.9 and metrics["labelled"]["n_images"] == 16
+    assert json.loads((root / "data" / "metrics" / "validate.json").read_text())["passed"] is True
+    assert (root / "data" / "reports" / "validate.html").read_text().count("FAIL") == 0
+
+
+def test_second_repro_skips_every_stage(built):
+    root, _ = built
+    again = dvc("repro", cwd=root)
+    assert ran(again.stdout) == []
+    assert "Data and pipelines are up to date" in dvc("status", cwd=root).stdout
+
+
+def test_lineage_resolves_a_dataset_file_to_its_source(built):
+    root, _ = built
+    row = next(r for r in manifest.read("dataset", root).to_pylist() if r["source_kind"] == "folder")
+    out = run([str(BIN / "facedata"), "lineage", f"data/dataset/{row['file_path']}"], root).stdout
+    assert row["source_uri"] in out and row["source_uri"].startswith(str(Path(row["source_uri"]).anchor))
+    for step in ("dataset", "cluster", "embedding", "face", "image", "source", "crawl_log"):
+        assert re.search(rf"^{step}\s", out, re.M), f"{step} missing from:\n{out}"
+    assert "made by stage detect" in out and "model dlib-resnet" in out
+    by_prefix = run([str(BIN / "facedata"), "lineage", row["face_id"][:10], "--json"], root).stdout
+    assert json.loads(by_prefix)[0]["id"] == row["face_id"]
+    missing = run([str(BIN / "facedata"), "lineage", "fffffffff0"], root, check=False)
+    assert missing.returncode == 1 and "no dataset face" in missing.stderr
+
+
+def api(url: str, path: str, body: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{url}{path}", data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def test_build_shows_in_a_real_prefect_server(built, prefect_server):
+    """With PREFECT_API_URL set, `facedata build` reports to that server: runs, tasks and artifacts show in its
+    API and UI. The project is up to date, so each task finds its DVC stage unchanged and returns at once."""
+    root, _ = built
+    out = run([str(BIN / "facedata"), "build"], root, extra_env={"PREFECT_API_URL": prefect_server})
+    assert "facedata outputs" in out.stdout
+    assert "temporary server" not in out.stdout + out.stderr  # it used the configured server
+    runs = api(prefect_server, "/flow_runs/filter", {"flows": {"name": {"any_": ["facedata-build"]}}})
+    assert len(runs) == 1 and runs[0]["state"]["type"] == "COMPLETED"
+    tasks = api(prefect_server, "/task_runs/filter", {"flow_runs": {"id": {"any_": [runs[0]["id"]]}}})
+    assert sorted(t["name"] for t in tasks) == sorted(STAGES)
+    arts = api(prefect_server, "/artifacts/filter", {"artifacts": {"key": {"any_": ["facedata-build"]}}})
+    assert arts and "facedata stage `export`" in arts[0]["data"]
+    with urllib.request.urlopen(prefect_server.removesuffix("/api"), timeout=30) as resp:
+        assert resp.status == 200 and "<html" in resp.read().decode().lower()
+
+
+def _stable(root: Path, name: str):
+    table = manifest.stable_view(manifest.read(name, root))
+    return table.drop_columns([c for c in ("fetched_at",) if c in table.column_names])
+
+
+def test_clean_clone_reproduces_the_same_manifests(built):
+    root, _ = built
+    commit(root, "build")
+    clone = root.parent / "clone"
+    run(["git", "clone", "-q", str(root), str(clone)], root.parent)
+    out = dvc("repro", cwd=clone)
+    assert ran(out.stdout) == list(STAGES)
+    for name in ("images", "crawl_log", "detections", "faces", "embeddings", "clusters", "identities", "dataset"):
+        a, b = _stable(root, name), _stable(clone, name)
+        differing = [c for c in a.column_names if not a[c].equals(b[c])]
+        assert a.num_rows == b.num_rows and not differing, f"{name}: columns {differing} differ in the clone"
+    shutil.rmtree(clone)
+
+
+def test_changing_a_cluster_param_reruns_only_cluster_and_what_follows(built):
+    root, _ = built
+    set_params(root, cluster={"threshold": 0.38})
+    status = dvc("status", cwd=root).stdout
+    assert "cluster:" in status and "detect:" not in status and "embed:" not in status
+    out = dvc("repro", cwd=root)
+    assert ran(out.stdout) == list(STAGES[STAGES.index("cluster") :])
+    assert "didn't change" in out.stdout  # ingest, detect, embed were checked and skipped

@@ -1,0 +1,217 @@
+"""Stage reconstruct3d on a small real project (meshes manifest, lineage, reuse, report artifact), and a tiny
+CPU run of `facedata train 3d` that trains and resumes exactly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from .recon3d_helpers import AFLW, MULTIVIEW, boxes_of
+
+pytestmark = [pytest.mark.shared, pytest.mark.slow]
+
+PEOPLE = {
+    "man": sorted((MULTIVIEW / "hrn_celebahq_same_person").glob("*.jpg")),
+    "emma": sorted((MULTIVIEW / "emma_watson_3ddfa").glob("*.jpg")),
+    "solo": [AFLW / "image00050.jpg"],
+}
+
+
+def _make_project(root):
+    """A project whose export stage has 'run': stored photos and a dataset manifest of their faces."""
+    from facedata import manifest, store
+    from facedata.ids import face_id, sha256_bytes
+    from facedata.lineage import make_lineage
+    from facedata.scaffold import init_project
+
+    init_project(root, {"folders": [], "videos": []}, git=False)
+    lin = make_lineage("export", "test", root)
+    rows = []
+    for identity, paths in PEOPLE.items():
+        for path in paths:
+            data = path.read_bytes()
+            image_id, rel, _ = store.put_image(data, ".jpg", root)
+            box = [float(v) for v in boxes_of(str(path))[0]]
+            fid = face_id(image_id, "mtcnn", box)
+            rows.append(
+                {
+                    "face_id": fid,
+                    "identity": identity,
+                    "split": "train",
+                    "file_path": f"train/{identity}/{fid}.png",
+                    "file_sha256": sha256_bytes(data),
+                    "image_id": image_id,
+                    "cluster_id": "c" + identity,
+                    "store_path": rel.as_posix(),
+                    "detector": "mtcnn",
+                    "x1": box[0],
+                    "y1": box[1],
+                    "x2": box[2],
+                    "y2": box[3],
+                    "embedding_model": "dlib-resnet",
+                    "source_kind": "folder",
+                    "source_uri": str(path),
+                    "fetched_at": dt.datetime.now(dt.UTC),
+                    "lineage": lin,
+                    "image_lineage": lin,
+                    "face_lineage": lin,
+                    "embedding_lineage": lin,
+                    "cluster_lineage": lin,
+                }
+            )
+    manifest.write("dataset", manifest.from_rows("dataset", rows), root)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    from facedata import manifest
+    from facedata.pipeline.runner import run_stage
+
+    root = tmp_path_factory.mktemp("proj3d")
+    rows = _make_project(root)
+    assert run_stage("reconstruct3d", root) == 0
+    return root, rows, manifest.read("meshes", root).to_pylist()
+
+
+def test_stage_writes_a_row_and_files_per_face_and_a_fused_mesh_per_identity(project):
+    root, dataset, meshes = project
+    faces = [r for r in meshes if r["kind"] == "face"]
+    fused = {r["identity"]: r for r in meshes if r["kind"] == "fused"}
+    assert sorted(r["face_id"] for r in faces) == sorted(r["face_id"] for r in dataset)
+    for r in faces:
+        assert r["status"] == "ok", r["reason"]
+        assert len(r["landmarks68"]) == 204 and len(r["fit_landmarks68"]) == 136 and len(r["params62"]) == 62
+        assert r["yaw"] is not None and r["gaze_status"] is not None and r["fit_error"] < 4.0
+        for key in ("obj_path", "glb_path", "texture_path", "landmarks_path", "json_path"):
+            assert (root / r[key]).is_file(), key
+        assert r["lineage"]["stage"] == "reconstruct3d" and r["lineage"]["model_name"] == "3ddfa-v2-mb05+sfm-3448"
+    assert set(fused) == {"man", "emma"}  # 'solo' has one view
+    for r in fused.values():
+        assert r["n_views"] == 3 and r["fused_better"] and (root / r["obj_path"]).is_file()
+        assert all(f < s for f, s in zip(r["view_errors"], r["best_single_errors"], strict=True))
+        assert set(r["face_ids"]) <= {d["face_id"] for d in dataset}
+    metrics = json.loads((root / "data" / "metrics" / "reconstruct3d.json").read_text())
+    assert metrics["ok"] and metrics["n_faces"] == 7 and metrics["n_fused_better_than_single"] == 2
+
+
+def test_stage_report_is_a_prefect_artifact_page(project, monkeypatch):
+    from facedata import flow
+
+    root = project[0]
+    page = root / "data" / "reports" / "reconstruct3d" / "reconstruct3d.artifact.md"
+    text = page.read_text()
+    assert text.count("data:image/jpeg;base64,") >= 6 and "data:image/gif;base64," in text
+    assert any(p.suffix == ".gif" for p in page.parent.iterdir())
+    published = []
+    monkeypatch.setattr(flow, "create_markdown_artifact", lambda **kw: published.append(kw))
+    assert flow.publish_report_artifacts(root, "reconstruct3d") == 1
+    assert published[0]["key"] == "facedata-reconstruct3d-reconstruct3d" and published[0]["markdown"] == text
+
+
+def test_stage_rerun_reuses_rows_and_redoes_only_what_is_missing(project):
+    from facedata import manifest
+    from facedata.pipeline.runner import run_stage
+
+    root, dataset, meshes = project
+    before = {r["mesh_id"]: r for r in meshes}
+    shutil.rmtree(root / "data" / "reports" / "reconstruct3d")  # DVC removes a stage's outs before running it
+    assert run_stage("reconstruct3d", root) == 0
+    metrics = json.loads((root / "data" / "metrics" / "reconstruct3d.json").read_text())
+    assert metrics["n_processed"] == 0 and metrics["n_reused"] == 7
+    assert (root / "data" / "reports" / "reconstruct3d" / "reconstruct3d.artifact.md").is_file()
+    victim = dataset[0]["face_id"]
+    shutil.rmtree(root / "data" / "meshes" / "faces" / victim)
+    assert run_stage("reconstruct3d", root) == 0
+    metrics = json.loads((root / "data" / "metrics" / "reconstruct3d.json").read_text())
+    assert metrics["n_processed"] == 1
+    after = {r["mesh_id"]: r for r in manifest.read("meshes", root).to_pylist()}
+    assert set(after) == set(before)
+    assert (root / after[victim]["obj_path"]).is_file()
+    assert np.allclose(after[victim]["landmarks68"], before[victim]["landmarks68"], atol=1e-3)
+
+
+def _train(root, out, steps, **kw):
+    from facedata.recon3d.train import TrainConfig, train
+
+    kw = {"batch_size": 4, **kw}
+    cfg = TrainConfig(steps=steps, checkpoint_every=1, val_fraction=0.0, device="cpu", **kw)
+    return train(root, out, cfg, log=lambda m: None)
+
+
+def test_train_3d_learns_and_resumes_exactly(project, tmp_path):
+    import torch
+
+    from facedata.recon3d import train as tr
+    from facedata.recon3d.mobilenet import load_checkpoint
+    from facedata.recon3d.regress import default_weights
+
+    root = project[0]
+    # resume: 1 step, then continue to 2  ==  2 steps straight
+    first = _train(root, tmp_path / "a", 1)
+    assert first["resumed_from_step"] == 0 and first["n_faces"] == 7
+    assert _train(root, tmp_path / "a", 2)["resumed_from_step"] == 1
+    _train(root, tmp_path / "b", 2)
+    wa = torch.load(tmp_path / "a" / tr.MODEL, weights_only=True)["state_dict"]
+    wb = torch.load(tmp_path / "b" / tr.MODEL, weights_only=True)["state_dict"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wb)
+    assert not all(torch.equal(wa[k], v) for k, v in load_checkpoint(default_weights()).state_dict().items())
+    # it learns: the landmark error on its own faces drops
+    _train(root, tmp_path / "c", 8, batch_size=7, jitter=0.0, teacher_weight=0.0)
+    samples = tr.load_samples(root)
+    x, target = tr.make_batch(samples, tr._Images(), None, 0.0)
+    bases = tr._TorchBases("cpu")
+
+    def nme(weights):
+        with torch.no_grad():
+            pred = bases.landmarks_xy(load_checkpoint(weights)(torch.from_numpy(x))).numpy()
+        return tr.nme_frame(pred, target)
+
+    assert nme(tmp_path / "c" / tr.MODEL) < nme(default_weights())
+    # a checkpoint from another configuration is refused, not silently mixed
+    with pytest.raises(tr.TrainError):
+        _train(root, tmp_path / "a", 3, lr=5e-6)
+
+
+def test_train_3d_command_needs_the_stage_output(tmp_path):
+    from click.testing import CliRunner
+
+    from facedata.cli import main
+    from facedata.scaffold import init_project
+
+    init_project(tmp_path / "empty", {"folders": [], "videos": []}, git=False)
+    res = CliRunner().invoke(main, ["train", "3d", "--root", str(tmp_path / "empty"), "--steps", "1"])
+    assert res.exit_code == 1 and "reconstruct3d" in res.output
+
+
+def test_train_3d_command_trains_on_the_project(project, tmp_path):
+    from click.testing import CliRunner
+
+    from facedata.cli import main
+
+    root = project[0]
+    out = tmp_path / "model"
+    args = ["train", "3d", "--root", str(root), "--out", str(out), "--steps", "2", "--batch-size", "2", "--json"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.output[res.output.index("{") :])
+    assert metrics["steps"] == 2 and (out / "model.pt").is_file() and (out / "checkpoint.pt").is_file()
+    # the fine-tuned weights load into the regressor used everywhere else
+    from facedata.recon3d.regress import Regressor, RegressorConfig
+
+    reg = Regressor(RegressorConfig(weights=str(out / "model.pt")))
+    assert reg.version.startswith("finetuned:")
+
+
+def test_dvc_yaml_has_the_stage_after_export():
+    from facedata.pipeline.dag import read_dag, render_dvc_yaml
+
+    from .conftest import REPO
+
+    assert (REPO / "dvc.yaml").read_text() == render_dvc_yaml(code_deps=True)
+    order = read_dag(REPO / "dvc.yaml")
+    assert order.index("reconstruct3d") > order.index("export")
