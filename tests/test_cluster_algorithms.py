@@ -103,3 +103,38 @@ def test_options_defaults_are_the_params_defaults():
         key = f"cluster.{f.name}"
         if key in SPEC and f.name != "cannot_link":  # Options holds the pairs; params holds the switch
             assert getattr(opts, f.name) == SPEC[key].default, key
+
+
+def _at_distance(rng, base: np.ndarray, d: float) -> np.ndarray:
+    """A unit vector exactly `d` (L2) from the unit vector `base`."""
+    r = rng.standard_normal(base.size)
+    r -= (r @ base) * base
+    r /= np.linalg.norm(r)
+    cos = 1.0 - d * d / 2.0
+    return cos * base + np.sqrt(1.0 - cos * cos) * r
+
+
+def test_shared_neighbour_bonus_is_chance_corrected_in_small_query_sets():
+    """A 12-face query set (one person's 8 photos, 4 strangers): every 10-neighbourhood covers nearly the whole
+    set, so two strangers 0.36 apart share most neighbours by chance. They must stay apart (threshold 0.32),
+    exactly as without the bonus; in a large set the correction is negligible."""
+    from facedata.cluster.algorithms import chance_corrected
+
+    rng = np.random.default_rng(5)
+    centre = rng.standard_normal(64)
+    centre /= np.linalg.norm(centre)
+    person = [_at_distance(rng, centre, 0.14) for _ in range(8)]
+    p = rng.standard_normal(64)
+    p /= np.linalg.norm(p)
+    q = _at_distance(rng, p, 0.36)
+    others = [rng.standard_normal(64) for _ in range(2)]
+    x = np.asarray([*person, p, q, *(o / np.linalg.norm(o) for o in others)], dtype=np.float32)
+    plain = cluster(x, "knn_average", Options(jaccard_weight=0.0))
+    bonus = cluster(x, "knn_average", Options(jaccard_weight=0.02))
+    assert plain[8] != plain[9] and bonus[8] != bonus[9]
+    assert len(set(bonus[:8])) == 1 and bonus.tolist() == plain.tolist()
+    # The correction: chance overlap maps to 0, full overlap stays 1, and big sets are barely touched.
+    j = np.array([0.0, 0.5, 1.0])
+    assert chance_corrected(j, 12, 10, 20)[0] == 0.0 and chance_corrected(j, 12, 10, 20)[2] == pytest.approx(1.0)
+    assert chance_corrected(j, 100_000, 10, 20) == pytest.approx(j, abs=2e-3)
+    assert chance_corrected(j, 1, 10, 20).tolist() == [0.0, 0.0, 0.0]

@@ -108,6 +108,23 @@ def shared_neighbours(idx: np.ndarray, a: np.ndarray, b: np.ndarray, k: int, chu
     return out
 
 
+def chance_corrected(jaccard: np.ndarray, n: int, k: int, k_graph: int) -> np.ndarray:
+    """Jaccard overlaps with the overlap of two random neighbourhoods of the same size taken out, rescaled so 1
+    stays 1 (negative values: 0).
+
+    In a small set every neighbourhood covers most of the set (10 neighbours among 12 faces), so any two faces
+    share most of them by chance: uncorrected, two strangers in a 12-face query set get nearly the full bonus
+    and merge. Two random (m)-subsets of n share m^2 / n members on average, i.e. a Jaccard overlap of
+    j0 = (m^2/n) / (2m - m^2/n); on thousands of faces j0 is ~0.01 and the correction changes nothing.
+    """
+    m = min(k, k_graph, max(n - 1, 0)) + 1
+    inter = m * m / max(n, 1)
+    j0 = inter / (2 * m - inter)
+    if j0 >= 1.0:
+        return np.zeros_like(jaccard)
+    return np.clip((jaccard - j0) / (1.0 - j0), 0.0, None)
+
+
 def knn_average(x: np.ndarray, opts: Options) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
@@ -118,7 +135,12 @@ def knn_average(x: np.ndarray, opts: Options) -> np.ndarray:
     bonus_on = opts.jaccard_k > 0 and opts.jaccard_weight > 0
     slack = opts.relax + 0.02 + opts.jaccard_weight if bonus_on or opts.relax else 0.0
     a, b = graph_edges(idx, sim, cos_thr - slack)
-    bonus = opts.jaccard_weight * shared_neighbours(idx, a, b, opts.jaccard_k) if bonus_on else None
+    bonus = (
+        opts.jaccard_weight
+        * chance_corrected(shared_neighbours(idx, a, b, opts.jaccard_k), n, opts.jaccard_k, idx.shape[1])
+        if bonus_on
+        else None
+    )
     init = must_link_labels(n, opts.must_link, opts.cannot_link) if opts.must_link else None
     labels = average_linkage(
         x,
