@@ -2,7 +2,8 @@
 and scale on synthetic embeddings.
 
     python -m benchmarks cluster -- [--lfw DIR | --project DIR] [--cache-dir DIR]
-                                    [--quality] [--crawl] [--incremental] [--scale 100000,1000000] [--knn-recall]
+                                    [--quality] [--cv] [--crawl [--crawl-tuning]] [--incremental]
+                                    [--scale 100000,1000000] [--knn-recall]
 
 With no section flag every section runs. Quality sections use the project's detect / embed params on the LFW
 folder (cached like `facedata evaluate clustering`), tune every method's threshold on the `tune` half of the
@@ -207,8 +208,44 @@ def cross_validated(args, params, ls) -> dict:
     }
 
 
+#: absorb_threshold grid for the crawl tuning (see `crawl`).
+ABSORB_GRID = (0.0, 0.33, 0.345, 0.35, 0.355, 0.36, 0.37, 0.38)
+
+
+def crawl_tuning(args, params, ls) -> dict:
+    """Tune `absorb_threshold` on the tune half: the highest mean crawl recall whose mean crawl precision over
+    the distractor seeds (--seed and --crawl-seeds) is >= --min-crawl-precision; report it on the test half."""
+    seeds = [args.seed, *args.crawl_seeds]
+
+    def measure(split: str, thr: float) -> dict:
+        ms = [
+            _eval(ls, {**params["cluster"], "absorb_threshold": thr}, split, seed=s, crawl=args.fraction)
+            for s in seeds
+        ]
+        p = [m["crawl_precision"] for m in ms]
+        r = [m["crawl_recall"] for m in ms]
+        return {
+            "absorb_threshold": thr,
+            "precision_per_seed": [round(v, 5) for v in p],
+            "recall_per_seed": [round(v, 5) for v in r],
+            "precision_mean": round(float(np.mean(p)), 5),
+            "recall_mean": round(float(np.mean(r)), 5),
+        }
+
+    grid = [measure("tune", thr) for thr in ABSORB_GRID]
+    for row in grid:
+        print(f"  crawl tuning (tune half) {row}", flush=True)
+    ok = [r for r in grid if r["precision_mean"] >= args.min_crawl_precision]
+    chosen = max(ok, key=lambda r: (r["recall_mean"], r["precision_mean"])) if ok else None
+    out = {"distractor_seeds": seeds, "tune_grid": grid, "chosen_on_tune": chosen}
+    if chosen:
+        out["test"] = measure("test", chosen["absorb_threshold"])
+        print(f"  crawl tuning: chosen {chosen['absorb_threshold']}, test half {out['test']}", flush=True)
+    return out
+
+
 def crawl(args, params, ls) -> dict:
-    out = {}
+    out = {"tuning": crawl_tuning(args, params, ls)} if args.crawl_tuning else {}
     for split in ("tune", "test"):
         m = _eval(ls, params["cluster"], split, seed=args.seed, crawl=args.fraction)
         seeds = {}
@@ -234,7 +271,12 @@ def crawl(args, params, ls) -> dict:
 
 
 def incremental(args, params, ls) -> dict:
-    """Cluster a random 80% of the faces, add the other 20% incrementally; compare with a full recluster."""
+    """For each --new-fractions F: cluster a random (1 - F) of the faces, add the other F incrementally, and
+    compare with a full recluster of everything."""
+    return {f"new_{f:g}": incremental_one(args, params, ls, f) for f in args.new_fractions}
+
+
+def incremental_one(args, params, ls, new_fraction: float) -> dict:
     from facedata.cluster.faceset import cluster_faces, constraints, options
     from facedata.cluster.incremental import add_faces
     from facedata.cluster.metrics import clustering_metrics, partition_agreement
@@ -243,7 +285,7 @@ def incremental(args, params, ls) -> dict:
     fs = ls.faces
     rng = np.random.default_rng(args.seed)
     perm = rng.permutation(len(fs))
-    n_old = int(0.8 * len(fs))
+    n_old = int(round((1 - new_fraction) * len(fs)))
     old, new = perm[:n_old], perm[n_old:]
     order = np.concatenate([old, new])
     t = time.perf_counter()
@@ -388,12 +430,17 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--crawl-seeds", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2])
     ap.add_argument("--min-purity", type=float, default=0.98, help="the purity the issue's target asks for")
     ap.add_argument(
+        "--new-fractions", type=lambda s: [float(v) for v in s.split(",")], default=[0.05, 0.2], help="incremental"
+    )
+    ap.add_argument("--crawl-tuning", action="store_true", help="with --crawl: tune absorb_threshold (tune half)")
+    ap.add_argument("--min-crawl-precision", type=float, default=0.999, help="the issue's crawl precision target")
+    ap.add_argument(
         "--synthetic-threshold", type=float, default=None, help="override cluster.threshold for synthetic faces"
     )
     args = ap.parse_args(argv)
     everything = not (args.quality or args.cv or args.crawl or args.incremental or args.scale or args.knn_recall)
     if everything:
-        args.quality = args.cv = args.crawl = args.incremental = args.knn_recall = True
+        args.quality = args.cv = args.crawl = args.crawl_tuning = args.incremental = args.knn_recall = True
         args.scale = [100_000, 1_000_000]
     params = _params()
     result: dict = {"params_cluster": params["cluster"]}

@@ -195,7 +195,7 @@ SPEC: dict[str, Spec] = {
         0.5, NUM, _nonneg, ">= 0", "more new faces than this share of old ones: full recluster"
     ),
     "cluster.absorb_threshold": Spec(
-        0.37, NUM, _in(0, 2), "0..2", "a name's image joins its dominant cluster if a face is this near its centre"
+        0.36, NUM, _in(0, 2), "0..2", "a name's image joins its dominant cluster if a face is this near its centre"
     ),
     "cluster.min_confidence": Spec(0.3, NUM, _in(0, 1), "0..1", "dominant clusters below this are 'weak'"),
     "validate.min_faces_per_identity": Spec(2, (int,), _nonneg, ">= 0", "identities with fewer fail"),
