@@ -127,14 +127,18 @@ def test_shared_neighbour_bonus_is_chance_corrected_in_small_query_sets():
     p = rng.standard_normal(64)
     p /= np.linalg.norm(p)
     q = _at_distance(rng, p, 0.36)
-    others = [rng.standard_normal(64) for _ in range(2)]
+    # One face opposite p and q: both leave it out of their 10 nearest, so their neighbourhoods are identical
+    # (Jaccard 1) -- the case where even a chance-rescaled overlap would still give the full bonus.
+    far = -(p + q)
+    others = [far, rng.standard_normal(64)]
     x = np.asarray([*person, p, q, *(o / np.linalg.norm(o) for o in others)], dtype=np.float32)
     plain = cluster(x, "knn_average", Options(jaccard_weight=0.0))
     bonus = cluster(x, "knn_average", Options(jaccard_weight=0.02))
     assert plain[8] != plain[9] and bonus[8] != bonus[9]
     assert len(set(bonus[:8])) == 1 and bonus.tolist() == plain.tolist()
-    # The correction: chance overlap maps to 0, full overlap stays 1, and big sets are barely touched.
+    # The correction: only overlap beyond chance counts (at most ~15% in a 12-face set); big sets barely change.
     j = np.array([0.0, 0.5, 1.0])
-    assert chance_corrected(j, 12, 10, 20)[0] == 0.0 and chance_corrected(j, 12, 10, 20)[2] == pytest.approx(1.0)
+    small = chance_corrected(j, 12, 10, 20)
+    assert small[0] == small[1] == 0.0 and 0.1 < small[2] < 0.16
     assert chance_corrected(j, 100_000, 10, 20) == pytest.approx(j, abs=2e-3)
     assert chance_corrected(j, 1, 10, 20).tolist() == [0.0, 0.0, 0.0]
