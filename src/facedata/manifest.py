@@ -162,7 +162,11 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("method", pa.string(), False),
             _f("query_name", pa.string()),
             _f("identity", pa.string()),  # the queried name whose dominant cluster this is, if any
+            _f("absorbed", pa.bool_()),  # kept for `identity` by its name's images, outside the cluster
             _f("doubt", pa.float32(), False),  # 0 = certain; higher = review first
+            _f("distance", pa.float32()),  # L2 to the centre of the rest of its cluster; null for singletons
+            _f("margin", pa.float32()),  # distance to the next cluster's centre minus `distance`
+            _f("next_cluster_id", pa.string()),  # the nearest other cluster (review: "should it go there?")
             _lineage(),
         ]
     ),
@@ -174,6 +178,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("n_faces", pa.int32(), False),  # usable faces in those images
             _f("n_in_cluster", pa.int32(), False),  # of those images, how many have a face in the cluster
             _f("n_members", pa.int32(), False),  # faces in the cluster, any source
+            _f("n_absorbed", pa.int32()),  # more of the name's images whose face joined near the cluster centre
             _f("confidence", pa.float32(), False),  # n_in_cluster / n_images
             _f("margin", pa.float32(), False),  # (top - runner-up) / n_images
             _f("status", pa.string(), False),  # ok | no_faces | weak | conflict

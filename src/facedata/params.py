@@ -58,7 +58,7 @@ def _embed_model(v: Any) -> bool:
     return v in ("dlib-resnet", "facenet-vggface2") or (v.startswith("onnx:") and len(v) > 5)
 
 
-_CLUSTER = _one_of("agglomerative", "chinese_whispers")
+_CLUSTER = _one_of("knn_average", "agglomerative", "chinese_whispers", "dbscan", "hdbscan", "leiden")
 
 NUM = (int, float)
 
@@ -151,8 +151,52 @@ SPEC: dict[str, Spec] = {
     "embed.device": Spec("auto", (str,), *_DEVICE, "", perf=True),
     "embed.workers": Spec(0, (int,), _nonneg, ">= 0", "worker processes; 0 = one per core", perf=True),
     "embed.batch_size": Spec(64, (int,), _pos, "> 0", "faces per embedding batch", perf=True),
-    "cluster.method": Spec("agglomerative", (str,), *_CLUSTER, "clustering algorithm"),
-    "cluster.threshold": Spec(0.40, NUM, _in(0, 2), "0..2", "merge distance (L2 on unit vectors)"),
+    # --- cluster (issue 4); distances are L2 between unit vectors (cosine = 1 - d^2/2) ---
+    "cluster.method": Spec("knn_average", (str,), *_CLUSTER, "clustering algorithm (baselines for comparison)"),
+    "cluster.threshold": Spec(
+        0.32,
+        NUM,
+        _in(0, 2),
+        "0..2",
+        "knn_average: RMS distance at which clusters stop merging; baselines: their cut",
+    ),
+    "cluster.k": Spec(20, (int,), _in(1, 1000), "1..1000", "neighbours per face in the candidate kNN graph"),
+    "cluster.jaccard_k": Spec(
+        10, (int,), _nonneg, ">= 0", "knn_average: neighbours compared for the shared-neighbour bonus (0: off)"
+    ),
+    "cluster.jaccard_weight": Spec(
+        0.02,
+        NUM,
+        _in(0, 1),
+        "0..1",
+        "knn_average: weight of the shared-neighbour overlap added to a pair's cosine",
+    ),
+    "cluster.relax": Spec(
+        0.01, NUM, _in(0, 1), "0..1", "knn_average: cosine threshold eased by this for large clusters"
+    ),
+    "cluster.refine": Spec(True, (bool,), None, "", "knn_average: eject outliers, let stragglers join"),
+    "cluster.join_threshold": Spec(0.32, NUM, _in(0, 2), "0..2", "refine: max distance to a cluster's centre"),
+    "cluster.join_max_size": Spec(
+        1, (int,), _pos, "> 0", "refine: clusters up to this size may join a bigger one"
+    ),
+    "cluster.join_margin": Spec(0.02, NUM, _in(0, 2), "0..2", "refine/incremental: lead over the next cluster"),
+    "cluster.eject_threshold": Spec(0.62, NUM, _in(0, 2), "0..2", "refine: faces farther from the centre leave"),
+    "cluster.cannot_link": Spec(True, (bool,), None, "", "two faces of one image are never one cluster"),
+    "cluster.must_link_tracks": Spec(True, (bool,), None, "", "faces tracked across video frames start together"),
+    "cluster.track_min_iou": Spec(0.3, NUM, _in(0, 1), "0..1", "box overlap linking faces of adjacent frames"),
+    "cluster.track_max_distance": Spec(0.55, NUM, _in(0, 2), "0..2", "track links need faces this close"),
+    "cluster.min_samples": Spec(1, (int,), _pos, "> 0", "dbscan / hdbscan min_samples"),
+    "cluster.min_cluster_size": Spec(2, (int,), _in(2, 10**9), ">= 2", "hdbscan min_cluster_size"),
+    "cluster.resolution": Spec(1.0, NUM, _pos, "> 0", "leiden resolution"),
+    "cluster.exact_knn_max": Spec(50_000, (int,), _nonneg, ">= 0", "exact kNN up to this many faces, else IVF"),
+    "cluster.nprobe": Spec(16, (int,), _pos, "> 0", "IVF cells searched per face (recall vs speed)"),
+    "cluster.incremental": Spec(True, (bool,), None, "", "add new faces to the last clustering when possible"),
+    "cluster.incremental_max_new_fraction": Spec(
+        0.5, NUM, _nonneg, ">= 0", "more new faces than this share of old ones: full recluster"
+    ),
+    "cluster.absorb_threshold": Spec(
+        0.36, NUM, _in(0, 2), "0..2", "a name's image joins its dominant cluster if a face is this near its centre"
+    ),
     "cluster.min_confidence": Spec(0.3, NUM, _in(0, 1), "0..1", "dominant clusters below this are 'weak'"),
     "validate.min_faces_per_identity": Spec(2, (int,), _nonneg, ">= 0", "identities with fewer fail"),
     "validate.min_dominant_confidence": Spec(0.3, NUM, _in(0, 1), "0..1", "gate on identity confidence"),

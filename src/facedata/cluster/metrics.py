@@ -97,3 +97,36 @@ def _nmi(cell_n, cell_c, cell_t, size_c, size_t, n) -> float:
         return 1.0
     denom = (h_c + h_t) / 2
     return max(0.0, min(1.0, mi / denom)) if denom > 0 else 0.0
+
+
+def partition_agreement(reference: Sequence, other: Sequence) -> dict[str, float]:
+    """How far `other` drifts from `reference` (e.g. incremental vs full reclustering): BCubed F and pairwise F
+    of `other` against `reference`, and the share of items whose set of co-members differs."""
+    m = clustering_metrics(reference, other)
+    a, b = _codes(reference), _codes(other)
+    pair = a * (b.max() + 1) + b
+    _, cell_idx, cell_n = np.unique(pair, return_inverse=True, return_counts=True)
+    cell = cell_n[cell_idx]
+    same = (cell == np.bincount(a)[a]) & (cell == np.bincount(b)[b])
+    return {
+        "bcubed_f": m["bcubed_f"],
+        "pairwise_f": m["pairwise_f"],
+        "nmi": m["nmi"],
+        "changed_fraction": float(1.0 - same.mean()),
+        "n_clusters_reference": int(np.bincount(a).size),
+        "n_clusters_other": int(np.bincount(b).size),
+    }
+
+
+def crawl_scores(truth: Sequence, kept: Sequence[bool], name: str) -> tuple[float, float]:
+    """(precision, recall) of the images kept for a queried `name`: kept images that are `name`, and images of
+    `name` that were kept. Nothing kept counts as precision 1 (nothing wrong was kept) and recall 0."""
+    truth = np.asarray([str(t) for t in truth])
+    kept = np.asarray(kept, dtype=bool)
+    if len(truth) != len(kept):
+        raise ValueError(f"{len(truth)} labels but {len(kept)} kept flags")
+    hits = int(np.sum(kept & (truth == name)))
+    n_kept, n_true = int(kept.sum()), int(np.sum(truth == name))
+    precision = hits / n_kept if n_kept else 1.0
+    recall = hits / n_true if n_true else 1.0
+    return precision, recall

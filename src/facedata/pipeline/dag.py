@@ -64,6 +64,7 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         (f"{M}/images.parquet", f"{M}/faces.parquet", f"{M}/embeddings.parquet"),
         ("cluster", "embed.model"),
         (f"{M}/clusters.parquet", f"{M}/identities.parquet"),
+        persist=(f"{M}/clusters.parquet",),  # the last clustering, so new faces can join it incrementally
         desc="group faces by identity; pick each name's dominant cluster",
     ),
     StageDef(

@@ -1,0 +1,241 @@
+"""Clustering evaluation on a labelled folder `<identity>/<images>`: the project's own detect / embed / cluster,
+measured against the folder names.
+
+Detection and embedding run as the real pipeline stages (ingest, detect, embed) in a cache project keyed by
+the folder, so a second evaluation with other clustering params re-detects and re-embeds nothing. Then:
+
+- every file is one item; its predicted cluster is the cluster of its image's primary face. Files with no
+  usable face (none detected, all filtered, unreadable) are their own singleton and counted in `n_no_face`,
+  never dropped;
+- the faces go into clustering in an order shuffled with `seed` (the folder's order, sorted by identity, must
+  not leak labels into the result);
+- `split` picks the identities measured: `tune` or `test` are two halves chosen by a seeded hash of the
+  identity name (stable as identities are added), so parameters tuned on one half are reported on the other;
+- `simulate_crawl=F`: for each identity with >= 5 items, a query set of its items plus distractor items from
+  other identities making up a fraction F of the set, clustered on its own; the dominant cluster (most images
+  voting) and the images it absorbs are kept, exactly as the cluster stage keeps them for a queried name,
+  and `crawl_precision` / `crawl_recall` are the means over identities of the kept images' precision and
+  recall.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from facedata import atomic, manifest
+from facedata.cluster.faceset import FaceSet, cluster_faces, load_faceset
+from facedata.cluster.identities import absorb_faces, dominant_clusters
+from facedata.cluster.metrics import clustering_metrics, crawl_scores
+
+PREP_STAGES = ("ingest", "detect", "embed")
+JSON_KEYS = (
+    "purity",
+    "inverse_purity",
+    "bcubed_precision",
+    "bcubed_recall",
+    "bcubed_f",
+    "pairwise_precision",
+    "pairwise_recall",
+    "pairwise_f",
+    "nmi",
+    "n_clusters",
+    "compactness",
+    "n_images",
+    "n_identities",
+    "n_no_face",
+    "seconds",
+)
+CRAWL_KEYS = ("crawl_precision", "crawl_recall")
+
+
+class EvaluationError(RuntimeError):
+    """The labelled folder cannot be evaluated (missing, empty, or a pipeline stage failed)."""
+
+
+@dataclass
+class LabeledSet:
+    """One entry per file of the labelled folder, and the usable faces of their images."""
+
+    labels: list[str]  # per item: its identity (the sub-folder name)
+    image_ids: list[str | None]  # per item: the stored image, None when the file could not be ingested
+    faces: FaceSet  # usable faces with embeddings, all images
+    primary: dict[str, int]  # image_id -> row in `faces` of its primary face, when usable
+    seconds_prepare: float = 0.0
+
+    def rows_of_images(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = defaultdict(list)
+        for r, img in enumerate(self.faces.image_ids):
+            out[img].append(r)
+        return out
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("FACEDATA_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "facedata"
+    )
+    return Path(base) / "evaluate"
+
+
+def cache_project_for(labeled_dir: Path, cache_dir: Path | None) -> Path:
+    key = hashlib.sha256(str(labeled_dir.resolve()).encode()).hexdigest()[:16]
+    return (cache_dir or default_cache_dir()) / f"{labeled_dir.resolve().name}-{key}"
+
+
+def prepare(
+    labeled_dir: str | os.PathLike, params: dict, cache_dir: str | os.PathLike | None = None
+) -> LabeledSet:
+    """Run ingest / detect / embed with `params` on the folder (reusing the cache) and load the results."""
+    from facedata.pipeline.runner import run_stage
+
+    t0 = time.perf_counter()
+    labeled_dir = Path(labeled_dir).resolve()
+    if not labeled_dir.is_dir():
+        raise EvaluationError(f"labelled folder {labeled_dir} does not exist")
+    if not any(p.is_dir() for p in labeled_dir.iterdir()):
+        raise EvaluationError(f"{labeled_dir} has no <identity>/ sub-folders; expected <identity>/<images>")
+    root = cache_project_for(labeled_dir, Path(cache_dir) if cache_dir else None)
+    root.mkdir(parents=True, exist_ok=True)
+    p = copy.deepcopy(params)
+    p["sources"] = {"folders": [{"root": str(labeled_dir), "labeled": True}], "videos": []}
+    atomic.write_text(root / "params.yaml", yaml.safe_dump(p, sort_keys=False))
+    for stage in PREP_STAGES:
+        code = run_stage(stage, root)
+        if code != 0:
+            raise EvaluationError(f"stage {stage} failed in the evaluation cache {root} (exit {code}); see above")
+    ls = load(root, params["embed"]["model"], labeled_dir)
+    ls.seconds_prepare = time.perf_counter() - t0
+    return ls
+
+
+def load(root: Path, model: str, labeled_dir: Path | None = None) -> LabeledSet:
+    """The labelled items and faces of an evaluation cache project (or any project with a labelled folder)."""
+    log = manifest.read("crawl_log", root).to_pylist()
+    images = manifest.read("images", root).to_pylist()
+    faces = manifest.read("faces", root).to_pylist()
+    emb = {r["face_id"]: r["vector"] for r in manifest.read("embeddings", root).to_pylist() if r["model"] == model}
+    fs = load_faceset(images, faces, emb)
+    row_of = {fid: r for r, fid in enumerate(fs.face_ids)}
+    primary = {f["image_id"]: row_of[f["face_id"]] for f in faces if f["is_primary"] and f["face_id"] in row_of}
+    labels, image_ids = [], []
+    for row in sorted(log, key=lambda r: r["source_uri"]):
+        if row["source_kind"] != "folder" or row["query_name"] is None:
+            continue
+        labels.append(row["query_name"])
+        image_ids.append(row["image_id"] if row["status"] in ("stored", "duplicate") else None)
+    if not labels:
+        raise EvaluationError(f"no labelled images were found in {labeled_dir or root}")
+    return LabeledSet(labels, image_ids, fs, primary)
+
+
+def in_split(identity: str, split: str, seed: int) -> bool:
+    """`tune` / `test`: two halves of the identities by a seeded hash of the name; `all`: everything."""
+    if split == "all":
+        return True
+    h = int(hashlib.sha256(f"{seed}:{identity}".encode()).hexdigest()[:8], 16) % 2
+    return (h == 0) == (split == "tune")
+
+
+def _cluster_items(ls: LabeledSet, items: np.ndarray, p: dict, seed: int) -> dict[str, str]:
+    """Cluster the usable faces of the images of `items` (shuffled with `seed`); face_id -> cluster label."""
+    rows_of = ls.rows_of_images()
+    imgs = {ls.image_ids[i] for i in items if ls.image_ids[i] is not None}
+    rows = np.asarray(sorted(r for img in imgs for r in rows_of.get(img, [])), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    rows = rows[rng.permutation(rows.size)]
+    sub = ls.faces.take(rows)
+    labels = cluster_faces(sub, p, seed).labels if len(sub) else np.zeros(0, dtype=np.int64)
+    return {fid: f"c{lab}" for fid, lab in zip(sub.face_ids, labels, strict=True)}
+
+
+def evaluate(
+    ls: LabeledSet,
+    cluster_params: dict,
+    seed: int = 0,
+    simulate_crawl: float | None = None,
+    split: str = "all",
+    split_seed: int = 0,
+    progress=None,
+) -> dict:
+    """Every metric of `JSON_KEYS` (and `CRAWL_KEYS` with `simulate_crawl`, plus `crawl_identities`: name,
+    images, precision, recall per queried identity) for the items of `split`."""
+    t0 = time.perf_counter()
+    items = np.asarray([i for i, lab in enumerate(ls.labels) if in_split(lab, split, split_seed)], dtype=np.int64)
+    if items.size == 0:
+        raise EvaluationError(f"no identities fall in split {split!r}")
+    face_cluster = _cluster_items(ls, items, cluster_params, seed)
+    truth, pred, n_no_face = [], [], 0
+    for i in items:
+        img = ls.image_ids[i]
+        r = ls.primary.get(img) if img is not None else None
+        truth.append(ls.labels[i])
+        if r is None:
+            pred.append(f"noface:{i}")
+            n_no_face += 1
+        else:
+            pred.append(face_cluster[ls.faces.face_ids[r]])
+    out: dict = dict(clustering_metrics(truth, pred))
+    out.update(n_images=int(items.size), n_identities=len(set(truth)), n_no_face=n_no_face)
+    if simulate_crawl is not None:
+        out.update(crawl(ls, items, cluster_params, simulate_crawl, seed, progress))
+    out["seconds"] = round(time.perf_counter() - t0 + ls.seconds_prepare, 3)
+    return out
+
+
+def json_view(result: dict) -> dict:
+    """The result with exactly the documented keys (`JSON_KEYS`, plus `CRAWL_KEYS` after a simulated crawl)."""
+    keys = (*JSON_KEYS, *(CRAWL_KEYS if "crawl_precision" in result else ()))
+    return {k: result[k] for k in keys}
+
+
+def crawl(
+    ls: LabeledSet, items: np.ndarray, p: dict, fraction: float, seed: int, progress=None, min_images: int = 5
+) -> dict:
+    """Simulated crawls: per identity with >= `min_images` items, its items plus distractors (a `fraction` of
+    the query set) from other identities; keep the dominant cluster; mean precision / recall of kept images."""
+    if not 0 <= fraction < 1:
+        raise EvaluationError(f"--simulate-crawl must be in [0, 1), got {fraction}")
+    by_id: dict[str, list[int]] = defaultdict(list)
+    for i in items:
+        by_id[ls.labels[i]].append(int(i))
+    queried = sorted(name for name, its in by_id.items() if len(its) >= min_images)
+    if not queried:
+        raise EvaluationError(f"no identity has >= {min_images} images to simulate a crawl for")
+    rows_of = ls.rows_of_images()
+    precisions, recalls = [], []
+    per_identity = []
+    iterator = progress(queried) if progress else queried
+    for name in iterator:
+        own = by_id[name]
+        others = np.asarray([i for i in items if ls.labels[i] != name], dtype=np.int64)
+        n_d = int(round(len(own) * fraction / (1 - fraction)))
+        rng = np.random.default_rng([seed, int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)])
+        distractors = rng.choice(others, size=min(n_d, others.size), replace=False) if n_d else others[:0]
+        query = np.concatenate([np.asarray(own, dtype=np.int64), distractors])
+        face_cluster = _cluster_items(ls, query, p, seed)
+        qimgs = {ls.image_ids[i] for i in query if ls.image_ids[i] is not None}
+        face_image = {ls.faces.face_ids[r]: img for img in qimgs for r in rows_of.get(img, [])}
+        rows = dominant_clusters({name: qimgs}, face_cluster, face_image, 0.0)
+        vectors = {ls.faces.face_ids[r]: ls.faces.x[r] for img in qimgs for r in rows_of.get(img, [])}
+        absorbed = absorb_faces(rows, {name: qimgs}, face_cluster, face_image, vectors, p["absorb_threshold"])
+        dom = rows[0]["cluster_id"]
+        kept_images = {face_image[f] for f, c in face_cluster.items() if dom and c == dom}
+        kept_images |= {face_image[f] for f in absorbed}
+        kept = [ls.image_ids[i] in kept_images for i in query]
+        prec, rec = crawl_scores([ls.labels[i] for i in query], kept, name)
+        precisions.append(prec)
+        recalls.append(rec)
+        per_identity.append((name, len(own), prec, rec))
+    return {
+        "crawl_precision": float(np.mean(precisions)),
+        "crawl_recall": float(np.mean(recalls)),
+        "crawl_identities": per_identity,
+    }

@@ -1,0 +1,117 @@
+"""Adding faces to an existing clustering without reclustering everything.
+
+A new face whose mean similarity to one existing cluster passes the merge threshold (the same test average
+linkage applies to a singleton and a cluster), clearly better than to any other cluster (`join_margin`), and
+without a cannot-link conflict, simply joins it. The remaining new faces are *doubtful*: their neighbourhood,
+meaning the clusters of their nearest faces plus the other doubtful new faces near them, is reclustered from
+scratch with the full method, and only those labels change. Everything else keeps its cluster.
+
+How far this drifts from a full recluster is measured by `benchmarks/bench_cluster.py` (`partition_agreement`
+between the two) and recorded in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facedata.cluster.algorithms import Options, cluster, cos_of
+from facedata.cluster.graph import compact
+
+#: How far below the merge similarity a doubtful face's neighbour still pulls its cluster into the recluster.
+NEIGHBOURHOOD_SLACK = 0.02
+
+
+def add_faces(
+    x_old: np.ndarray,
+    labels_old: np.ndarray,
+    x_new: np.ndarray,
+    method: str,
+    opts: Options,
+    cannot: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Labels for old + new rows (old rows first, in order) and counts of what happened.
+
+    `cannot`: cannot-link pairs over the concatenated rows (old rows 0..n_old-1, then the new ones).
+    """
+    from facedata.cluster.knn import knn
+
+    x_old = np.asarray(x_old, dtype=np.float32)
+    x_new = np.asarray(x_new, dtype=np.float32)
+    n_old, n_new = len(x_old), len(x_new)
+    x = np.concatenate([x_old, x_new]) if n_new else x_old
+    labels = np.concatenate([compact(labels_old), np.full(n_new, -1, dtype=np.int64)])
+    stats = {"n_old": n_old, "n_new": n_new, "n_joined": 0, "n_doubtful": 0, "n_reclustered": 0}
+    if n_new == 0:
+        return compact(labels), stats
+    if n_old == 0:
+        sub = Options(**{**opts.__dict__, "knn_graph": None, "cannot_link": cannot, "must_link": []})
+        stats.update(n_doubtful=n_new, n_reclustered=n_new)
+        return cluster(x, method, sub), stats
+
+    idx, sim = knn(x, opts.k, exact_max=opts.exact_knn_max, nprobe=opts.nprobe, seed=opts.seed)
+    m = int(labels[:n_old].max()) + 1
+    sums = np.zeros((m, x.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels[:n_old], x_old)
+    counts = np.bincount(labels[:n_old], minlength=m)
+    cos_thr = cos_of(opts.threshold)
+    partners = _cannot_map(cannot)
+
+    doubtful = []
+    for r in range(n_old, n_old + n_new):
+        nb = idx[r][(idx[r] >= 0) & (idx[r] < n_old)]
+        cands = np.unique(labels[nb])
+        if cands.size == 0:
+            doubtful.append(r)
+            continue
+        link = (sums[cands] @ x[r]) / counts[cands]
+        order = np.argsort(-link)
+        best, best_link = int(cands[order[0]]), float(link[order[0]])
+        second = float(link[order[1]]) if cands.size > 1 else -1.0
+        conflict = any(labels[j] == best for j in partners.get(r, ()))
+        if best_link >= cos_thr and best_link - second >= opts.join_margin and not conflict:
+            labels[r] = best
+            sums[best] += x[r]
+            counts[best] += 1
+        else:
+            doubtful.append(r)
+    stats["n_joined"] = n_new - len(doubtful)
+    stats["n_doubtful"] = len(doubtful)
+    if not doubtful:
+        return compact(labels), stats
+
+    # The neighbourhood of the doubtful faces: the clusters of their neighbours that are nearly close enough to
+    # merge with (a little below the merge threshold, so a cluster the face could tip over is included).
+    floor = cos_thr - NEIGHBOURHOOD_SLACK
+    dset = np.asarray(doubtful, dtype=np.int64)
+    near = idx[dset][(idx[dset] >= 0) & (sim[dset] >= floor)]
+    affected = np.unique(labels[near[labels[near] >= 0]])
+    rows = np.flatnonzero(np.isin(labels, affected) & (labels >= 0))
+    rows = np.union1d(rows, dset)
+    stats["n_reclustered"] = int(rows.size)
+    sub_cannot = _restrict(cannot, rows)
+    sub = Options(**{**opts.__dict__, "knn_graph": None, "cannot_link": sub_cannot, "must_link": []})
+    sub_labels = cluster(x[rows], method, sub)
+    labels[rows] = labels.max() + 1 + sub_labels
+    return compact(labels), stats
+
+
+def _cannot_map(cannot) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    if cannot is None:
+        return out
+    for i, j in np.asarray(cannot, dtype=np.int64).reshape(-1, 2):
+        out.setdefault(int(i), []).append(int(j))
+        out.setdefault(int(j), []).append(int(i))
+    return out
+
+
+def _restrict(cannot: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    """Cannot-link pairs with both ends in `rows`, renumbered to positions in `rows`."""
+    if cannot is None or len(cannot) == 0:
+        return None
+    cannot = np.asarray(cannot, dtype=np.int64).reshape(-1, 2)
+    pos = np.full(int(max(cannot.max(), rows.max())) + 1, -1, dtype=np.int64)
+    pos[rows] = np.arange(rows.size)
+    a, b = pos[cannot[:, 0]], pos[cannot[:, 1]]
+    ok = (a >= 0) & (b >= 0)
+    return np.stack([a[ok], b[ok]], axis=1)
