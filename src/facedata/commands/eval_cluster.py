@@ -8,6 +8,8 @@ import warnings
 
 import click
 
+from facedata.commands import json_option
+
 
 def _params(set_values: tuple[str, ...]) -> dict:
     """The current project's params (defaults outside a project), with `--set key=value` overrides."""
@@ -53,7 +55,7 @@ def _params(set_values: tuple[str, ...]) -> dict:
     "other identities, keep the dominant cluster, report crawl_precision / crawl_recall",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="shuffles the input order and distractors")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="write the metrics here")
+@json_option("write the metrics here")
 @click.option(
     "--split",
     type=click.Choice(["all", "tune", "test"]),
