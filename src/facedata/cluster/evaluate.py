@@ -34,26 +34,11 @@ import yaml
 from facedata import atomic, manifest
 from facedata.cluster.faceset import FaceSet, cluster_faces, load_faceset
 from facedata.cluster.identities import absorb_faces, dominant_clusters
+from facedata.cluster.metrics import KEYS as METRIC_KEYS
 from facedata.cluster.metrics import clustering_metrics, crawl_scores
 
 PREP_STAGES = ("ingest", "detect", "embed")
-JSON_KEYS = (
-    "purity",
-    "inverse_purity",
-    "bcubed_precision",
-    "bcubed_recall",
-    "bcubed_f",
-    "pairwise_precision",
-    "pairwise_recall",
-    "pairwise_f",
-    "nmi",
-    "n_clusters",
-    "compactness",
-    "n_images",
-    "n_identities",
-    "n_no_face",
-    "seconds",
-)
+JSON_KEYS = (*METRIC_KEYS, "n_images", "n_identities", "n_no_face", "seconds")  # as issue 4 names them
 CRAWL_KEYS = ("crawl_precision", "crawl_recall")
 
 

@@ -72,11 +72,8 @@ def knn(
     """The `k` most similar other rows of every row: (indices int64 n x k, similarities float32 n x k), best
     first. Missing neighbours (fewer than k other rows, or an approximate search that found fewer) are -1 with
     similarity -inf. Exact when n <= `exact_max`, IVF-Flat otherwise."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x, k_eff, idx, sim = _empty_result(x, k)
     n = len(x)
-    k_eff = min(k, max(n - 1, 0))
-    idx = np.full((n, k), -1, dtype=np.int64)
-    sim = np.full((n, k), -np.inf, dtype=np.float32)
     if n == 0 or k_eff == 0:
         return idx, sim
     index = build_index(x, exact_max, nprobe, nlist, seed)
@@ -87,6 +84,13 @@ def knn(
         if progress:
             progress(len(i))
     return idx, sim
+
+
+def _empty_result(x: np.ndarray, k: int) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """(x as contiguous float32, neighbours a row can have, indices all -1, similarities all -inf)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = len(x)
+    return x, min(k, max(n - 1, 0)), np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf, np.float32)
 
 
 def knn_dask(
@@ -103,11 +107,8 @@ def knn_dask(
     serialised and broadcast to the workers, and each worker searches batches of rows. Same result as `knn`;
     use it when one machine's cores are the bottleneck (tens of millions of faces)."""
     faiss = _faiss()
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x, k_eff, idx, sim = _empty_result(x, k)
     n = len(x)
-    k_eff = min(k, max(n - 1, 0))
-    idx = np.full((n, k), -1, dtype=np.int64)
-    sim = np.full((n, k), -np.inf, dtype=np.float32)
     if n == 0 or k_eff == 0:
         return idx, sim
     blob = faiss.serialize_index(build_index(x, exact_max, nprobe, nlist, seed))
