@@ -135,6 +135,30 @@ def test_stage_rerun_reuses_rows_and_redoes_only_what_is_missing(project):
     assert np.allclose(after[victim]["landmarks68"], before[victim]["landmarks68"], atol=1e-3)
 
 
+def test_rerun_after_a_face_changes_identity_follows_the_dataset(project):
+    """Review or reclustering can move faces to another identity: reused meshes must carry the new one, and
+    fusion must group by it (a stale identity once left a person without a fused mesh)."""
+    from facedata import manifest
+    from facedata.pipeline.runner import run_stage
+
+    root, dataset, _ = project
+    original = manifest.read("dataset", root)
+    rename = {"man": "armie"}
+    renamed = [{**r, "identity": rename.get(r["identity"], r["identity"])} for r in original.to_pylist()]
+    manifest.write("dataset", manifest.from_rows("dataset", renamed), root)
+    try:
+        assert run_stage("reconstruct3d", root) == 0
+        metrics = json.loads((root / "data" / "metrics" / "reconstruct3d.json").read_text())
+        assert metrics["n_processed"] == 0  # geometry reused
+        meshes = manifest.read("meshes", root).to_pylist()
+        want = {r["face_id"]: r["identity"] for r in renamed}
+        assert all(r["identity"] == want[r["face_id"]] for r in meshes if r["kind"] == "face")
+        assert {r["identity"] for r in meshes if r["kind"] == "fused"} == {"armie", "emma"}
+    finally:
+        manifest.write("dataset", original, root)
+        assert run_stage("reconstruct3d", root) == 0
+
+
 def _train(root, out, steps, **kw):
     from facedata.recon3d.train import TrainConfig, train
 

@@ -46,6 +46,9 @@ def run(ctx: StageContext) -> dict:
             and rows.files_present(r, root)
         ),
     )
+    # A reused mesh keeps its geometry, but its identity is the dataset's now: review or reclustering may have
+    # moved the face to another person since it was reconstructed (fusion groups faces by identity).
+    reused = [{**r, "identity": current[r["face_id"]].get("identity")} for r in reused]
     done = {r["face_id"] for r in reused}
     todo_faces = [r for r in dataset if r["face_id"] not in done]
     by_image: dict[str, list[dict]] = defaultdict(list)
@@ -172,7 +175,7 @@ def _fuse_identities(ctx, face_rows, current, old, fused_dir, reconstructor, lin
         picked = [cands[i] for i in choose_views([r["yaw"] for r in cands], p["fuse_max_views"])]
         mesh_id = rows.fused_mesh_id([r["face_id"] for r in picked])
         if mesh_id in old_fused:
-            out_rows.append(old_fused[mesh_id])
+            out_rows.append({**old_fused[mesh_id], "identity": identity})
             continue
         views = []
         for r in picked:
