@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -112,3 +113,17 @@ def _wait_healthy(url: str, proc, log_path: Path, timeout: float = 120.0) -> Non
             proc.kill()
             raise RuntimeError(f"prefect server did not start: {log_path.read_text()[-2000:]}")
         time.sleep(0.5)
+
+
+def fixed_lineage(stage: str) -> dict:
+    """A complete lineage struct for tests that call library functions without a project."""
+    return {
+        "stage": stage,
+        "run_id": "r",
+        "git_rev": "g",
+        "code_version": "0",
+        "params_hash": "p",
+        "model_name": None,
+        "model_version": None,
+        "created_at": dt.datetime.now(dt.UTC),
+    }

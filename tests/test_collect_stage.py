@@ -19,6 +19,7 @@ from facedata.pipeline.runner import run_stage
 from facedata.sources.base import SourceItem
 
 from .collect_servers import LocalServer, fast_crawl_params, jpeg, noise_image, static, write_project
+from .conftest import fixed_lineage
 
 
 def _folder(root):
@@ -112,16 +113,7 @@ def test_interrupted_ingest_checkpoints(tmp_path):
 
     saved: list[IngestResult] = []
     params = {"max_pixels": 10**7, "min_side": 32, "near_dup_bits": 4}
-    lineage = {
-        "stage": "t",
-        "run_id": "r",
-        "git_rev": "g",
-        "code_version": "0",
-        "params_hash": "p",
-        "model_name": None,
-        "model_version": None,
-        "created_at": dt.datetime.now(dt.UTC),
-    }
+    lineage = fixed_lineage("t")
     with pytest.raises(KeyboardInterrupt):
         ingest_items(items(), tmp_path, params, lambda: lineage, checkpoint=saved.append, checkpoint_seconds=3600)
     assert len(saved) == 1 and len(saved[0].log) == 3 and len(saved[0].images) == 3

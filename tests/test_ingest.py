@@ -16,6 +16,8 @@ from facedata.pipeline.runner import make_context
 from facedata.sources.base import SourceItem
 from facedata.sources.video import sample_indices
 
+from .conftest import fixed_lineage
+
 INGEST = {
     "max_pixels": 50_000_000,
     "min_side": 32,
@@ -58,16 +60,7 @@ def set_ingest(root, **values) -> None:
 
 
 def lineage():
-    return {
-        "stage": "ingest",
-        "run_id": "r",
-        "git_rev": "g",
-        "code_version": "0",
-        "params_hash": "p",
-        "model_name": None,
-        "model_version": None,
-        "created_at": dt.datetime.now(dt.UTC),
-    }
+    return fixed_lineage("ingest")
 
 
 def item(uri, data=None, error=None, query="ann"):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -13,6 +15,18 @@ from facedata.commands import json_option
 def _fail(message: str, code: int = 2) -> None:
     click.secho(f"error: {message}", fg="red", err=True)
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def _resumable(items: str, *errors: type[BaseException]) -> Iterator[None]:
+    """Expected `errors` become one red line (exit 2); Ctrl-C says the finished `items` are kept (exit 130)."""
+    try:
+        yield
+    except errors as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: finished {items} are saved; rerun the same command to resume", err=True)
+        sys.exit(130)
 
 
 def _project(root):
@@ -78,16 +92,13 @@ def ingest_urls(file, name, allow_hosts, json_out, root) -> None:
             parse_allow_host(host)
         except ValueError as exc:
             _fail(str(exc))
-    try:
-        with tqdm(desc="ingest-urls", unit="url", file=sys.stderr, disable=None) as bar:
-            report, run = ingest_url_list(
-                project.root, project.params, Path(file).resolve(), name, allow_hosts, file, on_progress=bar.update
-            )
-    except (UrlListError, RuntimeError) as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted: finished URLs are saved; rerun the same command to resume", err=True)
-        sys.exit(130)
+    with (
+        _resumable("URLs", UrlListError, RuntimeError),
+        tqdm(desc="ingest-urls", unit="url", file=sys.stderr, disable=None) as bar,
+    ):
+        report, run = ingest_url_list(
+            project.root, project.params, Path(file).resolve(), name, allow_hosts, file, on_progress=bar.update
+        )
     if json_out:
         _write_json(json_out, report)
     failures: dict[str, int] = {}
@@ -137,22 +148,19 @@ def ingest_video(files, name, fps, scene_threshold, all_frames, keep_near_identi
         "faces_only": False if all_frames else None,
         "dup_bits": -1 if keep_near_identical else None,
     }
-    try:
-        with tqdm(desc="ingest-video", unit="frame", file=sys.stderr, disable=None) as bar:
-            report, _ = ingest_video_files(
-                project.root,
-                project.params,
-                [Path(f).resolve() for f in files],
-                name,
-                overrides,
-                list(files),
-                on_progress=bar.update,
-            )
-    except (RuntimeError, ModelError) as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted: finished frames are saved; rerun the same command to resume", err=True)
-        sys.exit(130)
+    with (
+        _resumable("frames", RuntimeError, ModelError),
+        tqdm(desc="ingest-video", unit="frame", file=sys.stderr, disable=None) as bar,
+    ):
+        report, _ = ingest_video_files(
+            project.root,
+            project.params,
+            [Path(f).resolve() for f in files],
+            name,
+            overrides,
+            list(files),
+            on_progress=bar.update,
+        )
     if json_out:
         _write_json(json_out, report)
     for v in report["videos"]:

@@ -277,24 +277,8 @@ class Reconstructor:
         """Folder `out_dir` with the mesh files (only for `ok` faces), `face3d.json` (always) and `extra_files`
         ({name: bytes}, e.g. renders), replaced whole."""
         t0 = time.perf_counter()
-        files: dict[str, bytes] = {}
-        if r.status == "ok":
-            files = meshio.mesh_files(
-                r.dense.vertices(0),
-                self.sfm.triangles,
-                self.sfm.uv,
-                r.texture,
-                r.dense.landmarks3d(0),
-                glb=self.settings.glb,
-            )
-        kinds = {v: k for k, v in meshio.FILES.items()}
-        r.files = {kinds[name]: Path(out_dir) / name for name in files}
-        r.files["json"] = Path(out_dir) / "face3d.json"
-        for name in extra_files or {}:
-            r.files[name.rsplit(".", 1)[0]] = Path(out_dir) / name
-        files.update(extra_files or {})
-        files["face3d.json"] = _json_bytes({**(extra or {}), **r.summary()})
-        meshio.write_folder(out_dir, files)
+        mesh = (r.dense.vertices(0), r.texture, r.dense.landmarks3d(0)) if r.status == "ok" else None
+        r.files = self._write_folder(out_dir, mesh, "face3d.json", {**(extra or {}), **r.summary()}, extra_files)
         r.seconds += time.perf_counter() - t0
         return r.files
 
@@ -333,23 +317,36 @@ class Reconstructor:
         self, f: FusedResult, out_dir: str | Path, extra: dict | None = None, extra_files: dict | None = None
     ) -> dict[str, Path]:
         """Folder `out_dir` with the fused mesh (neutral expression), its merged texture and `fused3d.json`."""
-        files = meshio.mesh_files(
-            f.dense.vertices(None),
-            self.sfm.triangles,
-            self.sfm.uv,
-            f.texture,
-            f.dense.landmarks3d(None),
-            glb=self.settings.glb,
+        mesh = (f.dense.vertices(None), f.texture, f.dense.landmarks3d(None))
+        f.files = self._write_folder(out_dir, mesh, "fused3d.json", {**(extra or {}), **f.summary()}, extra_files)
+        return f.files
+
+    def _write_folder(
+        self,
+        out_dir: str | Path,
+        mesh: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+        json_name: str,
+        summary: dict,
+        extra_files: dict | None,
+    ) -> dict[str, Path]:
+        """Write `out_dir` whole: the mesh files of (vertices, texture, landmarks) when given, `extra_files`
+        and the JSON summary; returns {kind: path} of what it holds."""
+        files = (
+            {}
+            if mesh is None
+            else meshio.mesh_files(
+                mesh[0], self.sfm.triangles, self.sfm.uv, mesh[1], mesh[2], glb=self.settings.glb
+            )
         )
         kinds = {v: k for k, v in meshio.FILES.items()}
-        f.files = {kinds[name]: Path(out_dir) / name for name in files}
-        f.files["json"] = Path(out_dir) / "fused3d.json"
+        paths = {kinds[name]: Path(out_dir) / name for name in files}
+        paths["json"] = Path(out_dir) / json_name
         for name in extra_files or {}:
-            f.files[name.rsplit(".", 1)[0]] = Path(out_dir) / name
+            paths[name.rsplit(".", 1)[0]] = Path(out_dir) / name
         files.update(extra_files or {})
-        files["fused3d.json"] = _json_bytes({**(extra or {}), **f.summary()})
+        files[json_name] = _json_bytes(summary)
         meshio.write_folder(out_dir, files)
-        return f.files
+        return paths
 
 
 def _json_bytes(obj: dict) -> bytes:

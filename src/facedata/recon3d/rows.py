@@ -33,20 +33,19 @@ def _rel(path: Path | None, root: Path) -> str | None:
         return path.as_posix()
 
 
+def _file_columns(files: dict[str, Path], mesh_dir: Path, root: Path) -> dict:
+    """The mesh folder and its files (see `Reconstructor.write_face`), relative to the project root."""
+    return {
+        "mesh_dir": _rel(mesh_dir, root),
+        **{f"{kind}_path": _rel(files.get(kind), root) for kind in ("obj", "glb", "texture", "landmarks", "json")},
+    }
+
+
 def face_row(r: FaceResult, face: dict, root: Path, mesh_dir: Path, lineage: dict) -> dict:
     """`face` holds face_id, image_id and identity (a dataset row)."""
     fit, g = r.fit, r.gaze
     return {
-        "mesh_id": face["face_id"],
-        "kind": "face",
-        "face_id": face["face_id"],
-        "image_id": face["image_id"],
-        "face_ids": [face["face_id"]],
-        "image_ids": [face["image_id"]],
-        "identity": face.get("identity"),
-        "status": r.status,
-        "reason": r.reason,
-        "n_views": 1,
+        **_face_keys(face, r.status, r.reason),
         "yaw": None if fit is None else float(fit.pose[0]),
         "pitch": None if fit is None else float(fit.pose[1]),
         "roll": None if fit is None else float(fit.pose[2]),
@@ -63,12 +62,7 @@ def face_row(r: FaceResult, face: dict, root: Path, mesh_dir: Path, lineage: dic
         "fit_landmarks68": _flat(r.fit_landmarks()),
         "params62": None if fit is None else _flat(fit.params),
         "shape_coeffs": None if r.dense is None else _flat(r.dense.shape),
-        "mesh_dir": _rel(mesh_dir, root),
-        "obj_path": _rel(r.files.get("obj"), root),
-        "glb_path": _rel(r.files.get("glb"), root),
-        "texture_path": _rel(r.files.get("texture"), root),
-        "landmarks_path": _rel(r.files.get("landmarks"), root),
-        "json_path": _rel(r.files.get("json"), root),
+        **_file_columns(r.files, mesh_dir, root),
         "seconds": float(r.seconds),
         "lineage": lineage,
     }
@@ -76,6 +70,11 @@ def face_row(r: FaceResult, face: dict, root: Path, mesh_dir: Path, lineage: dic
 
 def error_row(face: dict, reason: str, lineage: dict) -> dict:
     """A face whose photo could not be read (or processed at all)."""
+    return {**_face_keys(face, "error", reason), "lineage": lineage}
+
+
+def _face_keys(face: dict, status: str, reason: str | None) -> dict:
+    """The columns every one-face row has, from its dataset row."""
     return {
         "mesh_id": face["face_id"],
         "kind": "face",
@@ -84,10 +83,9 @@ def error_row(face: dict, reason: str, lineage: dict) -> dict:
         "face_ids": [face["face_id"]],
         "image_ids": [face["image_id"]],
         "identity": face.get("identity"),
-        "status": "error",
+        "status": status,
         "reason": reason,
         "n_views": 1,
-        "lineage": lineage,
     }
 
 
@@ -117,12 +115,7 @@ def fused_row(
         "best_single_errors": [float(e) for e in f.best_single_errors],
         "fused_better": bool(f.better_than_single),
         "shape_coeffs": _flat(f.dense.shape),
-        "mesh_dir": _rel(mesh_dir, root),
-        "obj_path": _rel(f.files.get("obj"), root),
-        "glb_path": _rel(f.files.get("glb"), root),
-        "texture_path": _rel(f.files.get("texture"), root),
-        "landmarks_path": _rel(f.files.get("landmarks"), root),
-        "json_path": _rel(f.files.get("json"), root),
+        **_file_columns(f.files, mesh_dir, root),
         "seconds": float(seconds),
         "lineage": lineage,
     }
