@@ -34,9 +34,9 @@ def _setup_env() -> None:
 
 
 def _defaults(section: str) -> dict:
-    from facedata.params import SPEC
+    from facedata.params import defaults
 
-    return {k.split(".", 1)[1]: s.default for k, s in SPEC.items() if k.startswith(section + ".")}
+    return defaults()[section]
 
 
 def _lfw_faces(n: int):

@@ -63,17 +63,13 @@ GRID = {
 
 
 def _params():
-    import warnings
-
-    from facedata.params import validate
+    from facedata.params import defaults
     from facedata.project import Project, ProjectError
 
     try:
         return Project.find(REPO).params
     except ProjectError:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return validate({})
+        return defaults()
 
 
 def _labeled(args, params):

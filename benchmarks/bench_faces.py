@@ -19,6 +19,13 @@ labelled LFW face). `python -m benchmarks faces -- --n 500 --rounds 3`.
 centred face of each image; 10-fold protocol of `facedata evaluate verification`), to show what dlib's own
 pipeline reaches on these pairs: the ceiling of the default recognizer, independent of facedata's detection
 and alignment.
+
+`--views-dev [--views yunet,mtcnn,dlib5]` measures what alignment views (`embed.align_views`) buy: every LFW
+image's centred face is embedded with the default params and with the views; development pairs are drawn only
+from images that no line of `pairs_shared.txt` uses (same-person pairs: up to 100 per person; 400,000 random
+different-person pairs; seeded), and both configurations get the equal error rate and TAR at FAR 1e-3 / 1e-4
+there, plus the 10-fold accuracy on `pairs_shared.txt`. The views were chosen on such development pairs, not on
+the benchmark pairs.
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ import os
 import random
 import statistics
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +113,88 @@ def reference_verification() -> dict:
     }
 
 
+def _centred_embeddings(paths: list[Path], detect: dict, embed: dict, desc: str) -> np.ndarray:
+    """(n, d) embeddings of each image's centred face (NaN rows where there is none)."""
+    from tqdm import tqdm
+
+    from facedata.faces.analyze import analyze_files
+    from facedata.faces.evaluation import labelled_face_index
+
+    out = None
+    with tqdm(total=len(paths), desc=desc, unit="img") as bar:
+        for k, res in enumerate(analyze_files(paths, detect, embed, 0, progress=bar)):
+            i = labelled_face_index(np.array([f.box for f in res.faces]).reshape(-1, 4), res.width, res.height)
+            if i >= 0:
+                v = res.faces[i].embedding
+                out = np.full((len(paths), len(v)), np.nan, np.float32) if out is None else out
+                out[k] = v
+    return out
+
+
+def _rates(pos: np.ndarray, neg: np.ndarray) -> dict:
+    """Equal error rate and TAR at FAR 1e-3 / 1e-4 of distances (smaller = same person)."""
+    neg = np.sort(neg)
+    grid = np.quantile(np.concatenate([pos, neg]), np.linspace(0.0005, 0.9995, 4000))
+    frr = np.searchsorted(np.sort(pos), grid, side="right")
+    far = np.searchsorted(neg, grid, side="right") / len(neg)
+    eer = float(np.min(np.maximum(1 - frr / len(pos), far)))
+    tar = {f"tar_at_far_{f:g}": round(float(np.mean(pos < neg[int(f * len(neg))])), 4) for f in (1e-3, 1e-4)}
+    return {"eer": round(eer, 5), **tar}
+
+
+def views_dev(views: list[str]) -> dict:
+    """Default alignment vs alignment views, on development pairs image-disjoint from pairs_shared.txt."""
+    import itertools
+
+    from facedata.faces.evaluation import parse_pairs, verification_metrics
+    from facedata.params import defaults
+
+    root = SHARED / "data" / "faces" / "lfw"
+    pairs = parse_pairs(root / "pairs_shared.txt")
+    files = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.jpg"))
+    index = {f: i for i, f in enumerate(files)}
+    people = np.array([f.split("/")[0] for f in files])
+    benchmark_images = {p.a for p in pairs} | {p.b for p in pairs}
+    rng = np.random.default_rng(1)
+    by_person: dict[str, list[int]] = {}
+    for f in files:
+        if f not in benchmark_images:
+            by_person.setdefault(f.split("/")[0], []).append(index[f])
+    same = []
+    for ims in by_person.values():
+        combos = list(itertools.combinations(ims, 2))
+        rng.shuffle(combos)
+        same += combos[:100]
+    same_a, same_b = np.array(same).T
+    dev = np.array([i for ims in by_person.values() for i in ims])
+    neg_a, neg_b = rng.choice(dev, 400_000), rng.choice(dev, 400_000)
+    keep = people[neg_a] != people[neg_b]
+    neg_a, neg_b = neg_a[keep], neg_b[keep]
+    ta, tb = np.array([index[p.a] for p in pairs]), np.array([index[p.b] for p in pairs])
+    ts, tf = np.array([p.same for p in pairs]), np.array([p.fold for p in pairs])
+
+    params = defaults()
+    detect, embed = dict(params["detect"], device="cpu"), dict(params["embed"], device="cpu")
+    result = {"n_dev_same": len(same_a), "n_dev_different": len(neg_a), "align_views": views}
+    for name, emb in (("default", embed), ("views", dict(embed, align_views=views))):
+        t0 = time.perf_counter()
+        vecs = _centred_embeddings([root / f for f in files], detect, emb, name)
+        seconds = time.perf_counter() - t0
+
+        def dist(a, b, vecs=vecs):
+            return np.nan_to_num(np.linalg.norm(vecs[a] - vecs[b], axis=1), nan=np.inf)
+
+        bench = verification_metrics(dist(ta, tb), ts, tf)
+        result[name] = {
+            "dev": _rates(dist(same_a, same_b), dist(neg_a, neg_b)),
+            "pairs_shared_accuracy": bench["accuracy"],
+            "pairs_shared_tar_at_far_1e-3": bench["tar_at_far_1e-3"],
+            "img_per_s": round(len(files) / seconds, 2),
+        }
+        print(name, result[name], flush=True)
+    return result
+
+
 def run_facedata(
     paths: list[Path], detect: dict, embed: dict, workers: int, batch: int = 8
 ) -> tuple[float, float]:
@@ -172,14 +260,14 @@ def measure_templates(n: int = 400, seed: int = 1) -> dict:
     from facedata import models
     from facedata.faces.detect import DETECTORS, make_detector
     from facedata.imageio import read_image_file
-    from facedata.params import SPEC
+    from facedata.params import defaults
 
     root = SHARED / "data" / "faces" / "lfw"
     ids = sorted(d for d in root.iterdir() if d.is_dir())
     files = [sorted(d.glob("*.jpg"))[0] for d in random.Random(seed).sample(ids, n)]
     det = dlib.get_frontal_face_detector()
     sp = dlib.shape_predictor(str(models.locate_file("dlib-shape5")))
-    params = {k.split(".", 1)[1]: s.default for k, s in SPEC.items() if k.startswith("detect.")}
+    params = defaults()["detect"]
     detectors = {name: make_detector({**params, "detector": name, "device": "cpu"}) for name in DETECTORS}
     points: dict[str, list] = {name: [] for name in detectors}
     for f in files:
@@ -216,7 +304,12 @@ def main(argv: list[str]) -> dict:
     ap.add_argument(
         "--reference-verification", action="store_true", help="only the recipe's accuracy on pairs_shared.txt"
     )
+    ap.add_argument("--views-dev", action="store_true", help="only default vs alignment views, dev + benchmark")
+    ap.add_argument("--views", default="yunet,mtcnn,dlib5", help="embed.align_views for --views-dev")
     args = ap.parse_args(argv)
+    if args.views_dev:
+        os.environ.setdefault("FACEDATA_MODELS_DIR", str(SHARED / "models"))
+        return {"views_dev": views_dev(args.views.split(","))}
     if args.reference_verification:
         os.environ.setdefault("FACEDATA_MODELS_DIR", str(SHARED / "models"))
         return {"reference_verification": reference_verification()}
@@ -226,11 +319,9 @@ def main(argv: list[str]) -> dict:
 
     os.environ.setdefault("FACEDATA_MODELS_DIR", str(SHARED / "models"))
     from facedata.faces.pool import available_cores
-    from facedata.params import validate
+    from facedata.params import defaults
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        params = validate({})
+    params = defaults()
     detect, embed = dict(params["detect"], device="cpu"), dict(params["embed"], device="cpu")
     if args.detector:
         detect["detector"] = args.detector

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -74,3 +75,28 @@ def make_project(
         set_params(root, **params)
     commit(root, "facedata project")
     return root
+
+
+def kill_once_written(
+    cmd: list[str],
+    path: Path,
+    cwd: Path | None = None,
+    extra_env: dict | None = None,
+    settle: float = 0.0,
+    timeout: float = 300,
+) -> None:
+    """Start `cmd` with checkpoints on every batch, wait until it has written `path` (and `settle` seconds
+    more), then SIGKILL it: a stage killed mid-run, for resume tests. Fails if the run ended on its own first."""
+    import pytest
+
+    e = {**env(), "FACEDATA_CHECKPOINT_SECONDS": "0", **(extra_env or {})}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(settle)
+    if proc.poll() is not None:
+        proc.wait()
+        pytest.fail(f"{cmd[-1]} finished before it could be killed; give it more work")
+    proc.kill()
+    proc.wait()

@@ -15,9 +15,9 @@ EXAMPLES = SHARED / "models" / "3ddfa_v2" / "examples" / "inputs"
 
 
 def defaults(section: str) -> dict:
-    from facedata.params import SPEC
+    from facedata import params
 
-    return {k.split(".", 1)[1]: s.default for k, s in SPEC.items() if k.startswith(section + ".")}
+    return params.defaults()[section]
 
 
 class _CachedDetector:

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from facedata.cluster import evaluate as ev
 from facedata.cluster.faceset import FaceSet
 from facedata.cluster.synthetic import make_embeddings
-from facedata.params import SPEC
+from facedata.params import defaults
 
 
 def cluster_params(**kw) -> dict:
-    p = {k.split(".", 1)[1]: s.default for k, s in SPEC.items() if k.startswith("cluster.")}
+    p = defaults()["cluster"]
     p.update(threshold=0.43, **kw)
     return p
 

@@ -9,11 +9,11 @@ import pytest
 
 from facedata.faces.detect import DETECTORS, Detections, _drop_contained, _shrink, make_detector
 from facedata.imageio import read_image_file
-from facedata.params import SPEC
+from facedata.params import defaults
 
 pytestmark = pytest.mark.shared
 
-DETECT = {k.split(".", 1)[1]: s.default for k, s in SPEC.items() if k.startswith("detect.")}
+DETECT = defaults()["detect"]
 
 
 @pytest.fixture(scope="module", params=DETECTORS)

@@ -102,7 +102,7 @@ def test_evaluate_verification_command(lfw, tmp_path, monkeypatch):
     result = json.loads(out.read_text())
     for key in ("accuracy", "tar_at_far_1e-3", "n_pairs", "n_failed_images"):
         assert key in result
-    assert result["n_pairs"] == 60 and result["n_failed_images"] == 0
+    assert result["n_pairs"] == 60 and result["n_failed_images"] == 0 and result["align_views"] == []
     assert result["accuracy"] >= 0.95
 
 

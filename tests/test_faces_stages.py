@@ -4,11 +4,8 @@ new images only embed new faces, a model change re-embeds, and a killed detect r
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +15,8 @@ from PIL import Image
 
 from facedata import manifest
 from facedata.pipeline.runner import run_stage
+
+from .projects import kill_once_written
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 
@@ -155,6 +154,22 @@ def test_reruns_reuse_new_images_only_embed_new_faces_and_model_change_reembeds(
     assert {e["model"] for e in emb} == {"onnx:rec.onnx"} and {e["dim"] for e in emb} == {16}
 
 
+def test_alignment_views_reembed_every_face_and_say_so(built, tmp_path):
+    root0, src = built
+    root = tmp_path / "proj"
+    shutil.copytree(root0 / "data", root / "data")
+    plain = {e["face_id"]: np.array(e["vector"]) for e in _read(root, "embeddings")}
+    _project(root, src, embed={"align_views": ["yunet", "dlib5"], "batch_size": 3})
+    assert run_stage("embed", root) == 0
+    m = yaml.safe_load((root / "data" / "metrics" / "embed.json").read_text())
+    assert m["n_reused"] == 0 and m["n_embedded"] == len(plain)  # a new embed param: every face again
+    for e in _read(root, "embeddings"):
+        assert e["model_version"].endswith("+flip+views=yunet,dlib5")
+        v = np.array(e["vector"])
+        assert abs(np.linalg.norm(v) - 1) < 1e-5
+        assert 0.95 < float(v @ plain[e["face_id"]]) < 1 - 1e-6  # the same face, seen through more views
+
+
 def test_unreadable_stored_image_is_an_error_row_and_others_go_on(built, tmp_path):
     root0, src = built
     root = tmp_path / "proj"
@@ -177,23 +192,12 @@ def test_killed_detect_run_resumes_without_losing_work(lfw, tmp_path):
             shutil.copy(p, src / name / p.name)
     root = _project(tmp_path / "proj", src, detect={"detector": "mtcnn", "batch_size": 1, "workers": 2})
     assert run_stage("ingest", root) == 0
-    env = {**os.environ, "FACEDATA_CHECKPOINT_SECONDS": "0", "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"from facedata.pipeline.runner import run_stage; run_stage('detect', {str(root)!r})",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    run_detect = f"from facedata.pipeline.runner import run_stage; run_stage('detect', {str(root)!r})"
+    kill_once_written(
+        [sys.executable, "-c", run_detect],
+        manifest.path_for("detections", root),
+        extra_env={"PYTHONPATH": str(REPO / "src")},
     )
-    det_path = manifest.path_for("detections", root)
-    deadline = time.monotonic() + 120
-    while not det_path.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
     partial = len(_read(root, "detections"))
     assert 0 < partial < 40, "the run should have been killed part-way"
     assert run_stage("detect", root) == 0

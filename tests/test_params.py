@@ -38,6 +38,9 @@ def test_missing_keys_take_defaults_with_one_warning():
     with pytest.warns(UserWarning, match="using the defaults") as rec:
         p = validate({"detect": {"min_score": 0.8}})
     assert len(rec) == 1
+    message = str(rec[0].message)
+    assert "cluster.*" in message and "cluster.threshold" not in message  # a whole missing section, once
+    assert "detect.batch_size" in message and "detect.min_score" not in message
     assert p["detect"]["min_score"] == 0.8
     assert p["detect"]["batch_size"] == params.SPEC["detect.batch_size"].default
 

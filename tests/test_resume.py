@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from facedata import manifest
 
-from .projects import SAMPLE_NAMES, env, make_project
+from .projects import SAMPLE_NAMES, env, kill_once_written, make_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
@@ -23,23 +21,9 @@ def test_detect_killed_midway_resumes(tmp_path, lfw):
     n_images = manifest.read("images", root).num_rows
     assert n_images == 24
 
-    e = {**env(), "FACEDATA_CHECKPOINT_SECONDS": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stages.detect"],
-        cwd=root,
-        env=e,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    kill_once_written(
+        [sys.executable, "-m", "stages.detect"], manifest.path_for("detections", root), root, settle=0.5
     )
-    checkpoint = manifest.path_for("detections", root)
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    if proc.poll() is not None:
-        pytest.fail("detect finished before it could be killed; give it more images")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
 
     done = manifest.read("detections", root).num_rows  # the checkpoint is a complete, readable manifest
     assert 0 < done < n_images

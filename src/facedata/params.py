@@ -58,6 +58,9 @@ def _embed_model(v: Any) -> bool:
     return v in ("dlib-resnet", "facenet-vggface2") or (v.startswith("onnx:") and len(v) > 5)
 
 
+#: Landmark sources for `embed.align_views` (see facedata.faces.views).
+ALIGN_VIEW_SOURCES = ("retinaface", "yunet", "mtcnn", "dlib5")
+
 _CLUSTER = _one_of("knn_average", "agglomerative", "chinese_whispers", "dbscan", "hdbscan", "leiden")
 
 NUM = (int, float)
@@ -148,6 +151,13 @@ SPEC: dict[str, Spec] = {
     ),
     "embed.flip": Spec(True, (bool,), None, "", "also embed the mirrored crop and average (better accuracy)"),
     "embed.onnx": Spec({}, (dict,), None, "", "input spec of an onnx:<path> model (see docs/faces.md)"),
+    "embed.align_views": Spec(
+        [],
+        (list,),
+        lambda v: all(s in ALIGN_VIEW_SOURCES for s in v) and len(set(v)) == len(v),
+        "distinct items of " + ", ".join(ALIGN_VIEW_SOURCES),
+        "extra landmark sources; each face is also embedded aligned to theirs, vectors averaged (slower, better)",
+    ),
     "embed.device": Spec("auto", (str,), *_DEVICE, "", perf=True),
     "embed.workers": Spec(0, (int,), _nonneg, ">= 0", "worker processes; 0 = one per core", perf=True),
     "embed.batch_size": Spec(64, (int,), _pos, "> 0", "faces per embedding batch", perf=True),
@@ -267,6 +277,20 @@ SPEC: dict[str, Spec] = {
 }
 
 
+def default(key: str) -> Any:
+    """The default of one dotted key: library-level settings (dataclasses callers build without a params.yaml)
+    take theirs from here, so a default is written once."""
+    return copy.deepcopy(SPEC[key].default)
+
+
+def defaults() -> dict:
+    """Every parameter at its default, as `load` returns them: for library callers outside a project."""
+    out: dict = {}
+    for key, spec in SPEC.items():
+        _set(out, key, copy.deepcopy(spec.default))
+    return out
+
+
 def _get(d: dict, dotted: str) -> tuple[bool, Any]:
     cur: Any = d
     for part in dotted.split("."):
@@ -315,7 +339,7 @@ def validate(params: dict) -> dict:
         if spec.check is not None and not spec.check(value):
             raise ParamsError(f"{key} must be {spec.rule}, got {value!r}")
     if missing:
-        warnings.warn(f"params.yaml has no {', '.join(missing)}: using the defaults", stacklevel=2)
+        warnings.warn(f"params.yaml has no {_summary(missing)}: using the defaults", stacklevel=2)
     _check_sources(params)
     splits = params["export"]["splits"]
     if (
@@ -325,6 +349,21 @@ def validate(params: dict) -> dict:
     ):
         raise ParamsError(f"export.splits must be non-negative fractions summing to 1, got {splits!r}")
     return params
+
+
+def _summary(keys: list[str]) -> str:
+    """Missing keys for a warning: a section missing whole is named once (`crawl.*`), not key by key."""
+    sections: dict[str, list[str]] = {}
+    for key in SPEC:
+        sections.setdefault(key.split(".", 1)[0], []).append(key)
+    gone = set(keys)
+    out = []
+    for section, members in sections.items():
+        if all(k in gone for k in members):
+            out.append(f"{section}.*")
+        else:
+            out.extend(k for k in members if k in gone)
+    return ", ".join(out)
 
 
 def _type_names(spec: Spec) -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facedata.cluster.graph import average_linkage, compact, must_link_labels
+from facedata.params import default
 
 
 def relabel_by_first_appearance(labels: np.ndarray) -> np.ndarray:
@@ -45,24 +46,24 @@ def _noise_to_singletons(labels: np.ndarray) -> np.ndarray:
 @dataclass
 class Options:
     """Everything a method may use besides the vectors; unused fields are ignored by methods that do not need
-    them (the baselines ignore constraints). Defaults are those of params.yaml (`facedata params`), tuned on
+    them (the baselines ignore constraints). Defaults come from the params spec (`facedata params`), tuned on
     LFW with the default recognizer."""
 
-    threshold: float = 0.32
-    k: int = 20
-    min_samples: int = 1
-    min_cluster_size: int = 2
-    resolution: float = 1.0
-    refine: bool = True
-    jaccard_k: int = 10
-    jaccard_weight: float = 0.02
-    relax: float = 0.01
-    join_threshold: float = 0.32
-    join_max_size: int = 1
-    join_margin: float = 0.02
-    eject_threshold: float = 0.62
-    exact_knn_max: int = 50_000
-    nprobe: int = 16
+    threshold: float = default("cluster.threshold")
+    k: int = default("cluster.k")
+    min_samples: int = default("cluster.min_samples")
+    min_cluster_size: int = default("cluster.min_cluster_size")
+    resolution: float = default("cluster.resolution")
+    refine: bool = default("cluster.refine")
+    jaccard_k: int = default("cluster.jaccard_k")
+    jaccard_weight: float = default("cluster.jaccard_weight")
+    relax: float = default("cluster.relax")
+    join_threshold: float = default("cluster.join_threshold")
+    join_max_size: int = default("cluster.join_max_size")
+    join_margin: float = default("cluster.join_margin")
+    eject_threshold: float = default("cluster.eject_threshold")
+    exact_knn_max: int = default("cluster.exact_knn_max")
+    nprobe: int = default("cluster.nprobe")
     seed: int = 0
     cannot_link: np.ndarray | None = None  # (p, 2) row pairs: never in one cluster
     must_link: list[np.ndarray] = field(default_factory=list)  # groups of rows: start as one cluster

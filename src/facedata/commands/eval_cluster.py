@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 
 import click
 
@@ -15,16 +14,14 @@ def _params(set_values: tuple[str, ...]) -> dict:
     """The current project's params (defaults outside a project), with `--set key=value` overrides."""
     import yaml
 
-    from facedata.params import ParamsError, validate
+    from facedata.params import ParamsError, defaults, validate
     from facedata.project import Project, ProjectError
 
     try:
         params = Project.find().params
         where = "the project's params.yaml"
     except ProjectError:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # no params.yaml at all: every key at its default, on purpose
-            params = validate({})
+        params = defaults()
         where = "default params (not inside a project)"
     for item in set_values:
         key, sep, raw = item.partition("=")

@@ -21,11 +21,7 @@ def _project_params() -> tuple[dict, str]:
         project = Project.find()
         return project.params, str(project.root / "params.yaml")
     except ProjectError:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return params_mod.validate({}), "defaults (no params.yaml here or above)"
+        return params_mod.defaults(), "defaults (no params.yaml here or above)"
 
 
 def _write_json(result: dict, out: str | None) -> None:
@@ -86,7 +82,8 @@ def verification(pairs_file, root, json_out, limit, workers) -> None:
     files = sorted({p.a for p in pairs} | {p.b for p in pairs})
     click.echo(
         f"verification: {len(pairs)} pairs, {len(files)} images; detector {params['detect']['detector']}, "
-        f"model {params['embed']['model']} (flip {params['embed']['flip']}); params: {where}",
+        f"model {params['embed']['model']} (flip {params['embed']['flip']}, "
+        f"align views {params['embed']['align_views'] or 'none'}); params: {where}",
         err=True,
     )
     emb: dict[str, np.ndarray] = {}
@@ -117,6 +114,7 @@ def verification(pairs_file, root, json_out, limit, workers) -> None:
             "detector": params["detect"]["detector"],
             "model": params["embed"]["model"],
             "flip": params["embed"]["flip"],
+            "align_views": params["embed"]["align_views"],
             "seconds": round(seconds, 1),
         }
     )

@@ -101,7 +101,8 @@ def make_embedder(name: str, device: str = "auto", flip: bool = False, onnx_spec
     raise ValueError(f"unknown embedding model {name!r}; available: {', '.join(embedder_names())}")
 
 
-def model_version_label(version: str, flip: bool) -> str:
-    """The version stored with each vector: vectors made with flip averaging are not bit-identical to plain
-    ones, so they say so."""
-    return f"{version}+flip" if flip else version
+def model_version_label(version: str, flip: bool, views: list[str] | tuple[str, ...] = ()) -> str:
+    """The version stored with each vector: vectors made with flip averaging or alignment views
+    (`facedata.faces.views`) are not bit-identical to plain ones, so they say so."""
+    label = f"{version}+flip" if flip else version
+    return f"{label}+views={','.join(views)}" if views else label

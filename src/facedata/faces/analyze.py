@@ -41,6 +41,13 @@ class FaceAnalyzer:
             self.template, self.crop_size = self.embedder.template, self.embedder.crop_size
         else:
             self.template, self.crop_size = detect_params["align_template"], detect_params["crop_size"]
+        self.views = None
+        if self.embedder is not None and embed_params.get("align_views"):
+            from facedata.faces.views import ViewAligner
+
+            self.views = ViewAligner(
+                embed_params["align_views"], self.template, self.crop_size, embed_params["device"]
+            )
 
     def analyze(self, images: list[np.ndarray], keep_crops: bool = True) -> list[list[Face]]:
         dets = self.detector.detect(images)
@@ -49,8 +56,18 @@ class FaceAnalyzer:
             for img, d in zip(images, dets, strict=True)
         ]
         if self.embedder is not None:
+            from facedata.faces.views import embed_views
+
             faces = [f for fs in out for f in fs]
-            vecs = self.embedder.embed([f.crop for f in faces])
+            extra = None
+            if self.views is not None:
+                detector = self.params["detector"]
+                extra = [
+                    views
+                    for img, fs in zip(images, out, strict=True)
+                    for views in self.views.crops(img, np.array([f.box for f in fs]), detector)
+                ]
+            vecs = embed_views(self.embedder, [f.crop for f in faces], extra)
             for f, v in zip(faces, vecs, strict=True):
                 f.embedding = v
         if not keep_crops:

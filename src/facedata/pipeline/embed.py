@@ -3,7 +3,9 @@
 Only new work is done: a vector is reused when its face, model and embed params are unchanged, so adding
 images embeds only their faces, and changing `embed.model` (or `embed.flip`...) embeds everything again.
 Faces are embedded in batches over a pool of worker processes, one recognizer per process; the stored crop
-is used when its geometry is the model's, else the face is re-aligned from the source image.
+is used when its geometry is the model's, else the face is re-aligned from the source image. With
+`embed.align_views`, each face is also aligned with other landmark sources' points and the views' vectors are
+averaged (`facedata.faces.views`).
 """
 
 from __future__ import annotations
@@ -32,20 +34,44 @@ def load_crop(root: Path, face: dict, template: str, size: int) -> np.ndarray:
     return crop
 
 
+BOX = ("x1", "y1", "x2", "y2")
+
+
+def _view_crops(root: Path, views, batch: list[dict]) -> list[list[np.ndarray]]:
+    """Each face's extra alignment views (`embed.align_views`); each source image is read and searched once."""
+    out: list[list[np.ndarray]] = [[] for _ in batch]
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, f in enumerate(batch):
+        groups.setdefault((f["store_path"], f["detector"]), []).append(i)
+    for (path, detector), rows in groups.items():
+        rgb = read_image_file(root / path, min_side=1).rgb
+        boxes = np.array([[batch[i][k] for k in BOX] for i in rows])
+        for i, crops in zip(rows, views.crops(rgb, boxes, detector), strict=True):
+            out[i] = crops
+    return out
+
+
 def _make_worker(p: dict, root: str):
     from facedata.embed import make_embedder
     from facedata.faces.analyze import resolve_model_name
+    from facedata.faces.views import ViewAligner
 
-    return make_embedder(resolve_model_name(p["model"], root), p["device"], p["flip"], p["onnx"]), root
+    model = make_embedder(resolve_model_name(p["model"], root), p["device"], p["flip"], p["onnx"])
+    views = (
+        ViewAligner(p["align_views"], model.template, model.crop_size, p["device"]) if p["align_views"] else None
+    )
+    return model, views, root
 
 
 def _embed_batch(state, batch: list[dict]) -> tuple[str, str, list[tuple[str, list[float]]]]:
     from facedata.embed import model_version_label
+    from facedata.faces.views import embed_views
 
-    model, root = state
+    model, views, root = state
     crops = [load_crop(Path(root), f, model.template, model.crop_size) for f in batch]
-    vecs = model.embed(crops)
-    version = model_version_label(model.version, getattr(model, "flip", False))
+    extra = _view_crops(Path(root), views, batch) if views is not None else None
+    vecs = embed_views(model, crops, extra)
+    version = model_version_label(model.version, getattr(model, "flip", False), views.sources if views else ())
     return model.name, version, [(f["face_id"], v.tolist()) for f, v in zip(batch, vecs, strict=True)]
 
 
@@ -63,7 +89,7 @@ def run(ctx: StageContext) -> dict:
     images = (
         {r["image_id"]: r["store_path"] for r in manifest.read("images", ctx.root).to_pylist()} if todo else {}
     )
-    keys = ("face_id", "crop_path", "align_template", "crop_size", "landmarks", "detector")
+    keys = ("face_id", "crop_path", "align_template", "crop_size", "landmarks", "detector", *BOX)
     slim = [{**{k: f[k] for k in keys}, "store_path": images.get(f["image_id"])} for f in todo]
     batches = [slim[i : i + p["batch_size"]] for i in range(0, len(slim), p["batch_size"])]
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from facedata import atomic
+from facedata.params import default
 from facedata.recon3d import dense, meshio, texture
 from facedata.recon3d.gaze import Gaze
 from facedata.recon3d.regress import Fit, Regressor, RegressorConfig
@@ -37,18 +38,18 @@ STATUSES = ("ok", "tiny_face", "cut_by_border", "extreme_pose", "fit_failed", "e
 class Settings:
     """The recon3d params that decide what is accepted and how the dense fit and texture are made."""
 
-    min_face_px: float = 32.0
-    max_outside_fraction: float = 0.05
-    max_yaw: float = 80.0
-    max_pitch: float = 60.0
-    fit_iterations: int = 5
-    lambda_shape: float = 0.5
-    lambda_expression: float = 1.0
-    max_fit_error: float = 4.0
-    texture_size: int = 256
-    texture_sharpness: float = 4.0
-    gaze: bool = True
-    glb: bool = True
+    min_face_px: float = default("recon3d.min_face_px")
+    max_outside_fraction: float = default("recon3d.max_outside_fraction")
+    max_yaw: float = default("recon3d.max_yaw")
+    max_pitch: float = default("recon3d.max_pitch")
+    fit_iterations: int = default("recon3d.fit_iterations")
+    lambda_shape: float = default("recon3d.lambda_shape")
+    lambda_expression: float = default("recon3d.lambda_expression")
+    max_fit_error: float = default("recon3d.max_fit_error")
+    texture_size: int = default("recon3d.texture_size")
+    texture_sharpness: float = default("recon3d.texture_sharpness")
+    gaze: bool = default("recon3d.gaze")
+    glb: bool = default("recon3d.glb")
 
     @classmethod
     def from_params(cls, p: dict) -> Settings:

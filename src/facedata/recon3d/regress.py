@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from facedata import models
+from facedata.params import default
 from facedata.recon3d import bfm, crop
 from facedata.recon3d.mobilenet import MobileNet3DMM, load_checkpoint
 
@@ -50,14 +51,14 @@ class Fit:
 @dataclass(frozen=True)
 class RegressorConfig:
     weights: str | None = None  # a checkpoint from `facedata train 3d`; None = the 3DDFA_V2 mb05 weights
-    device: str = "auto"
-    backend: str = "auto"  # auto: onnxruntime on CPU, torch on GPU | torch | onnxruntime
-    batch_size: int = 64
-    refine_passes: int = 1
-    flip: bool = True
-    deroll: bool = True
-    box_shift: float = 0.14
-    box_scale: float = 1.58
+    device: str = default("recon3d.device")
+    backend: str = default("recon3d.backend")
+    batch_size: int = default("recon3d.batch_size")
+    refine_passes: int = default("recon3d.refine_passes")
+    flip: bool = default("recon3d.flip")
+    deroll: bool = default("recon3d.deroll")
+    box_shift: float = default("recon3d.box_shift")
+    box_scale: float = default("recon3d.box_scale")
 
     @classmethod
     def from_params(cls, p: dict, weights: str | None = None) -> RegressorConfig:

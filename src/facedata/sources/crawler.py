@@ -32,6 +32,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
 from facedata import ids
+from facedata.params import default
 from facedata.sources.base import SourceItem
 from facedata.sources.fetch import FetchConfig, Fetcher, FetchResult
 from facedata.sources.netpolicy import NetPolicy, Target, UrlRefused, check_url, redact_url
@@ -48,45 +49,34 @@ SKIP_CODES = frozenset({"robots", "cap_per_name", "cap_per_run"})
 
 @dataclass(frozen=True)
 class CrawlSettings:
-    user_agent: str = "facedata/0.1 (+https://github.com/facedata/facedata)"
+    """The crawl section of params.yaml (defaults from the params spec) plus the download size cap."""
+
+    user_agent: str = default("crawl.user_agent")
     allow_hosts: tuple[str, ...] = ()
-    max_concurrency: int = 8
-    per_host_concurrency: int = 2
-    per_host_interval_s: float = 0.5
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 15.0
-    total_timeout_s: float = 60.0
-    max_retries: int = 2
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 30.0
-    max_retry_after_s: float = 120.0
-    max_redirects: int = 5
-    respect_robots: bool = True
-    max_per_name: int = 0  # 0: no cap
-    max_per_run: int = 0
-    max_bytes: int = 40_000_000
-    lookahead: int = 2000
+    max_concurrency: int = default("crawl.max_concurrency")
+    per_host_concurrency: int = default("crawl.per_host_concurrency")
+    per_host_interval_s: float = default("crawl.per_host_interval_s")
+    connect_timeout_s: float = default("crawl.connect_timeout_s")
+    read_timeout_s: float = default("crawl.read_timeout_s")
+    total_timeout_s: float = default("crawl.total_timeout_s")
+    max_retries: int = default("crawl.max_retries")
+    backoff_base_s: float = default("crawl.backoff_base_s")
+    backoff_max_s: float = default("crawl.backoff_max_s")
+    max_retry_after_s: float = default("crawl.max_retry_after_s")
+    max_redirects: int = default("crawl.max_redirects")
+    respect_robots: bool = default("crawl.respect_robots")
+    max_per_name: int = default("crawl.max_per_name")  # 0: no cap
+    max_per_run: int = default("crawl.max_per_run")
+    max_bytes: int = default("ingest.max_bytes")
+    lookahead: int = 2000  # URLs buffered ahead of the fetchers (not a user setting)
 
     @classmethod
     def from_params(cls, params: dict, extra_allow: Iterable[str] = ()) -> CrawlSettings:
         c = params["crawl"]
+        given = {k: c[k] for k in cls.__dataclass_fields__ if k in c and k != "allow_hosts"}
         return cls(
-            user_agent=c["user_agent"],
+            **given,
             allow_hosts=tuple(c["allow_hosts"]) + tuple(extra_allow),
-            max_concurrency=c["max_concurrency"],
-            per_host_concurrency=c["per_host_concurrency"],
-            per_host_interval_s=float(c["per_host_interval_s"]),
-            connect_timeout_s=float(c["connect_timeout_s"]),
-            read_timeout_s=float(c["read_timeout_s"]),
-            total_timeout_s=float(c["total_timeout_s"]),
-            max_retries=c["max_retries"],
-            backoff_base_s=float(c["backoff_base_s"]),
-            backoff_max_s=float(c["backoff_max_s"]),
-            max_retry_after_s=float(c["max_retry_after_s"]),
-            max_redirects=c["max_redirects"],
-            respect_robots=c["respect_robots"],
-            max_per_name=c["max_per_name"],
-            max_per_run=c["max_per_run"],
             max_bytes=params["ingest"]["max_bytes"],
         )
 
