@@ -299,6 +299,7 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--workers", type=int, default=0, help="facedata worker processes (0: one per core)")
     ap.add_argument("--detector", default=None, help="override detect.detector")
     ap.add_argument("--no-flip", action="store_true", help="embed without flip averaging")
+    ap.add_argument("--align-views", default="", help="embed.align_views for the throughput run, e.g. yunet,dlib5")
     ap.add_argument("--gpu", action="store_true", help="also time facedata with device cuda (if present)")
     ap.add_argument("--measure-templates", action="store_true", help="only measure the per-detector templates")
     ap.add_argument(
@@ -327,6 +328,8 @@ def main(argv: list[str]) -> dict:
         detect["detector"] = args.detector
     if args.no_flip:
         embed["flip"] = False
+    if args.align_views:
+        embed["align_views"] = args.align_views.split(",")
     paths = sample_images(args.n)
     n = len(paths)
     ref_rates, fd_rates, ratios = [], [], []
@@ -351,6 +354,7 @@ def main(argv: list[str]) -> dict:
             "detector": detect["detector"],
             "model": embed["model"],
             "flip": embed["flip"],
+            "align_views": embed["align_views"],
             "workers": args.workers or available_cores(),
         },
         "reference_img_per_s": [round(v, 2) for v in ref_rates],
