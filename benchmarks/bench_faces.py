@@ -117,15 +117,12 @@ def _centred_embeddings(paths: list[Path], detect: dict, embed: dict, desc: str)
     """(n, d) embeddings of each image's centred face (NaN rows where there is none)."""
     from tqdm import tqdm
 
-    from facedata.faces.analyze import analyze_files
-    from facedata.faces.evaluation import labelled_face_index
+    from facedata.faces.analyze import labelled_embeddings
 
     out = None
     with tqdm(total=len(paths), desc=desc, unit="img") as bar:
-        for k, res in enumerate(analyze_files(paths, detect, embed, 0, progress=bar)):
-            i = labelled_face_index(np.array([f.box for f in res.faces]).reshape(-1, 4), res.width, res.height)
-            if i >= 0:
-                v = res.faces[i].embedding
+        for k, (_, v) in enumerate(labelled_embeddings(paths, detect, embed, 0, progress=bar)):
+            if v is not None:
                 out = np.full((len(paths), len(v)), np.nan, np.float32) if out is None else out
                 out[k] = v
     return out

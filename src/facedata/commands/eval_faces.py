@@ -70,8 +70,8 @@ def verification(pairs_file, root, json_out, limit, workers) -> None:
     """
     import numpy as np
 
-    from facedata.faces.analyze import analyze_files
-    from facedata.faces.evaluation import PairsError, labelled_face_index, parse_pairs, verification_metrics
+    from facedata.faces.analyze import labelled_embeddings
+    from facedata.faces.evaluation import PairsError, parse_pairs, verification_metrics
     from facedata.models import ModelError
 
     params, where = _project_params()
@@ -92,15 +92,14 @@ def verification(pairs_file, root, json_out, limit, workers) -> None:
     n_workers = params["detect"]["workers"] if workers is None else workers
     try:
         with _progress(len(files), "verification") as bar:
-            results = analyze_files(
+            results = labelled_embeddings(
                 [Path(root) / f for f in files], params["detect"], params["embed"], n_workers, progress=bar
             )
-            for rel, res in zip(files, results, strict=True):
-                i = labelled_face_index(np.array([f.box for f in res.faces]).reshape(-1, 4), res.width, res.height)
-                if i < 0:
+            for rel, (res, vec) in zip(files, results, strict=True):
+                if vec is None:
                     failures[rel] = res.reason or ("no face" if not res.faces else "no centred face")
                 else:
-                    emb[rel] = res.faces[i].embedding
+                    emb[rel] = vec
     except ModelError as exc:
         raise click.ClickException(str(exc)) from exc
     seconds = time.perf_counter() - t0

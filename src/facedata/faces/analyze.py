@@ -146,3 +146,19 @@ def analyze_files(
         yield from results
         if progress is not None:
             progress.update(len(results))
+
+
+def labelled_embeddings(
+    paths: Sequence[str | Path],
+    detect_params: dict,
+    embed_params: dict,
+    workers: int = 0,
+    progress=None,
+) -> Iterator[tuple[FileResult, np.ndarray | None]]:
+    """Per path, in order: its result and the embedding of its labelled (centred) face, None when there is none.
+    The verification command and the benchmarks measure with it."""
+    from facedata.faces.evaluation import labelled_face_index
+
+    for res in analyze_files(paths, detect_params, embed_params, workers, progress=progress):
+        i = labelled_face_index(np.array([f.box for f in res.faces]).reshape(-1, 4), res.width, res.height)
+        yield res, (res.faces[i].embedding if i >= 0 else None)
