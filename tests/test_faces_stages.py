@@ -170,6 +170,34 @@ def test_alignment_views_reembed_every_face_and_say_so(built, tmp_path):
         assert 0.95 < float(v @ plain[e["face_id"]]) < 1 - 1e-6  # the same face, seen through more views
 
 
+def test_a_batch_decodes_each_source_image_once(built, monkeypatch):
+    """Re-aligning from the source (a model whose template differs from the stored crops) and searching it for
+    alignment views share one decode per image."""
+    from facedata.pipeline import embed as stage
+
+    root, _ = built
+    images = {r["image_id"]: r["store_path"] for r in _read(root, "images")}
+    keys = ("face_id", "landmarks", "detector", *stage.BOX)
+    batch = [
+        {
+            **{k: f[k] for k in keys},
+            "crop_path": None,
+            "align_template": None,
+            "crop_size": None,
+            "store_path": images[f["image_id"]],
+        }
+        for f in _read(root, "faces")
+        if f["status"] == "ok"
+    ][:6]
+    reads: list[str] = []
+    real = stage.read_image_file
+    monkeypatch.setattr(stage, "read_image_file", lambda path, **kw: reads.append(str(path)) or real(path, **kw))
+    p = {"model": "dlib-resnet", "device": "cpu", "flip": True, "onnx": {}, "align_views": ["yunet"]}
+    _, version, vecs = stage._embed_batch(stage._make_worker(p, str(root)), batch)
+    assert version.endswith("+views=yunet") and len(vecs) == len(batch)
+    assert sorted(reads) == sorted({str(root / f["store_path"]) for f in batch})
+
+
 def test_unreadable_stored_image_is_an_error_row_and_others_go_on(built, tmp_path):
     root0, src = built
     root = tmp_path / "proj"

@@ -28,6 +28,7 @@ def test_each_source_that_finds_the_face_adds_a_crop(photo):
     centre = dets.boxes[:1]
     crops = aligner.crops(rgb, centre, "retinaface")[0]
     assert len(crops) == 3  # yunet, mtcnn, dlib5: retinaface found the face and gave the base view already
+    assert sorted(aligner._detectors) == ["mtcnn", "yunet"]  # the face's own detector is never even loaded
     assert all(c.shape == (150, 150, 3) and c.dtype == np.uint8 for c in crops)
     # every view is the same face, nearly the same framing
     model = make_embedder("dlib-resnet", "cpu")

@@ -37,8 +37,6 @@ class ViewAligner:
     """Extra aligned crops of already-detected faces, one per landmark source that finds the face."""
 
     def __init__(self, sources: list[str], template: str, size: int, device: str = "auto") -> None:
-        from facedata.faces.detect import make_detector
-
         check_sources(sources)
         if "dlib5" in sources and template != "dlib150":
             raise ValueError(
@@ -46,11 +44,9 @@ class ViewAligner:
                 f"(embed.model dlib-resnet); this model expects {template}. Remove dlib5 from the list."
             )
         self.sources = list(sources)
-        self.template, self.size = template, size
-        detect = defaults()["detect"]
-        self.detectors = {
-            s: make_detector({**detect, "detector": s, "device": device}) for s in sources if s != "dlib5"
-        }
+        self.template, self.size, self.device = template, size, device
+        # loaded on first use: a source equal to the faces' own detector is never run, so never loaded
+        self._detectors: dict[str, object] = {}
         self.shape5 = None
         if "dlib5" in sources:
             import dlib
@@ -58,6 +54,14 @@ class ViewAligner:
             from facedata import models
 
             self.shape5 = dlib.shape_predictor(str(models.locate_file("dlib-shape5")))
+
+    def _detector(self, name: str):
+        from facedata.faces.detect import make_detector
+
+        if name not in self._detectors:
+            settings = {**defaults()["detect"], "detector": name, "device": self.device}
+            self._detectors[name] = make_detector(settings)
+        return self._detectors[name]
 
     def crops(self, rgb: np.ndarray, boxes: np.ndarray, detector: str) -> list[list[np.ndarray]]:
         """For each box (found by `detector` in `rgb`), its crops from the other sources."""
@@ -67,10 +71,10 @@ class ViewAligner:
         out: list[list[np.ndarray]] = [[] for _ in boxes]
         if not len(boxes):
             return out
-        for name, det in self.detectors.items():
-            if name == detector:
+        for name in self.sources:
+            if name in ("dlib5", detector):
                 continue
-            found = det.detect([rgb])[0]
+            found = self._detector(name).detect([rgb])[0]
             if not len(found):
                 continue
             for i, box in enumerate(boxes):

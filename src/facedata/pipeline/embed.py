@@ -10,6 +10,8 @@ averaged (`facedata.faces.views`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +25,12 @@ from facedata.pipeline.incremental import reusable, run_batches, write_all
 from facedata.pipeline.runner import StageContext
 
 
-def load_crop(root: Path, face: dict, template: str, size: int) -> np.ndarray:
+def load_crop(root: Path, face: dict, template: str, size: int, source: Callable[[str], np.ndarray]) -> np.ndarray:
     """The face's aligned crop for this model: the stored crop when its geometry fits, else re-aligned from the
-    source image (`face["store_path"]`) with the stored landmarks."""
+    source image (`source(face["store_path"])`) with the stored landmarks."""
     if face["crop_path"] and face["align_template"] == template and face["crop_size"] == size:
         return read_image_file(Path(root) / face["crop_path"], min_side=1).rgb
-    rgb = read_image_file(Path(root) / face["store_path"], min_side=1).rgb
+    rgb = source(face["store_path"])
     lms = np.asarray(face["landmarks"], dtype=np.float64).reshape(5, 2)
     crop, _ = align(rgb, lms, template, size, face["detector"])
     return crop
@@ -37,18 +39,28 @@ def load_crop(root: Path, face: dict, template: str, size: int) -> np.ndarray:
 BOX = ("x1", "y1", "x2", "y2")
 
 
-def _view_crops(root: Path, views, batch: list[dict]) -> list[list[np.ndarray]]:
-    """Each face's extra alignment views (`embed.align_views`); each source image is read and searched once."""
-    out: list[list[np.ndarray]] = [[] for _ in batch]
-    groups: dict[tuple[str, str], list[int]] = {}
+def _batch_crops(root: Path, model, views, batch: list[dict]) -> tuple[list, list[list[np.ndarray]] | None]:
+    """Each face's crop for the model and, with `embed.align_views`, its extra views. Faces are taken image by
+    image, so a source image needed for re-aligning and for the views' detectors is decoded once."""
+    source = lru_cache(maxsize=1)(lambda path: read_image_file(root / path, min_side=1).rgb)
+    crops: list = [None] * len(batch)
+    extra = [[] for _ in batch] if views is not None else None
+    by_image: dict[str, list[int]] = {}
     for i, f in enumerate(batch):
-        groups.setdefault((f["store_path"], f["detector"]), []).append(i)
-    for (path, detector), rows in groups.items():
-        rgb = read_image_file(root / path, min_side=1).rgb
-        boxes = np.array([[batch[i][k] for k in BOX] for i in rows])
-        for i, crops in zip(rows, views.crops(rgb, boxes, detector), strict=True):
-            out[i] = crops
-    return out
+        by_image.setdefault(f["store_path"], []).append(i)
+    for path, rows in by_image.items():
+        for i in rows:
+            crops[i] = load_crop(root, batch[i], model.template, model.crop_size, source)
+        if extra is None:
+            continue
+        by_detector: dict[str, list[int]] = {}
+        for i in rows:
+            by_detector.setdefault(batch[i]["detector"], []).append(i)
+        for detector, found in by_detector.items():
+            boxes = np.array([[batch[i][k] for k in BOX] for i in found])
+            for i, views_of_face in zip(found, views.crops(source(path), boxes, detector), strict=True):
+                extra[i] = views_of_face
+    return crops, extra
 
 
 def _make_worker(p: dict, root: str):
@@ -68,8 +80,7 @@ def _embed_batch(state, batch: list[dict]) -> tuple[str, str, list[tuple[str, li
     from facedata.faces.views import embed_views
 
     model, views, root = state
-    crops = [load_crop(Path(root), f, model.template, model.crop_size) for f in batch]
-    extra = _view_crops(Path(root), views, batch) if views is not None else None
+    crops, extra = _batch_crops(Path(root), model, views, batch)
     vecs = embed_views(model, crops, extra)
     version = model_version_label(model.version, getattr(model, "flip", False), views.sources if views else ())
     return model.name, version, [(f["face_id"], v.tolist()) for f, v in zip(batch, vecs, strict=True)]
