@@ -20,7 +20,8 @@ centred face of each image; 10-fold protocol of `facedata evaluate verification`
 pipeline reaches on these pairs: the ceiling of the default recognizer, independent of facedata's detection
 and alignment.
 
-`--views-dev [--views yunet,mtcnn,dlib5]` measures what alignment views (`embed.align_views`) buy: every LFW
+`--views-dev [--views yunet,mtcnn,dlib5] [--jitter N]` measures what alignment views (`embed.align_views`) and
+jitter (`embed.jitter`; `--views ''` for jitter alone) buy: every LFW
 image's centred face is embedded with the default params and with the views; development pairs are drawn only
 from images that no line of `pairs_shared.txt` uses (same-person pairs: up to 100 per person; 400,000 random
 different-person pairs; seeded), and both configurations get the equal error rate and TAR at FAR 1e-3 / 1e-4
@@ -139,8 +140,9 @@ def _rates(pos: np.ndarray, neg: np.ndarray) -> dict:
     return {"eer": round(eer, 5), **tar}
 
 
-def views_dev(views: list[str]) -> dict:
-    """Default alignment vs alignment views, on development pairs image-disjoint from pairs_shared.txt."""
+def views_dev(views: list[str], jitter: int = 0) -> dict:
+    """Default alignment vs alignment views and/or jitter, on development pairs image-disjoint from
+    pairs_shared.txt."""
     import itertools
 
     from facedata.faces.evaluation import parse_pairs, verification_metrics
@@ -172,8 +174,8 @@ def views_dev(views: list[str]) -> dict:
 
     params = defaults()
     detect, embed = dict(params["detect"], device="cpu"), dict(params["embed"], device="cpu")
-    result = {"n_dev_same": len(same_a), "n_dev_different": len(neg_a), "align_views": views}
-    for name, emb in (("default", embed), ("views", dict(embed, align_views=views))):
+    result = {"n_dev_same": len(same_a), "n_dev_different": len(neg_a), "align_views": views, "jitter": jitter}
+    for name, emb in (("default", embed), ("views", dict(embed, align_views=views, jitter=jitter))):
         t0 = time.perf_counter()
         vecs = _centred_embeddings([root / f for f in files], detect, emb, name)
         seconds = time.perf_counter() - t0
@@ -297,17 +299,18 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--detector", default=None, help="override detect.detector")
     ap.add_argument("--no-flip", action="store_true", help="embed without flip averaging")
     ap.add_argument("--align-views", default="", help="embed.align_views for the throughput run, e.g. yunet,dlib5")
+    ap.add_argument("--jitter", type=int, default=0, help="embed.jitter for the throughput run and --views-dev")
     ap.add_argument("--gpu", action="store_true", help="also time facedata with device cuda (if present)")
     ap.add_argument("--measure-templates", action="store_true", help="only measure the per-detector templates")
     ap.add_argument(
         "--reference-verification", action="store_true", help="only the recipe's accuracy on pairs_shared.txt"
     )
     ap.add_argument("--views-dev", action="store_true", help="only default vs alignment views, dev + benchmark")
-    ap.add_argument("--views", default="yunet,mtcnn,dlib5", help="embed.align_views for --views-dev")
+    ap.add_argument("--views", default="yunet,mtcnn,dlib5", help="embed.align_views for --views-dev ('' for none)")
     args = ap.parse_args(argv)
     if args.views_dev:
         os.environ.setdefault("FACEDATA_MODELS_DIR", str(SHARED / "models"))
-        return {"views_dev": views_dev(args.views.split(","))}
+        return {"views_dev": views_dev([v for v in args.views.split(",") if v], args.jitter)}
     if args.reference_verification:
         os.environ.setdefault("FACEDATA_MODELS_DIR", str(SHARED / "models"))
         return {"reference_verification": reference_verification()}
@@ -327,6 +330,7 @@ def main(argv: list[str]) -> dict:
         embed["flip"] = False
     if args.align_views:
         embed["align_views"] = args.align_views.split(",")
+    embed["jitter"] = args.jitter
     paths = sample_images(args.n)
     n = len(paths)
     ref_rates, fd_rates, ratios = [], [], []
@@ -352,6 +356,7 @@ def main(argv: list[str]) -> dict:
             "model": embed["model"],
             "flip": embed["flip"],
             "align_views": embed["align_views"],
+            "jitter": embed["jitter"],
             "workers": args.workers or available_cores(),
         },
         "reference_img_per_s": [round(v, 2) for v in ref_rates],

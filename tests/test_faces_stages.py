@@ -159,12 +159,12 @@ def test_alignment_views_reembed_every_face_and_say_so(built, tmp_path):
     root = tmp_path / "proj"
     shutil.copytree(root0 / "data", root / "data")
     plain = {e["face_id"]: np.array(e["vector"]) for e in _read(root, "embeddings")}
-    _project(root, src, embed={"align_views": ["yunet", "dlib5"], "batch_size": 3})
+    _project(root, src, embed={"align_views": ["yunet", "dlib5"], "jitter": 2, "batch_size": 3})
     assert run_stage("embed", root) == 0
     m = yaml.safe_load((root / "data" / "metrics" / "embed.json").read_text())
     assert m["n_reused"] == 0 and m["n_embedded"] == len(plain)  # a new embed param: every face again
     for e in _read(root, "embeddings"):
-        assert e["model_version"].endswith("+flip+views=yunet,dlib5")
+        assert e["model_version"].endswith("+flip+views=yunet,dlib5+jitter=2")
         v = np.array(e["vector"])
         assert abs(np.linalg.norm(v) - 1) < 1e-5
         assert 0.95 < float(v @ plain[e["face_id"]]) < 1 - 1e-6  # the same face, seen through more views
@@ -192,9 +192,9 @@ def test_a_batch_decodes_each_source_image_once(built, monkeypatch):
     reads: list[str] = []
     real = stage.read_image_file
     monkeypatch.setattr(stage, "read_image_file", lambda path, **kw: reads.append(str(path)) or real(path, **kw))
-    p = {"model": "dlib-resnet", "device": "cpu", "flip": True, "onnx": {}, "align_views": ["yunet"]}
+    p = {"model": "dlib-resnet", "device": "cpu", "flip": True, "onnx": {}, "align_views": ["yunet"], "jitter": 1}
     _, version, vecs = stage._embed_batch(stage._make_worker(p, str(root)), batch)
-    assert version.endswith("+views=yunet") and len(vecs) == len(batch)
+    assert version.endswith("+views=yunet+jitter=1") and len(vecs) == len(batch)
     assert sorted(reads) == sorted({str(root / f["store_path"]) for f in batch})
 
 

@@ -9,7 +9,7 @@ import pytest
 from facedata.embed import make_embedder, model_version_label
 from facedata.faces.analyze import FaceAnalyzer
 from facedata.faces.detect import RetinaFaceDetector
-from facedata.faces.views import ViewAligner, check_sources, embed_views
+from facedata.faces.views import JITTERS, ViewAligner, _perturbations, check_sources, embed_views
 from facedata.imageio import read_image_file
 from facedata.params import defaults, validate
 
@@ -40,6 +40,25 @@ def test_each_source_that_finds_the_face_adds_a_crop(photo):
     assert ViewAligner(["yunet"], "dlib150", 150, "cpu").crops(rgb, empty, "retinaface") == [[]]
 
 
+def test_jitter_adds_fixed_perturbed_alignments_of_the_face(photo):
+    rgb, dets = photo
+    box, points = dets.boxes[:1], dets.landmarks[:1]
+    crops = ViewAligner([], "dlib150", 150, "cpu", jitter=4).crops(rgb, box, "retinaface", points)[0]
+    assert len(crops) == 4 and all(c.shape == (150, 150, 3) for c in crops)
+    again = ViewAligner([], "dlib150", 150, "cpu", jitter=2).crops(rgb, box, "retinaface", points)[0]
+    assert all(np.array_equal(a, b) for a, b in zip(again, crops[:2], strict=True))  # N takes the first N
+    assert _perturbations(4) == JITTERS[:4]  # a fixed sequence, not this process's random state
+    for deg, scale, dx, dy in JITTERS:
+        assert abs(deg) <= 3 and 0.97 <= scale <= 1.03 and abs(dx) <= 0.02 and abs(dy) <= 0.02
+    base = ViewAligner(["yunet"], "dlib150", 150, "cpu")
+    assert not any(np.array_equal(c, base.crops(rgb, box, "retinaface")[0][0]) for c in crops)
+    model = make_embedder("dlib-resnet", "cpu")
+    v = model.embed(crops)
+    assert np.linalg.norm(v - v.mean(0), axis=1).max() < 0.3  # the same face, slightly moved
+    with pytest.raises(ValueError, match="needs each face's landmarks"):
+        ViewAligner([], "dlib150", 150, "cpu", jitter=1).crops(rgb, box, "retinaface")
+
+
 def test_embed_views_averages_unit_vectors():
     class Fixed:
         """Embeds a crop as the unit vector its first pixel names."""
@@ -68,6 +87,11 @@ def test_bad_sources_are_refused_with_the_rule():
         validate({"embed": {"align_views": ["hog"]}})
     with pytest.raises(ValueError, match="only fits the dlib150 template"):
         ViewAligner(["dlib5"], "arcface112", 112, "cpu")
+    for bad in (-1, 33, True, 2.5):
+        with pytest.raises(ValueError, match="embed.jitter must be 0..32"):
+            ViewAligner([], "dlib150", 150, "cpu", jitter=bad)
+    with pytest.raises(ValueError, match="embed.jitter"):
+        validate({"embed": {"jitter": 100}})
 
 
 def test_analyzer_with_views_embeds_closer_to_the_person(lfw):
@@ -89,3 +113,4 @@ def test_analyzer_with_views_embeds_closer_to_the_person(lfw):
 def test_version_label_names_the_views():
     assert model_version_label("v1", True, ["yunet", "dlib5"]) == "v1+flip+views=yunet,dlib5"
     assert model_version_label("v1", False) == "v1"
+    assert model_version_label("v1", True, (), 8) == "v1+flip+jitter=8"

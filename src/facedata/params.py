@@ -158,6 +158,13 @@ SPEC: dict[str, Spec] = {
         "distinct items of " + ", ".join(ALIGN_VIEW_SOURCES),
         "extra landmark sources; each face is also embedded aligned to theirs, vectors averaged (slower, better)",
     ),
+    "embed.jitter": Spec(
+        0,
+        (int,),
+        _in(0, 32),
+        "0..32",
+        "also embed N slightly rotated/scaled/shifted alignments of each face, vectors averaged (slower, better)",
+    ),
     "embed.device": Spec("auto", (str,), *_DEVICE, "", perf=True),
     "embed.workers": Spec(0, (int,), _nonneg, ">= 0", "worker processes; 0 = one per core", perf=True),
     "embed.batch_size": Spec(64, (int,), _pos, "> 0", "faces per embedding batch", perf=True),

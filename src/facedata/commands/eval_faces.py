@@ -83,7 +83,8 @@ def verification(pairs_file, root, json_out, limit, workers) -> None:
     click.echo(
         f"verification: {len(pairs)} pairs, {len(files)} images; detector {params['detect']['detector']}, "
         f"model {params['embed']['model']} (flip {params['embed']['flip']}, "
-        f"align views {params['embed']['align_views'] or 'none'}); params: {where}",
+        f"align views {params['embed']['align_views'] or 'none'}, jitter {params['embed']['jitter']}); "
+        f"params: {where}",
         err=True,
     )
     emb: dict[str, np.ndarray] = {}
@@ -114,6 +115,7 @@ def verification(pairs_file, root, json_out, limit, workers) -> None:
             "model": params["embed"]["model"],
             "flip": params["embed"]["flip"],
             "align_views": params["embed"]["align_views"],
+            "jitter": params["embed"]["jitter"],
             "seconds": round(seconds, 1),
         }
     )

@@ -101,8 +101,9 @@ def make_embedder(name: str, device: str = "auto", flip: bool = False, onnx_spec
     raise ValueError(f"unknown embedding model {name!r}; available: {', '.join(embedder_names())}")
 
 
-def model_version_label(version: str, flip: bool, views: list[str] | tuple[str, ...] = ()) -> str:
-    """The version stored with each vector: vectors made with flip averaging or alignment views
+def model_version_label(version: str, flip: bool, views: list[str] | tuple[str, ...] = (), jitter: int = 0) -> str:
+    """The version stored with each vector: vectors made with flip averaging, alignment views or jitter
     (`facedata.faces.views`) are not bit-identical to plain ones, so they say so."""
     label = f"{version}+flip" if flip else version
-    return f"{label}+views={','.join(views)}" if views else label
+    label = f"{label}+views={','.join(views)}" if views else label
+    return f"{label}+jitter={jitter}" if jitter else label

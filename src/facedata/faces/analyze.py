@@ -42,11 +42,15 @@ class FaceAnalyzer:
         else:
             self.template, self.crop_size = detect_params["align_template"], detect_params["crop_size"]
         self.views = None
-        if self.embedder is not None and embed_params.get("align_views"):
+        if self.embedder is not None and (embed_params.get("align_views") or embed_params.get("jitter")):
             from facedata.faces.views import ViewAligner
 
             self.views = ViewAligner(
-                embed_params["align_views"], self.template, self.crop_size, embed_params["device"]
+                embed_params.get("align_views", []),
+                self.template,
+                self.crop_size,
+                embed_params["device"],
+                embed_params.get("jitter", 0),
             )
 
     def analyze(self, images: list[np.ndarray], keep_crops: bool = True) -> list[list[Face]]:
@@ -65,7 +69,9 @@ class FaceAnalyzer:
                 extra = [
                     views
                     for img, fs in zip(images, out, strict=True)
-                    for views in self.views.crops(img, np.array([f.box for f in fs]), detector)
+                    for views in self.views.crops(
+                        img, np.array([f.box for f in fs]), detector, np.array([f.landmarks for f in fs])
+                    )
                 ]
             vecs = embed_views(self.embedder, [f.crop for f in faces], extra)
             for f, v in zip(faces, vecs, strict=True):

@@ -4,8 +4,8 @@ Only new work is done: a vector is reused when its face, model and embed params 
 images embeds only their faces, and changing `embed.model` (or `embed.flip`...) embeds everything again.
 Faces are embedded in batches over a pool of worker processes, one recognizer per process; the stored crop
 is used when its geometry is the model's, else the face is re-aligned from the source image. With
-`embed.align_views`, each face is also aligned with other landmark sources' points and the views' vectors are
-averaged (`facedata.faces.views`).
+`embed.align_views` / `embed.jitter`, each face is also aligned with other landmark sources' points or with
+perturbed templates, and the views' vectors are averaged (`facedata.faces.views`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def _batch_crops(root: Path, model, views, batch: list[dict]) -> tuple[list, lis
             by_detector.setdefault(batch[i]["detector"], []).append(i)
         for detector, found in by_detector.items():
             boxes = np.array([[batch[i][k] for k in BOX] for i in found])
-            for i, views_of_face in zip(found, views.crops(source(path), boxes, detector), strict=True):
+            points = np.array([batch[i]["landmarks"] for i in found], dtype=np.float64).reshape(-1, 5, 2)
+            for i, views_of_face in zip(found, views.crops(source(path), boxes, detector, points), strict=True):
                 extra[i] = views_of_face
     return crops, extra
 
@@ -69,9 +70,9 @@ def _make_worker(p: dict, root: str):
     from facedata.faces.views import ViewAligner
 
     model = make_embedder(resolve_model_name(p["model"], root), p["device"], p["flip"], p["onnx"])
-    views = (
-        ViewAligner(p["align_views"], model.template, model.crop_size, p["device"]) if p["align_views"] else None
-    )
+    views = None
+    if p["align_views"] or p["jitter"]:
+        views = ViewAligner(p["align_views"], model.template, model.crop_size, p["device"], p["jitter"])
     return model, views, root
 
 
@@ -82,7 +83,8 @@ def _embed_batch(state, batch: list[dict]) -> tuple[str, str, list[tuple[str, li
     model, views, root = state
     crops, extra = _batch_crops(Path(root), model, views, batch)
     vecs = embed_views(model, crops, extra)
-    version = model_version_label(model.version, getattr(model, "flip", False), views.sources if views else ())
+    sources, jitter = (views.sources, views.jitter) if views else ((), 0)
+    version = model_version_label(model.version, getattr(model, "flip", False), sources, jitter)
     return model.name, version, [(f["face_id"], v.tolist()) for f, v in zip(batch, vecs, strict=True)]
 
 
