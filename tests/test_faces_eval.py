@@ -107,6 +107,21 @@ def test_evaluate_verification_command(lfw, tmp_path, monkeypatch):
 
 
 @pytest.mark.shared
+def test_evaluate_verification_takes_set_overrides(lfw, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["evaluate", "verification", "--pairs", str(lfw / "pairs_shared.txt"), "--root", str(lfw)]
+    out = tmp_path / "v.json"
+    res = CliRunner().invoke(
+        main, [*args, "--limit", "6", "--workers", "1", "--set", "embed.jitter=1", "--json", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "with embed.jitter=1" in res.output and json.loads(out.read_text())["jitter"] == 1
+    for bad, says in (("embed.jitter=99", "embed.jitter"), ("jitter=1", "SECTION.KEY=VALUE")):
+        res = CliRunner().invoke(main, [*args, "--set", bad])
+        assert res.exit_code == 2 and says in res.output, res.output
+
+
+@pytest.mark.shared
 def test_evaluate_detection_command_uses_project_params(lfw, tmp_path, monkeypatch):
     import shutil
 

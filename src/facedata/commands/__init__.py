@@ -7,6 +7,7 @@ Two groups collect subcommands from several modules: `facedata evaluate` (module
 
 from __future__ import annotations
 
+import copy
 import importlib
 import pkgutil
 
@@ -26,3 +27,49 @@ def collect_subcommands(group: click.Group, prefix: str, attr: str) -> click.Gro
 def json_option(help: str = "also write the result to this JSON file"):  # noqa: A002 - click's own name
     """`--json FILE` (parameter `json_out`), the same on every command that reports a result."""
     return click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help=help)
+
+
+def set_option():
+    """`--set SECTION.KEY=VALUE` (parameter `set_values`, repeatable): a parameter override for this run only."""
+    return click.option(
+        "--set",
+        "set_values",
+        multiple=True,
+        metavar="SECTION.KEY=VALUE",
+        help="override a parameter for this run, e.g. --set embed.jitter=8 (repeatable)",
+    )
+
+
+def project_params(root: str | None = None, set_values: tuple[str, ...] = ()) -> tuple[dict, str]:
+    """(params, where they came from) for a command: the project's params.yaml found from `root` (or the
+    working directory), else every default; then the `--set` overrides, validated. A named root that is not a
+    project, a broken params.yaml or a bad override is a usage error (exit 2) that says what to fix."""
+    import yaml
+
+    from facedata.params import ParamsError, defaults, validate
+    from facedata.project import Project, ProjectError
+
+    try:
+        project = Project.find(root)
+        params, where = project.params, str(project.root / "params.yaml")
+    except ProjectError as exc:
+        if root:
+            raise click.UsageError(str(exc)) from exc
+        params, where = defaults(), "defaults (no params.yaml here or above)"
+    except ParamsError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if not set_values:
+        return params, where
+    params = copy.deepcopy(params)  # the project's params are cached: overrides must not leak into them
+    for item in set_values:
+        key, sep, raw = item.partition("=")
+        if not sep or "." not in key:
+            expected = f"{item!r}: expected SECTION.KEY=VALUE, e.g. cluster.threshold=0.5"
+            raise click.BadParameter(expected, param_hint="--set")
+        section, _, leaf = key.partition(".")
+        params.setdefault(section, {})[leaf] = yaml.safe_load(raw)
+    try:
+        params = validate(params)
+    except ParamsError as exc:
+        raise click.BadParameter(str(exc), param_hint="--set") from exc
+    return params, f"{where} with {', '.join(set_values)}"

@@ -36,13 +36,13 @@ def evaluate_3d(aflw_dir, json_out, weights, root) -> None:
     from tqdm import tqdm
 
     from facedata import atomic
-    from facedata.commands.face3d import _params
+    from facedata.commands import project_params
     from facedata.faces.detect import make_detector
     from facedata.models import ModelError
     from facedata.recon3d.evaluate import DatasetError, evaluate, load_aflw2000
     from facedata.recon3d.regress import Regressor, RegressorConfig
 
-    params = _params(root)
+    params, _ = project_params(root)
     try:
         samples = load_aflw2000(aflw_dir)
         detector = make_detector(params["detect"])

@@ -7,34 +7,7 @@ import sys
 
 import click
 
-from facedata.commands import json_option
-
-
-def _params(set_values: tuple[str, ...]) -> dict:
-    """The current project's params (defaults outside a project), with `--set key=value` overrides."""
-    import yaml
-
-    from facedata.params import ParamsError, defaults, validate
-    from facedata.project import Project, ProjectError
-
-    try:
-        params = Project.find().params
-        where = "the project's params.yaml"
-    except ProjectError:
-        params = defaults()
-        where = "default params (not inside a project)"
-    for item in set_values:
-        key, sep, raw = item.partition("=")
-        if not sep or "." not in key:
-            raise click.BadParameter(f"{item!r}: expected SECTION.KEY=VALUE, e.g. cluster.threshold=0.5")
-        section, _, leaf = key.partition(".")
-        params.setdefault(section, {})[leaf] = yaml.safe_load(raw)
-    try:
-        params = validate(params)
-    except ParamsError as exc:
-        raise click.BadParameter(str(exc)) from exc
-    click.echo(f"using {where}" + (f" with {', '.join(set_values)}" if set_values else ""), err=True)
-    return params
+from facedata.commands import json_option, project_params, set_option
 
 
 @click.command("clustering")
@@ -62,13 +35,7 @@ def _params(set_values: tuple[str, ...]) -> dict:
     "other",
 )
 @click.option("--split-seed", type=int, default=0, show_default=True, help="which halves --split makes")
-@click.option(
-    "--set",
-    "set_values",
-    multiple=True,
-    metavar="SECTION.KEY=VALUE",
-    help="override a parameter for this evaluation, e.g. --set cluster.method=dbscan (repeatable)",
-)
+@set_option()
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False),
@@ -90,7 +57,8 @@ def clustering(labeled_dir, simulate_crawl, seed, json_out, split, split_seed, s
     from facedata import atomic
     from facedata.cluster.evaluate import EvaluationError, evaluate, json_view, prepare
 
-    params = _params(set_values)
+    params, where = project_params(set_values=set_values)
+    click.echo(f"params: {where}", err=True)
     try:
         ls = prepare(labeled_dir, params, cache_dir)
 

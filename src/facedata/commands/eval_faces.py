@@ -1,5 +1,6 @@
 """`facedata evaluate verification` and `facedata evaluate detection`: the recognizer and the detector,
-measured with the `detect` and `embed` params of the project they run in (the defaults outside a project)."""
+measured with the `detect` and `embed` params of the project they run in (the defaults outside a project),
+with any `--set` overrides."""
 
 from __future__ import annotations
 
@@ -10,18 +11,7 @@ from pathlib import Path
 
 import click
 
-from facedata.commands import json_option
-
-
-def _project_params() -> tuple[dict, str]:
-    from facedata import params as params_mod
-    from facedata.project import Project, ProjectError
-
-    try:
-        project = Project.find()
-        return project.params, str(project.root / "params.yaml")
-    except ProjectError:
-        return params_mod.defaults(), "defaults (no params.yaml here or above)"
+from facedata.commands import json_option, project_params, set_option
 
 
 def _write_json(result: dict, out: str | None) -> None:
@@ -57,7 +47,8 @@ def _progress(total: int, desc: str):
 @json_option()
 @click.option("--limit", type=int, default=0, help="use only the first N pairs (quick checks; 0 = all)")
 @click.option("--workers", type=int, default=None, help="worker processes (default: params detect.workers)")
-def verification(pairs_file, root, json_out, limit, workers) -> None:
+@set_option()
+def verification(pairs_file, root, json_out, limit, workers, set_values) -> None:
     """Face verification accuracy on LFW-style pairs (10-fold threshold selection) and TAR at FAR 1e-3.
 
     \b
@@ -67,6 +58,7 @@ def verification(pairs_file, root, json_out, limit, workers) -> None:
     Example:
       facedata evaluate verification --pairs ../shared/data/faces/lfw/pairs_shared.txt \\
           --root ../shared/data/faces/lfw --json verification.json
+      facedata evaluate verification ... --set embed.jitter=8     # the same with another setting
     """
     import numpy as np
 
@@ -74,7 +66,7 @@ def verification(pairs_file, root, json_out, limit, workers) -> None:
     from facedata.faces.evaluation import PairsError, parse_pairs, verification_metrics
     from facedata.models import ModelError
 
-    params, where = _project_params()
+    params, where = project_params(set_values=set_values)
     try:
         pairs = parse_pairs(pairs_file, limit)
     except PairsError as exc:
@@ -129,7 +121,8 @@ def verification(pairs_file, root, json_out, limit, workers) -> None:
 @json_option()
 @click.option("--limit", type=int, default=0, help="use only the first N images, sorted by path (0 = all)")
 @click.option("--workers", type=int, default=None, help="worker processes (default: params detect.workers)")
-def detection(labeled_dir, json_out, limit, workers) -> None:
+@set_option()
+def detection(labeled_dir, json_out, limit, workers, set_values) -> None:
     """Share of images in which the labelled face is found, with this project's `detect` params.
 
     \b
@@ -144,7 +137,7 @@ def detection(labeled_dir, json_out, limit, workers) -> None:
     from facedata.faces.evaluation import labelled_face_index, labelled_images
     from facedata.models import ModelError
 
-    params, where = _project_params()
+    params, where = project_params(set_values=set_values)
     images, labels = labelled_images(labeled_dir)
     if limit:
         images = images[:limit]

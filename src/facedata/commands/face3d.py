@@ -10,25 +10,7 @@ from pathlib import Path
 
 import click
 
-
-def _params(root: str | None) -> dict:
-    """The project's params when run inside one (or --root), else every default."""
-    from facedata.params import SPEC, ParamsError, _set, validate
-    from facedata.project import Project, ProjectError
-
-    try:
-        return Project.find(root).params
-    except ProjectError as exc:
-        if root:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(2)
-    except ParamsError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(2)
-    defaults: dict = {}
-    for key, spec in SPEC.items():
-        _set(defaults, key, spec.default)
-    return validate(defaults)
+from facedata.commands import project_params
 
 
 def _safe(name: str) -> str:
@@ -88,7 +70,7 @@ def face3d(images, multiview, out_dir, weights, render, gaze, as_json, root) -> 
     from facedata.recon3d.meshio import encode_png
     from facedata.recon3d.reconstruct import Reconstructor, View
 
-    params = _params(root)
+    params, _ = project_params(root)
     p = dict(params["recon3d"])
     if gaze is not None:
         p["gaze"] = gaze

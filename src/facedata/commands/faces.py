@@ -68,11 +68,11 @@ def faces(paths, with_embed, as_json, workers) -> None:
     \b
     Example:  facedata faces photo.jpg other.png --json
     """
-    from facedata.commands.eval_faces import _project_params
+    from facedata.commands import project_params
     from facedata.faces.analyze import analyze_files
     from facedata.models import ModelError
 
-    params, _ = _project_params()
+    params, _ = project_params()
     n = params["detect"]["workers"] if workers is None else workers
     try:
         results = analyze_files(list(paths), params["detect"], params["embed"] if with_embed else None, n)
