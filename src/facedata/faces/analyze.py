@@ -42,16 +42,10 @@ class FaceAnalyzer:
         else:
             self.template, self.crop_size = detect_params["align_template"], detect_params["crop_size"]
         self.views = None
-        if self.embedder is not None and (embed_params.get("align_views") or embed_params.get("jitter")):
-            from facedata.faces.views import ViewAligner
+        if self.embedder is not None:
+            from facedata.faces.views import aligner_for
 
-            self.views = ViewAligner(
-                embed_params.get("align_views", []),
-                self.template,
-                self.crop_size,
-                embed_params["device"],
-                embed_params.get("jitter", 0),
-            )
+            self.views = aligner_for(embed_params, self.template, self.crop_size)
 
     def analyze(self, images: list[np.ndarray], keep_crops: bool = True) -> list[list[Face]]:
         dets = self.detector.detect(images)

@@ -141,6 +141,14 @@ class ViewAligner:
         return np.asarray(chip, dtype=np.uint8)
 
 
+def aligner_for(embed_params: dict, template: str, size: int) -> ViewAligner | None:
+    """The `ViewAligner` the embed params ask for (`align_views`, `jitter`), or None when they ask for none."""
+    sources, jitter = embed_params.get("align_views") or [], embed_params.get("jitter", 0)
+    if not sources and not jitter:
+        return None
+    return ViewAligner(sources, template, size, embed_params.get("device", "auto"), jitter)
+
+
 def embed_views(embedder, base: list[np.ndarray], extra: list[list[np.ndarray]] | None) -> np.ndarray:
     """Unit vectors of the faces whose base crops are `base`, each averaged with its `extra` views' vectors."""
     from facedata.embed import l2_normalize

@@ -40,8 +40,8 @@ BOX = ("x1", "y1", "x2", "y2")
 
 
 def _batch_crops(root: Path, model, views, batch: list[dict]) -> tuple[list, list[list[np.ndarray]] | None]:
-    """Each face's crop for the model and, with `embed.align_views`, its extra views. Faces are taken image by
-    image, so a source image needed for re-aligning and for the views' detectors is decoded once."""
+    """Each face's crop for the model and, with `embed.align_views` / `embed.jitter`, its extra views. Faces are
+    taken image by image, so a source image needed for re-aligning and for the views is decoded once."""
     source = lru_cache(maxsize=1)(lambda path: read_image_file(root / path, min_side=1).rgb)
     crops: list = [None] * len(batch)
     extra = [[] for _ in batch] if views is not None else None
@@ -67,13 +67,10 @@ def _batch_crops(root: Path, model, views, batch: list[dict]) -> tuple[list, lis
 def _make_worker(p: dict, root: str):
     from facedata.embed import make_embedder
     from facedata.faces.analyze import resolve_model_name
-    from facedata.faces.views import ViewAligner
+    from facedata.faces.views import aligner_for
 
     model = make_embedder(resolve_model_name(p["model"], root), p["device"], p["flip"], p["onnx"])
-    views = None
-    if p["align_views"] or p["jitter"]:
-        views = ViewAligner(p["align_views"], model.template, model.crop_size, p["device"], p["jitter"])
-    return model, views, root
+    return model, aligner_for(p, model.template, model.crop_size), root
 
 
 def _embed_batch(state, batch: list[dict]) -> tuple[str, str, list[tuple[str, list[float]]]]:
