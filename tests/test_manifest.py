@@ -12,6 +12,7 @@ import pytest
 
 from facedata import atomic, ids, manifest
 from facedata.lineage import LINEAGE_TYPE, VOLATILE_FIELDS, make_lineage
+from facedata.models import ModelId
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
 
@@ -176,7 +177,7 @@ def test_atomic_write_survives_a_killed_process(tmp_path):
 
 
 def test_lineage_fields_and_stable_view(tmp_path):
-    lin = make_lineage("detect", "abcd", tmp_path, "mtcnn", "v1")
+    lin = make_lineage("detect", "abcd", tmp_path, ModelId("mtcnn", "v1", "f" * 64), "c0de")
     assert set(lin) == {f.name for f in LINEAGE_TYPE}
     assert lin["git_rev"] == "unknown"  # not a git repository
     a = manifest.from_rows("images", [image_row("a" * 64)])
