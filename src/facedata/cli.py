@@ -231,7 +231,7 @@ def _print_summary(root: Path) -> None:
 @click.option(
     "--no-code-deps",
     is_flag=True,
-    help="code versions from code_versions.yaml instead of source files as deps (projects using the installed "
+    help="code versions from versions.yaml instead of source files as deps (projects using the installed "
     "facedata, as `facedata init` makes them)",
 )
 @click.option("--check", is_flag=True, help="exit 1 when dvc.yaml here misses a file a stage imports (or more)")
@@ -239,14 +239,8 @@ def dvc_yaml(write, no_code_deps, check) -> None:
     """Print (or write) dvc.yaml rendered from the stage DAG definition; code deps come from each stage's
     import graph."""
     from facedata import atomic
-    from facedata.pipeline.dag import (
-        CODE_VERSIONS,
-        RUN_SH,
-        RUNNER,
-        render_code_versions,
-        render_dvc_yaml,
-        stale_code_deps,
-    )
+    from facedata.pipeline.dag import RUN_SH, RUNNER, refresh_versions, render_dvc_yaml, stale_code_deps
+    from facedata.project import Project, ProjectError
 
     if check:
         if not Path("dvc.yaml").is_file():
@@ -260,13 +254,15 @@ def dvc_yaml(write, no_code_deps, check) -> None:
         return
     text = render_dvc_yaml(code_deps=not no_code_deps)
     if write:
+        try:
+            project = Project(Path.cwd().resolve())
+            params = project.params
+        except (ProjectError, ValueError) as exc:
+            _fail(f"cannot read params.yaml here: {exc}")
         atomic.write_text("dvc.yaml", text)
         atomic.write_text(RUNNER, RUN_SH)
-        written = ["dvc.yaml", RUNNER]
-        if no_code_deps:
-            atomic.write_text(CODE_VERSIONS, render_code_versions())
-            written.append(CODE_VERSIONS)
-        click.echo("wrote " + ", ".join(written))
+        refresh_versions(project.root, params)
+        click.echo(f"wrote dvc.yaml, {RUNNER}, versions.yaml")
     else:
         click.echo(text, nl=False)
 

@@ -24,7 +24,7 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
 from facedata.lineage import RUN_ID_ENV  # noqa: E402
-from facedata.pipeline.dag import read_dag, refresh_code_versions  # noqa: E402
+from facedata.pipeline.dag import read_dag, refresh_versions  # noqa: E402
 from facedata.pipeline.runner import run_report_path  # noqa: E402
 
 GATE_EXIT = 1  # facedata.pipeline.runner: the stage ran and a check failed
@@ -177,8 +177,10 @@ def build_flow(
     `recrawl` forces the ingest stage (web sources are not DVC deps, so DVC alone never re-crawls); later
     stages then rerun only if what ingest produced changed. Scheduled builds (`facedata schedule`) set it."""
     root = str(Path(root).resolve())
-    if refresh_code_versions(root):  # a project on the installed facedata: its code changed since the last run
-        get_run_logger().info("facedata's code changed since the last build: %s rewritten", "code_versions.yaml")
+    from facedata.project import Project
+
+    if refresh_versions(root, Project(Path(root)).params):
+        get_run_logger().info("code or models changed since the last build: versions.yaml rewritten")
     order = read_dag(Path(root) / "dvc.yaml")
     if stages:
         unknown = set(stages) - set(order)

@@ -271,6 +271,20 @@ register(
 )
 
 
+_NO_DOWNLOADS = False
+
+
+@contextlib.contextmanager
+def no_downloads():
+    """Within this block, `locate` never downloads: a missing file is a ModelError."""
+    global _NO_DOWNLOADS
+    before, _NO_DOWNLOADS = _NO_DOWNLOADS, True
+    try:
+        yield
+    finally:
+        _NO_DOWNLOADS = before
+
+
 def models_dirs() -> list[Path]:
     """The directories searched, in order (not counting package data and downloads)."""
     dirs = []
@@ -433,7 +447,7 @@ def locate(name: str, download: bool | None = None) -> dict[str, Path]:
     missing = [mf for mf in spec.files if mf.name not in found]
     if missing:
         if download is None:
-            download = os.environ.get(OFFLINE_ENV, "0") not in ("1", "true", "yes")
+            download = not _NO_DOWNLOADS and os.environ.get(OFFLINE_ENV, "0") not in ("1", "true", "yes")
         if not download:
             raise ModelError(_missing_message(spec, missing, rejected, offline=True))
         for mf in missing:

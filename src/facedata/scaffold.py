@@ -1,9 +1,9 @@
 """`facedata init`: a new project directory that `dvc repro` and `facedata build` run in as they are.
 
 It holds params.yaml (every parameter at its default, sources from the command line), dvc.yaml (rendered
-from the DAG definition), code_versions.yaml (each stage's code version, which DVC tracks), thin `stages/`
-entry points with their launcher `stages/run.sh`, a .gitignore and .dvcignore, and initialised git and DVC
-repositories (DVC analytics off).
+from the DAG definition), versions.yaml (each stage's code version and model identity, which DVC tracks),
+thin `stages/` entry points with their launcher `stages/run.sh`, a .gitignore and .dvcignore, and initialised
+git and DVC repositories (DVC analytics off).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from facedata.params import SPEC, validate
-from facedata.pipeline.dag import CODE_VERSIONS, RUN_SH, RUNNER, STAGE_DEFS, render_code_versions, render_dvc_yaml
+from facedata.pipeline.dag import RUN_SH, RUNNER, STAGE_DEFS, VERSIONS, render_dvc_yaml, render_versions
 
 GITIGNORE = """\
 # facedata: data/ is DVC-managed; stage metrics stay in git so `dvc metrics diff` can compare runs.
@@ -90,7 +90,7 @@ def init_project(
         raise FileExistsError(f"{root} already holds a facedata/DVC project (params.yaml or dvc.yaml)")
     root.mkdir(parents=True, exist_ok=True)
     text = render_params_yaml(sources, values)
-    validate(yaml.safe_load(text))  # never write a params file the project would then refuse
+    params = validate(yaml.safe_load(text))  # never write a params file the project would then refuse
     (root / "params.yaml").write_text(text, encoding="utf-8")
     (root / "dvc.yaml").write_text(render_dvc_yaml(code_deps=False), encoding="utf-8")
     (root / "stages").mkdir(exist_ok=True)
@@ -98,7 +98,7 @@ def init_project(
     for s in STAGE_DEFS:
         (root / "stages" / f"{s.name}.py").write_text(stage_module(s.name), encoding="utf-8")
     (root / RUNNER).write_text(RUN_SH, encoding="utf-8")
-    (root / CODE_VERSIONS).write_text(render_code_versions(), encoding="utf-8")
+    (root / VERSIONS).write_text(render_versions(root, params, code=True), encoding="utf-8")
     (root / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
     (root / "data" / "metrics").mkdir(parents=True, exist_ok=True)
     if git:

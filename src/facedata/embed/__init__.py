@@ -109,7 +109,7 @@ def make_embedder(name: str, device: str = "auto", flip: bool = False, onnx_spec
 VIEW_MODELS = {"retinaface": "retinaface", "yunet": "yunet", "mtcnn": "mtcnn", "dlib5": "dlib-shape5"}
 
 
-def model_identity(embed_params: dict, root: str | Path | None = None) -> ModelId:
+def embedder_identity(embed_params: dict, root: str | Path | None = None) -> ModelId:
     """The identity of the vectors the `embed:` params make, without loading a network: the recognizer's name,
     its version label (`model_version_label`) and the sha256 of every weights file involved (the recognizer's,
     and the landmark models of `embed.align_views`). A different file behind `onnx:<path>` is another model."""

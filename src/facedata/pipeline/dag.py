@@ -3,10 +3,12 @@
 
 A stage's code is what it imports (`facedata.codedeps`), never a hand-kept list. In this repository each stage
 depends on exactly those source files, so editing one reruns the stages that import it. A project made with
-`facedata init` runs the installed package, which DVC cannot see: there each stage depends on its entry in
-`code_versions.yaml` (the hash of the same files, rewritten by `facedata build`), so upgrading facedata reruns
-the stages whose code changed; and every row's lineage carries the hash, so those stages recompute what the
-old code made instead of reusing it.
+`facedata init` runs the installed package, which DVC cannot see: there each stage depends on its `code` entry
+in `versions.yaml` (the hash of the same files). Model weights are not DVC deps either (they live outside the
+project, or behind a name like `onnx:rec.onnx`): a stage with a model depends on its `model` entry there (name,
+version, sha256 of the weights). `facedata build` rewrites versions.yaml before running DVC, so upgrading
+facedata or replacing a weights file reruns the stages concerned; and every row's lineage carries the same
+hashes, so those stages recompute what the old code or model made instead of reusing it.
 
 Stage commands run `sh stages/run.sh <stage>`, which finds the Python that has facedata (the one DVC runs in),
 so `.venv/bin/dvc repro` works without an activated environment.
@@ -32,6 +34,7 @@ class StageDef:
     persist: tuple[str, ...] = ()  # outs kept between runs (incremental stages)
     uncached: tuple[str, ...] = ()  # outs kept out of the DVC cache (small reports)
     desc: str = ""
+    model: bool = False  # runs a model: `facedata.pipeline.<name>.model_identity(params, project)`
     extra: dict = field(default_factory=dict)
 
 
@@ -51,6 +54,7 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         ("data/store/crops", f"{M}/detections.parquet", f"{M}/faces.parquet"),
         persist=("data/store/crops", f"{M}/detections.parquet", f"{M}/faces.parquet"),
         desc="find, align and quality-score every face",
+        model=True,
     ),
     StageDef(
         "embed",
@@ -59,6 +63,7 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         (f"{M}/embeddings.parquet",),
         persist=(f"{M}/embeddings.parquet",),
         desc="one unit vector per usable face",
+        model=True,
     ),
     StageDef(
         "cluster",
@@ -96,11 +101,13 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         persist=("data/meshes", f"{M}/meshes.parquet"),
         uncached=("data/reports/reconstruct3d",),
         desc="3DMM landmarks, pose, gaze, dense textured meshes per face; one fused mesh per identity",
+        model=True,
     ),
 )
 
-#: Where a project made by `facedata init` keeps each stage's code version (a DVC params file).
-CODE_VERSIONS = "code_versions.yaml"
+#: What DVC cannot see of each stage, as a DVC params file: its code version (projects on the installed
+#: facedata) and its model's identity.
+VERSIONS = "versions.yaml"
 
 #: The stage command: `stages/run.sh` (written beside the stage modules) picks the Python that has facedata.
 RUNNER = "stages/run.sh"
@@ -163,15 +170,15 @@ def stage_code_deps(name: str) -> list[str]:
 
 def render_dvc_yaml(code_deps: bool) -> str:
     """dvc.yaml for this repository (`code_deps`: the stages' source files are deps) or for a project made by
-    `facedata init` (their hashes in `code_versions.yaml` are params)."""
+    `facedata init` (their hash in `versions.yaml` is a param); model identities are params in both."""
     stages = {}
     for s in STAGE_DEFS:
         deps = [f"stages/{s.name}.py"]
         params: list = list(s.params)
         if code_deps:
             deps += stage_code_deps(s.name)
-        else:
-            params.append({CODE_VERSIONS: [s.name]})
+        if not code_deps or s.model:
+            params.append({VERSIONS: [s.name]})
         deps += list(s.deps)
         outs = []
         for o in s.outs:
@@ -192,31 +199,59 @@ def render_dvc_yaml(code_deps: bool) -> str:
     return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=110)
 
 
-def render_code_versions() -> str:
+def stage_versions(root: str | Path, params: dict, code: bool) -> dict[str, dict[str, str]]:
+    """versions.yaml's content: per stage, its code hash (when `code`) and its model identity; a model that
+    cannot be resolved is recorded as unavailable (the stage then fails with the reason when it runs)."""
+    import importlib
+
     from facedata.codedeps import code_hash
+    from facedata.models import ModelError, no_downloads
+    from facedata.project import Project
 
+    project = Project.find(root)
+    out: dict[str, dict[str, str]] = {}
+    for s in STAGE_DEFS:
+        entry: dict[str, str] = {}
+        if code:
+            entry["code"] = code_hash(s.name)
+        if s.model:
+            identity = importlib.import_module(f"facedata.pipeline.{s.name}").model_identity
+            try:
+                with no_downloads():  # a missing model is the stage's to fetch (or report), not this file's
+                    m = identity(params, project)
+                entry["model"] = f"{m.name} {m.version} sha256:{m.sha256}"
+            except (ModelError, OSError, ValueError) as exc:
+                entry["model"] = f"unavailable: {exc}"
+        if entry:
+            out[s.name] = entry
+    return out
+
+
+def render_versions(root: str | Path, params: dict, code: bool) -> str:
     head = (
-        "# The code version of each facedata stage: a hash of the facedata source files it runs. DVC tracks it\n"
-        "# (dvc.yaml params), so a stage whose code changed with a facedata upgrade reruns; `facedata build`\n"
-        "# rewrites this file. Commit it with dvc.lock.\n"
+        "# What DVC cannot see of each facedata stage (dvc.yaml tracks it as params): the hash of the facedata\n"
+        "# source files it runs (projects on the installed facedata) and its model's name, version and weights\n"
+        "# sha256. `facedata build` rewrites it, so a stage whose code or model changed reruns. Commit it.\n"
     )
-    return head + yaml.safe_dump({s.name: code_hash(s.name) for s in STAGE_DEFS}, sort_keys=False)
+    return head + yaml.safe_dump(stage_versions(root, params, code), sort_keys=False, width=1000)
 
 
-def refresh_code_versions(root: str | Path) -> bool:
-    """Rewrite the project's `code_versions.yaml` when its dvc.yaml uses one and the running facedata's code
-    differs from it; True when it changed."""
+def refresh_versions(root: str | Path, params: dict) -> bool:
+    """Rewrite the project's versions.yaml when its dvc.yaml uses one and what the running facedata would
+    record differs; True when it changed."""
     from facedata import atomic
 
     root = Path(root)
     dvc_yaml = root / "dvc.yaml"
-    if not dvc_yaml.is_file() or CODE_VERSIONS not in dvc_yaml.read_text(encoding="utf-8"):
+    text = dvc_yaml.read_text(encoding="utf-8") if dvc_yaml.is_file() else ""
+    if VERSIONS not in text:
         return False
-    path = root / CODE_VERSIONS
-    text = render_code_versions()
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
+    code = not any("- src/facedata/" in line for line in text.splitlines())
+    path = root / VERSIONS
+    new = render_versions(root, params, code)
+    if path.is_file() and path.read_text(encoding="utf-8") == new:
         return False
-    atomic.write_text(path, text)
+    atomic.write_text(path, new)
     return True
 
 

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facedata import manifest
 from facedata.faces.pool import map_ordered, worker_count
 from facedata.imageio import ImageRejected, read_image_file
 from facedata.pipeline.incremental import reusable, run_batches, write_all
 from facedata.pipeline.runner import StageContext
+
+if TYPE_CHECKING:
+    from facedata.models import ModelId
+    from facedata.project import Project
 
 
 def _make_worker(params: dict, root: str):
@@ -51,11 +56,16 @@ def _detect_batch(state, batch: list[dict]) -> tuple[str, list[dict], list[dict]
     return detector.version, det_rows, faces
 
 
-def run(ctx: StageContext) -> dict:
-    p = ctx.p
+def model_identity(params: dict, project: Project) -> ModelId:
+    """The detector's identity (its registered weights)."""
     from facedata.models import identity
 
-    model = identity(p["detector"])
+    return identity(params["detect"]["detector"])
+
+
+def run(ctx: StageContext) -> dict:
+    p = ctx.p
+    model = model_identity(ctx.params, ctx.project)
     images = manifest.read("images", ctx.root).to_pylist()
     current = {r["image_id"] for r in images}
     old_det = reusable(

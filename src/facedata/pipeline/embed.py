@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,10 @@ from facedata.imageio import read_image_file
 from facedata.pipeline.detect import checkpoint_seconds
 from facedata.pipeline.incremental import reusable, run_batches, write_all
 from facedata.pipeline.runner import StageContext
+
+if TYPE_CHECKING:
+    from facedata.models import ModelId
+    from facedata.project import Project
 
 
 def load_crop(root: Path, face: dict, template: str, size: int, source: Callable[[str], np.ndarray]) -> np.ndarray:
@@ -85,11 +90,16 @@ def _embed_batch(state, batch: list[dict]) -> tuple[str, str, list[tuple[str, li
     return model.name, version, [(f["face_id"], v.tolist()) for f, v in zip(batch, vecs, strict=True)]
 
 
-def run(ctx: StageContext) -> dict:
-    from facedata.embed import model_identity
+def model_identity(params: dict, project: Project) -> ModelId:
+    """The identity of the vectors the stage makes (`facedata.embed.embedder_identity`)."""
+    from facedata.embed import embedder_identity
 
+    return embedder_identity(params["embed"], project.root)
+
+
+def run(ctx: StageContext) -> dict:
     p = ctx.p
-    model = model_identity(p, ctx.root)
+    model = model_identity(ctx.params, ctx.project)
     faces = [f for f in manifest.read("faces", ctx.root).to_pylist() if f["status"] == "ok"]
     wanted = {f["face_id"] for f in faces}
     old = reusable(

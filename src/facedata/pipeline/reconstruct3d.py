@@ -15,6 +15,7 @@ import shutil
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,10 @@ from facedata import manifest
 from facedata.imageio import ImageRejected, read_image_file
 from facedata.pipeline.incremental import reusable, run_batches, write_all
 from facedata.pipeline.runner import StageContext
+
+if TYPE_CHECKING:
+    from facedata.models import ModelId
+    from facedata.project import Project
 from facedata.recon3d import report, rows
 from facedata.recon3d.reconstruct import FaceResult, Reconstructor, View, choose_views
 
@@ -36,7 +41,7 @@ def run(ctx: StageContext) -> dict:
     dataset = manifest.read("dataset", root).to_pylist()
     current = {r["face_id"]: r for r in dataset}
     old = manifest.read("meshes", root, missing_ok=True).to_pylist()
-    model = model_identity(p, ctx.project.resolve(p["weights"]) if p.get("weights") else None)
+    model = model_identity(ctx.params, ctx.project)
     reused = reusable(
         old,
         ctx,
@@ -162,13 +167,15 @@ def rows_model_name() -> str:
     return f"{MODEL_NAME}+{SFM_NAME}"
 
 
-def model_identity(p: dict, weights: Path | None):
+def model_identity(params: dict, project: Project) -> ModelId:
     """The 3D models' identity without loading them: the regressor (registered weights, or fine-tuned ones from
     `recon3d.weights`) with its bases, and the Surrey Face Model; versions as `Reconstructor.model_version`."""
     from facedata import models
     from facedata.recon3d.bfm import MODEL_NAME
     from facedata.recon3d.dense import MODEL_NAME as SFM_NAME
 
+    p = params["recon3d"]
+    weights = project.resolve(p["weights"]) if p.get("weights") else None
     parts = [models.identity(MODEL_NAME), models.identity(SFM_NAME)]
     reg_version = parts[0].version
     if weights is not None:
