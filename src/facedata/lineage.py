@@ -148,3 +148,19 @@ def model_of(lineages: list[dict]) -> ModelId | None:
         return None
     name, version, sha = found.pop()
     return ModelId(name, version, sha) if name and version and sha else None
+
+
+def embeddings_model(root: str | Path, model: str) -> ModelId | None:
+    """The identity of the stored vectors of `embed.model` (from their lineage), for stages that use them
+    (cluster, export); None when there are none, or they were made by several."""
+    import pyarrow.compute as pc
+
+    from facedata import manifest
+
+    emb = manifest.read("embeddings", root, missing_ok=True, columns=["model", "lineage"])
+    if not emb.num_rows:
+        return None
+    lin = emb.filter(pc.equal(emb["model"], model))["lineage"].combine_chunks()
+    fields = ("model_name", "model_version", "model_sha256")
+    combos = pa.table({f: lin.field(f) for f in fields}).group_by(list(fields)).aggregate([])
+    return model_of(combos.to_pylist())

@@ -24,7 +24,7 @@ from facedata.cluster.identities import absorb_faces, dominant_clusters, face_do
 from facedata.cluster.incremental import add_faces
 from facedata.cluster.knn import knn
 from facedata.cluster.metrics import clustering_metrics
-from facedata.lineage import LINEAGE_TYPE, model_of
+from facedata.lineage import LINEAGE_TYPE, embeddings_model
 from facedata.pipeline.runner import StageContext
 
 
@@ -40,17 +40,6 @@ def labelled_assignment(images: list[dict], faces: list[dict], face_cluster: dic
         truth.append(img["label"])
         pred.append(face_cluster.get(fid) if fid in face_cluster else f"noface:{img['image_id']}")
     return truth, pred
-
-
-def embedding_model(ctx: StageContext, model: str):
-    """The identity of the embeddings of `model` (`embed.model`), from their lineage; None when mixed."""
-    emb = manifest.read("embeddings", ctx.root, missing_ok=True, columns=["model", "lineage"])
-    if not emb.num_rows:
-        return None
-    lin = emb.filter(pc.equal(emb["model"], model))["lineage"].combine_chunks()
-    fields = ("model_name", "model_version", "model_sha256")
-    combos = pa.table({f: lin.field(f) for f in fields}).group_by(list(fields)).aggregate([])
-    return model_of(combos.to_pylist())
 
 
 def previous_labels(ctx: StageContext, fs: FaceSet, model) -> np.ndarray | None:
@@ -105,7 +94,7 @@ def _column(values: np.ndarray, typ: pa.DataType) -> pa.Array:
 def run(ctx: StageContext) -> dict:
     p, model_name = ctx.p, ctx.params["embed"]["model"]
     fs, images, faces = read_faceset(ctx.root, model_name)
-    model = embedding_model(ctx, model_name)
+    model = embeddings_model(ctx.root, model_name)
     labels, how, graph = assign(ctx, fs, model)
     n = len(fs)
 

@@ -32,7 +32,6 @@ class StageDef:
     params: tuple[str, ...]
     outs: tuple[str, ...]
     persist: tuple[str, ...] = ()  # outs kept between runs (incremental stages)
-    uncached: tuple[str, ...] = ()  # outs kept out of the DVC cache (small reports)
     desc: str = ""
     model: bool = False  # runs a model: `facedata.pipeline.<name>.model_identity(params, project)`
     extra: dict = field(default_factory=dict)
@@ -81,7 +80,6 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         ),
         ("validate",),
         ("data/reports/validate.json", "data/reports/validate.html"),
-        uncached=("data/reports/validate.json", "data/reports/validate.html"),
         desc="quality gates (Great Expectations) on every manifest",
     ),
     StageDef(
@@ -99,7 +97,6 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         ("recon3d",),
         ("data/meshes", f"{M}/meshes.parquet", "data/reports/reconstruct3d"),
         persist=("data/meshes", f"{M}/meshes.parquet"),
-        uncached=("data/reports/reconstruct3d",),
         desc="3DMM landmarks, pose, gaze, dense textured meshes per face; one fused mesh per identity",
         model=True,
     ),
@@ -185,8 +182,6 @@ def render_dvc_yaml(code_deps: bool) -> str:
             opts = {}
             if o in s.persist:
                 opts["persist"] = True
-            if o in s.uncached:
-                opts["cache"] = False
             outs.append({o: opts} if opts else o)
         stages[s.name] = {
             "desc": s.desc,
