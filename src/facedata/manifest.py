@@ -391,6 +391,28 @@ def read(
         ) from exc
 
 
+def iter_batches(
+    name: str, root: str | os.PathLike = ".", columns: list[str] | None = None, batch_size: int = 65536
+) -> Iterable[pa.Table]:
+    """A manifest's rows a slice at a time (each checked like `read`), for tables too big to hold twice:
+    a million embeddings go into one numpy array without a full Arrow copy beside it."""
+    path = path_for(name, root)
+    if not path.exists():
+        return
+    try:
+        pf = pq.ParquetFile(path)
+        present = set(pf.schema_arrow.names)
+        wanted = [c for c in (columns or schema(name).names) if c in present]
+        batches = pf.iter_batches(batch_size=batch_size, columns=wanted)
+        for batch in batches:
+            yield conform(name, pa.Table.from_batches([batch]), fill_missing=True, columns=columns)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ManifestError(
+            f"manifest {name!r} at {path} is not readable Parquet ({exc}); delete it and rerun "
+            f"`dvc repro {WRITER.get(name, name)}`"
+        ) from exc
+
+
 def read_pandas(name: str, root: str | os.PathLike = ".", missing_ok: bool = False):
     return read(name, root, missing_ok=missing_ok).to_pandas()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -56,36 +57,46 @@ def load_faceset(images: list[dict], faces: list[dict], embeddings: dict[str, li
             "vector": pa.array(list(embeddings.values()), pa.list_(pa.float32())),
         }
     )
-    return faceset_from_tables(_table(images, IMAGE_COLUMNS), _table(faces, FACE_COLUMNS), emb)
+    return faceset_from_tables(_table(images, IMAGE_COLUMNS), _table(faces, FACE_COLUMNS), [emb])
 
 
 def _table(rows: list[dict], columns: list[str]) -> pa.Table:
-    return (
-        pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
-        if rows
-        else pa.table({c: pa.array([], pa.string()) for c in columns})
-    )
+    if not rows:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    return pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
 
 
-def faceset_from_tables(images: pa.Table, faces: pa.Table, embeddings: pa.Table) -> FaceSet:
+def faceset_from_tables(images: pa.Table, faces: pa.Table, embeddings: Iterable[pa.Table]) -> FaceSet:
     """Usable faces (status ok) that have an embedding, sorted by face_id (a content hash, so the order says
-    nothing about labels or collection order). `embeddings` holds one model's rows (`face_id`, `vector`); the
-    vectors go from Arrow straight into one float32 matrix, never through Python lists."""
+    nothing about labels or collection order). `embeddings`: one model's rows (`face_id`, `vector`) in any
+    number of slices; the vectors go from Arrow straight into one float32 matrix, slice by slice, never through
+    Python lists or a second full copy."""
     faces = faces.filter(pc.equal(faces["status"], "ok")) if faces.num_rows else faces
-    pos = pc.index_in(faces["face_id"], value_set=embeddings["face_id"])
-    keep = pc.is_valid(pos)
-    faces, pos = faces.filter(keep), pos.filter(keep)
-    order = pc.sort_indices(faces["face_id"])
-    faces, pos = faces.take(order), pos.take(order)
-    vec = (
-        embeddings["vector"].take(pos).combine_chunks() if faces.num_rows else pa.array([], pa.list_(pa.float32()))
-    )
+    faces = faces.take(pc.sort_indices(faces["face_id"]))
     n = faces.num_rows
-    lengths = pc.list_value_length(vec)
-    dim = int(pc.max(lengths).as_py() or 0)
-    if n and int(pc.min(lengths).as_py()) != dim:
-        raise ValueError("embeddings of one model have different lengths; rerun `dvc repro --force embed`")
-    x = vec.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, dim)
+    x: np.ndarray | None = None
+    found = np.zeros(n, dtype=bool)
+    for part in embeddings:
+        if not part.num_rows or not n:
+            continue
+        pos = pc.index_in(part["face_id"], value_set=faces["face_id"])
+        keep = pc.is_valid(pos)
+        rows = pos.filter(keep).to_numpy(zero_copy_only=False)
+        if not rows.size:
+            continue
+        vec = part["vector"].filter(keep).combine_chunks()
+        lengths = pc.list_value_length(vec).to_numpy(zero_copy_only=False)
+        if x is None:
+            x = np.zeros((n, int(lengths[0])), dtype=np.float32)
+        if (lengths != x.shape[1]).any():
+            raise ValueError("embeddings of one model have different lengths; rerun `dvc repro --force embed`")
+        x[rows] = vec.flatten().to_numpy(zero_copy_only=False).reshape(-1, x.shape[1])
+        found[rows] = True
+    if not found.all():
+        faces = faces.filter(pa.array(found))
+        x = x[found] if x is not None else None
+    if x is None:
+        x = np.zeros((faces.num_rows, 0), dtype=np.float32)
     boxes = np.stack([faces[c].to_numpy().astype(np.float32) for c in ("x1", "y1", "x2", "y2")], axis=1)
     image_ids = faces["image_id"].to_pylist()
     frames: list[tuple[str, int, str]] = []
@@ -112,9 +123,11 @@ def read_faceset(root, model: str) -> tuple[FaceSet, pa.Table, pa.Table]:
 
     images = manifest.read("images", root, columns=IMAGE_COLUMNS)
     faces = manifest.read("faces", root, columns=FACE_COLUMNS)
-    emb = manifest.read("embeddings", root, columns=["face_id", "model", "vector"])
-    emb = emb.filter(pc.equal(emb["model"], model)) if emb.num_rows else emb
-    return faceset_from_tables(images, faces, emb), images, faces
+    parts = (
+        part.filter(pc.equal(part["model"], model))
+        for part in manifest.iter_batches("embeddings", root, columns=["face_id", "model", "vector"])
+    )
+    return faceset_from_tables(images, faces, parts), images, faces
 
 
 def options(p: dict, seed: int = 0) -> Options:
