@@ -19,6 +19,16 @@ DEFAULT_ATTRIBUTES = ["data-src", "data-lazy-src", "data-original", "srcset", "s
 #: are rounded up or refused.
 WIKIMEDIA_WIDTHS = (20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840)
 
+#: Chromium flags that would let the browser around the policy proxy (facedata.sources.browserproxy).
+BROWSER_NETWORK_FLAGS = (
+    "--proxy",
+    "--no-proxy-server",
+    "--host-rules",
+    "--force-webrtc-ip-handling-policy",
+    "--enable-quic",
+    "--origin-to-force-quic-on",
+)
+
 # Defaults of the optional keys of a source entry (the keys themselves are checked below).
 WIKIMEDIA_DEFAULTS = {
     "api": COMMONS_API,
@@ -176,6 +186,12 @@ def check_sources(params: dict) -> None:
         parse_allow_host(host)
     if not all(isinstance(a, str) for a in crawl.get("browser_args", [])):
         raise ValueError("crawl.browser_args must be a list of strings")
+    confining = [a for a in crawl.get("browser_args", []) if a.startswith(BROWSER_NETWORK_FLAGS)]
+    if confining:
+        raise ValueError(
+            f"crawl.browser_args may not change how Chromium reaches the network ({', '.join(confining)}): every "
+            "request of the browser goes through facedata's policy proxy (see docs/collect.md)"
+        )
     contact = crawl.get("contact", "")
     if contact.strip() and (why := contact_problem(contact.strip())):
         raise ValueError(f"crawl.contact {contact!r} {why}")

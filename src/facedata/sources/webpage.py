@@ -214,9 +214,9 @@ def make_driver(crawl: dict, user_agent: str, proxy_address: str):
     os.environ.setdefault("SE_AVOID_STATS", "true")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    args = [*BASE_ARGS, *CONFINE_ARGS, f"--user-agent={user_agent}"]
-    args += [a for a in crawl["browser_args"] if not a.startswith(("--proxy-server", "--proxy-bypass-list"))]
-    args.append(f"--proxy-server=http://{proxy_address}")  # last, so no browser_args entry can replace it
+    # browser_args cannot hold network flags (facedata.sources.config.BROWSER_NETWORK_FLAGS); the proxy comes last
+    args = [*BASE_ARGS, *CONFINE_ARGS, f"--user-agent={user_agent}", *crawl["browser_args"]]
+    args.append(f"--proxy-server=http://{proxy_address}")
     for arg in args:
         options.add_argument(arg)
     try:
