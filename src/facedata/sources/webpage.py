@@ -257,8 +257,9 @@ def check_landing(driver, page_url: str, proxy: PolicyProxy | None, mark: int) -
         raise PageFailed(f"the result page led to {hop.url}, refused by policy ({hop.code}: {hop.message})")
     where = redact_url(current) if here is not None else f"a browser page ({current[:60] or 'blank'})"
     raise PageFailed(
-        f"the result page went to {where} instead of a page on {urlsplit(page_url).netloc} (a consent, captcha "
-        "or login page? such sites are not for this source; if the site moved, update url_template)"
+        f"the result page went to {where} instead of a page on {urlsplit(redact_url(page_url)).netloc} (a "
+        "consent, captcha or login page? such sites are not for this source; if the site moved, update "
+        "url_template)"
     )
 
 
