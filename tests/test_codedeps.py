@@ -125,3 +125,40 @@ def test_repo_launcher_and_dvcignore_are_current():
     assert (REPO / "stages" / "run.sh").read_text() == RUN_SH
     lines = (REPO / ".dvcignore").read_text().splitlines()
     assert all(p in lines for p in DVCIGNORE)
+
+
+@pytest.mark.slow
+def test_clean_clone_status_reports_no_spurious_code_change(tmp_path):
+    """On a clean clone of this repository, `dvc status` reports a code dep as modified exactly when the file
+    differs from what dvc.lock recorded, before and after Python leaves byte-code beside the sources."""
+    import compileall
+    import hashlib
+
+    from .projects import BIN, run
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(REPO), str(clone)], tmp_path)
+
+    def modified_code() -> set[str]:
+        out = run([str(BIN / "dvc"), "status", "--json"], clone).stdout
+        found = set()
+        for changes in json.loads(out or "{}").values():
+            for change in changes:
+                if isinstance(change, dict):
+                    deps = change.get("changed deps", {})
+                    found |= {p for p, how in deps.items() if p.startswith(("src/", "stages/"))}
+        return found
+
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())
+    stale = {
+        d["path"]
+        for stage in lock["stages"].values()
+        for d in stage.get("deps", [])
+        if d["path"].startswith(("src/", "stages/"))
+        and hashlib.md5((clone / d["path"]).read_bytes()).hexdigest() != d.get("md5")
+    }
+    assert modified_code() == stale
+    compileall.compile_dir(str(clone / "src"), quiet=1)
+    compileall.compile_dir(str(clone / "stages"), quiet=1)
+    assert any((clone / "src" / "facedata").rglob("*.pyc"))
+    assert modified_code() == stale
