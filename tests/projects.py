@@ -48,6 +48,15 @@ def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
     return run([str(BIN / "dvc"), *args], cwd, check=check)
 
 
+def run_report(root: Path, stage: str) -> dict:
+    """The stage's last run report (rows reused, workers, seconds...): `data/reports/runs/<stage>.json`."""
+    import json
+
+    from facedata.pipeline.runner import run_report_path
+
+    return json.loads(run_report_path(root, stage).read_text())
+
+
 def set_params(root: Path, **sections) -> None:
     """Update params.yaml sections (dicts are merged one level deep)."""
     path = root / "params.yaml"

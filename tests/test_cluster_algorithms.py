@@ -142,3 +142,18 @@ def test_shared_neighbour_bonus_is_chance_corrected_in_small_query_sets():
     assert small[0] == small[1] == 0.0 and 0.1 < small[2] < 0.16
     assert chance_corrected(j, 100_000, 10, 20) == pytest.approx(j, abs=2e-3)
     assert chance_corrected(j, 1, 10, 20).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_cluster_is_pure_one_options_object_on_different_data():
+    """`cluster()` neither changes its options nor keeps a kNN graph in them: running it with one Options on two
+    data sets of the same size gave BCubed F 0.42 on the second before, from the first set's graph."""
+    a, _ = make_embeddings(300, seed=1)
+    b, truth_b = make_embeddings(300, seed=2)
+    opts = Options(threshold=0.43)
+    cluster(a, "knn_average", opts)
+    second = cluster(b, "knn_average", opts)
+    assert opts == Options(threshold=0.43) and opts.knn_graph is None
+    assert np.array_equal(second, cluster(b, "knn_average", Options(threshold=0.43)))
+    assert clustering_metrics(truth_b, second)["bcubed_f"] > 0.9
+    cluster(a, "leiden", opts, threshold=0.45)  # keyword options hold for that call only
+    assert opts.threshold == 0.43

@@ -15,6 +15,8 @@ from facedata.cluster.faceset import FaceSet
 from facedata.cluster.synthetic import make_embeddings
 from facedata.params import defaults
 
+from .projects import run_report
+
 
 def cluster_params(**kw) -> dict:
     p = defaults()["cluster"]
@@ -133,8 +135,6 @@ def test_cli_end_to_end_on_lfw_images_with_cache(lfw, tmp_path, monkeypatch):
     res = CliRunner().invoke(main, [*args, "--set", "cluster.method=dbscan", "--set", "cluster.threshold=0.45"])
     assert res.exit_code == 0, res.output
     project = next((tmp_path / "cache").iterdir())
-    detect = json.loads((project / "data" / "metrics" / "detect.json").read_text())
-    embed = json.loads((project / "data" / "metrics" / "embed.json").read_text())
-    assert detect["n_processed"] == 0 and embed["n_embedded"] == 0
+    assert run_report(project, "detect")["n_processed"] == 0 and run_report(project, "embed")["n_embedded"] == 0
     bad = CliRunner().invoke(main, [*args, "--set", "cluster.method=kmeans"])
     assert bad.exit_code != 0 and "cluster.method must be one of" in bad.output

@@ -47,3 +47,33 @@ def test_degenerate_additions():
     assert partition_agreement(labels, same)["changed_fraction"] == 0 and stats["n_new"] == 0
     fresh, stats = add_faces(x[:0], labels[:0], x, "knn_average", Options(**OPTS))
     assert stats["n_reclustered"] == 100 and len(fresh) == 100
+
+
+def _near(v: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    w = v + 0.01 * rng.standard_normal(v.shape).astype(np.float32)
+    return (w / np.linalg.norm(w, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_must_links_hold_for_added_faces():
+    """A new video frame's face tracked with an old face stays with it, even when it looks like someone else;
+    a new frame that links two old faces in different clusters brings them together."""
+    x, _ = make_embeddings(400, seed=5)
+    opts = Options(**OPTS)
+    old = cluster(x, "knn_average", opts)
+    i = 0
+    j = int(np.flatnonzero(old != old[i])[0])  # a face in another cluster
+    new = _near(x[j : j + 1], 1)  # looks like j...
+    free, _ = add_faces(x, old, new, "knn_average", opts)
+    assert free[400] == free[j] != free[i]
+    linked, stats = add_faces(x, old, new, "knn_average", opts, must=[np.array([i, 400])])  # ...tracked with i
+    assert linked[400] == linked[i] and stats["n_must_link_groups"] == 1 and stats["n_joined"] == 0
+    # several new faces of one track stay together
+    track = _near(np.repeat(x[j : j + 1], 3, axis=0), 2)
+    labels, _ = add_faces(x, old, track, "knn_average", opts, must=[np.array([i, 400, 401, 402])])
+    assert len({labels[i], labels[400], labels[401], labels[402]}) == 1
+    # a new frame joining two old faces of different clusters: one cluster for all three
+    bridge = _near(x[i : i + 1], 3)
+    labels, _ = add_faces(x, old, bridge, "knn_average", opts, must=[np.array([i, j, 400])])
+    assert labels[i] == labels[j] == labels[400]
+    assert opts == Options(**OPTS)  # the caller's options are not modified

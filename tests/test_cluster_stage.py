@@ -16,8 +16,11 @@ import yaml
 from facedata import ids, manifest, store
 from facedata.cluster.metrics import partition_agreement
 from facedata.lineage import make_lineage
+from facedata.models import ModelId
 from facedata.params import validate
 from facedata.pipeline.runner import run_stage
+
+from .projects import run_report
 
 NAMES = ["ann", "bob", "cyd", "dee", "eve", "fay"]
 NOW = dt.datetime(2026, 11, 21, tzinfo=dt.UTC)
@@ -51,7 +54,8 @@ class Builder:
         self.counter = 0
 
     def lineage(self, stage: str) -> dict:
-        return make_lineage(stage, "0" * 16, self.root, "dlib-resnet" if stage == "embed" else None)
+        model = ModelId("dlib-resnet", "v1", "f" * 64) if stage == "embed" else None
+        return make_lineage(stage, "0" * 16, self.root, model, "c0de")
 
     def vector(self, name: str) -> np.ndarray:
         return _unit(self.centres[name] + 0.2 / np.sqrt(128) * self.rng.standard_normal(128))
@@ -190,9 +194,10 @@ def test_cluster_stage_writes_clusters_identities_and_labelled_metrics(tmp_path)
     b = demo_project(tmp_path)
     assert run_stage("cluster", tmp_path) == 0
     m = metrics(tmp_path, "cluster")
-    assert m["method"] == "knn_average" and m["assignment"]["mode"] == "full"
-    assert m["assignment"]["n_cannot_link_pairs"] == 1
-    assert m["assignment"]["n_must_link_groups"] == 1 and m["assignment"]["n_must_link_faces"] == 3
+    how = run_report(tmp_path, "cluster")["assignment"]
+    assert m["method"] == "knn_average" and how["mode"] == "full"
+    assert how["n_cannot_link_pairs"] == 1
+    assert how["n_must_link_groups"] == 1 and how["n_must_link_faces"] == 3
     lab = m["labelled"]
     assert lab["n_images"] == 6 * 6 + 2 and lab["n_no_face"] == 1
     assert lab["purity"] == 1.0 and lab["bcubed_f"] > 0.9
@@ -224,7 +229,7 @@ def test_rerun_adds_new_faces_incrementally_and_params_change_reclusters(tmp_pat
         b.image(name, name, [name])
     b.write()
     assert run_stage("cluster", tmp_path) == 0
-    how = metrics(tmp_path, "cluster")["assignment"]
+    how = run_report(tmp_path, "cluster")["assignment"]
     assert how["mode"] == "incremental" and how["n_new"] == 3 and how["n_joined"] + how["n_doubtful"] == 3
     after = {r["face_id"]: r for r in read(tmp_path, "clusters")}
     for name in NAMES[:3]:
@@ -236,10 +241,10 @@ def test_rerun_adds_new_faces_incrementally_and_params_change_reclusters(tmp_pat
     assert drift["changed_fraction"] == 0.0
     # Same faces again: nothing new, the previous clustering is reused.
     assert run_stage("cluster", tmp_path) == 0
-    assert metrics(tmp_path, "cluster")["assignment"]["n_new"] == 0
+    assert run_report(tmp_path, "cluster")["assignment"]["n_new"] == 0
     write_params(tmp_path, threshold=0.40)
     assert run_stage("cluster", tmp_path) == 0
-    assert metrics(tmp_path, "cluster")["assignment"]["mode"] == "full"
+    assert run_report(tmp_path, "cluster")["assignment"]["mode"] == "full"
 
 
 def b_label(b: Builder, face: dict) -> str | None:
@@ -308,7 +313,7 @@ def test_stage_handles_an_old_clusters_manifest_and_no_faces(tmp_path):
 
     pq.write_table(old, manifest.path_for("clusters", tmp_path))
     assert run_stage("cluster", tmp_path) == 0
-    assert metrics(tmp_path, "cluster")["assignment"]["mode"] == "full"
+    assert run_report(tmp_path, "cluster")["assignment"]["mode"] == "full"
     empty = tmp_path / "empty"
     empty.mkdir()
     Builder(empty).write()

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from facedata import manifest
 from facedata.cli import main as cli
 
-from .collect_servers import LocalServer, fast_crawl_params, jpeg, send, write_project
+from .collect_servers import LocalServer, drip, fast_crawl_params, jpeg, send, static, write_project
 
 
 def counting(body: bytes, state: dict, lock: threading.Lock, delay: float = 0.1):
@@ -100,3 +100,34 @@ def test_caps_per_name_and_per_run(tmp_path):
         report = _run(project, urls, tmp_path / "r2.json")
         assert sum(u["status"] == "stored" for u in report["urls"]) == 10
         assert all(s.hits_of(f"/{i}.jpg") == 1 for i in range(10))
+
+
+def test_a_trickling_server_is_not_retried_in_the_same_run(tmp_path):
+    """A URL whose attempt used the whole total timeout (the server drips a byte every 0.2 s, so no read ever
+    times out) is not retried in that run: with 2 retries it held a 30-URL crawl for 3 total timeouts plus
+    backoff. Its row says why; the next run tries it again."""
+    with LocalServer("127.0.0.1") as s:
+        for i in range(29):
+            s.routes[f"/{i}.jpg"] = static(jpeg(800 + i))
+        s.routes["/trickle.jpg"] = drip(every=0.2)
+        project = tmp_path / "p"
+        crawl = fast_crawl_params(
+            allow_hosts=[f"127.0.0.1:{s.port}"], total_timeout_s=1.5, read_timeout_s=1.0, max_retries=2
+        )
+        write_project(project, {"crawl": crawl})
+        urls = tmp_path / "u.txt"
+        urls.write_text("".join(s.url(f"/{i}.jpg") + "\n" for i in range(15)) + s.url("/trickle.jpg") + "\n")
+        urls.write_text(urls.read_text() + "".join(s.url(f"/{i}.jpg") + "\n" for i in range(15, 29)))
+        report = _run(project, urls, tmp_path / "r.json", "--name", "Ann")
+        by_url = {u["url"].rsplit("/", 1)[1]: u for u in report["urls"]}
+        assert sum(u["status"] == "stored" for u in report["urls"]) == 29
+        trickle = by_url["trickle.jpg"]
+        assert trickle["status"] == "failed" and trickle["reason"].startswith("timeout: total time over 1.5 s")
+        assert "not retried in this run, the next run tries again" in trickle["reason"]
+        row = next(
+            r for r in manifest.read("crawl_log", project).to_pylist() if r["source_uri"].endswith("trickle.jpg")
+        )
+        assert row["attempts"] == 1 and s.hits_of("/trickle.jpg") == 1
+        _run(project, urls, tmp_path / "r2.json", "--name", "Ann")
+        assert s.hits_of("/trickle.jpg") == 2  # tried again by the next run
+        assert all(s.hits_of(f"/{i}.jpg") == 1 for i in range(29))

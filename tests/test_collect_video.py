@@ -111,14 +111,14 @@ def test_ingest_video_command(clip, tmp_path):
     assert frame["lineage"]["stage"] == "ingest-video"
 
     # a rerun decides nothing again: the same rows, no detector call
-    from facedata.collect import row_params_hash
+    from facedata.collect import ingest_recipe
     from facedata.project import Project
 
     proj = Project.find(project)
     previous = Previous.from_tables(
         manifest.read("crawl_log", project).to_pylist(),
         manifest.read("images", project).to_pylist(),
-        row_params_hash(proj.params),
+        ingest_recipe(proj.params, "ingest-video"),
         project,
     )
     finder = CountingFinder()

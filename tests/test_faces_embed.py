@@ -89,11 +89,11 @@ def test_facenet_embedder_runs_a_state_dict_through_the_right_preprocessing(tmp_
     np.testing.assert_allclose(v, expected, atol=1e-4)
 
 
-def _export_onnx(path, size=112, layout="nchw", dynamic=True):
+def _export_onnx(path, size=112, layout="nchw", dynamic=True, seed=0):
     """A small deterministic conv net exported to ONNX (a stand-in recognizer with a known function)."""
     import torch
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 4, stride=4),
         torch.nn.ReLU(),

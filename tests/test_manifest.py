@@ -12,6 +12,7 @@ import pytest
 
 from facedata import atomic, ids, manifest
 from facedata.lineage import LINEAGE_TYPE, VOLATILE_FIELDS, make_lineage
+from facedata.models import ModelId
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
 
@@ -176,7 +177,7 @@ def test_atomic_write_survives_a_killed_process(tmp_path):
 
 
 def test_lineage_fields_and_stable_view(tmp_path):
-    lin = make_lineage("detect", "abcd", tmp_path, "mtcnn", "v1")
+    lin = make_lineage("detect", "abcd", tmp_path, ModelId("mtcnn", "v1", "f" * 64), "c0de")
     assert set(lin) == {f.name for f in LINEAGE_TYPE}
     assert lin["git_rev"] == "unknown"  # not a git repository
     a = manifest.from_rows("images", [image_row("a" * 64)])
@@ -206,3 +207,42 @@ def test_lineage_git_revision_marks_dirty(tmp_path):
     assert len(clean) == 40
     (tmp_path / "params.yaml").write_text("a: 2\n")
     assert git_revision.__wrapped__(str(tmp_path)) == clean + "-dirty"
+
+
+def test_manifests_from_before_code_hashes_stay_readable_and_are_not_reused(tmp_path):
+    """Lineage gained `code_hash` and `model_sha256`: an older file reads (nulls there), and its rows are not
+    reusable, so they are recomputed once."""
+    import pyarrow.parquet as pq
+
+    from facedata.lineage import Recipe
+
+    old_type = pa.struct([f for f in LINEAGE_TYPE if f.name not in ("code_hash", "model_sha256")])
+    row = image_row("c" * 64)
+    table = manifest.from_rows("images", [row])
+    old = table.set_column(
+        table.schema.get_field_index("lineage"), "lineage", pa.array([lineage()], type=old_type)
+    )
+    manifest.path_for("images", tmp_path).parent.mkdir(parents=True)
+    pq.write_table(old, manifest.path_for("images", tmp_path))
+    back = manifest.read("images", tmp_path).to_pylist()[0]["lineage"]
+    assert back["code_hash"] is None and back["model_sha256"] is None and back["params_hash"] == "p1"
+    assert not Recipe("ingest", "p1", "c0de").made(back)
+    assert manifest.read("images", tmp_path, columns=["image_id", "lineage"]).column_names == [
+        "image_id",
+        "lineage",
+    ]
+
+
+def test_a_row_is_reusable_only_when_params_code_and_model_match(tmp_path):
+    from facedata.lineage import Recipe
+
+    model = ModelId("onnx:rec.onnx", "sha256:0123", "0123" + "0" * 60)
+    recipe = Recipe("embed", "p1", "c0de")
+    lin = recipe.lineage(tmp_path, model)
+    assert recipe.made(lin, model)
+    assert not Recipe("embed", "p2", "c0de").made(lin, model)  # other params
+    assert not Recipe("embed", "p1", "c0df").made(lin, model)  # other code
+    swapped = ModelId("onnx:rec.onnx", "sha256:0123", "f" * 64)  # same name and label, other weights
+    assert not recipe.made(lin, swapped)
+    assert not recipe.made({**lin, "model_version": "other"}, model)
+    assert recipe.made(recipe.lineage(tmp_path), None)  # a stage without a model

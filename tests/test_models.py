@@ -155,3 +155,22 @@ def test_every_registered_model_resolves_from_shared_models(shared):
     for name in ("dlib-resnet", "dlib-shape5", "mtcnn", "yunet", "retinaface"):
         for path in models.locate(name, download=False).values():
             assert path.is_file()
+
+
+def test_identity_follows_the_weights_bytes_and_hashes_are_cached_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    models._sha256_cached.cache_clear()
+    weights = tmp_path / "rec.onnx"
+    weights.write_bytes(b"a" * (2 << 20))
+    first = models.file_identity("onnx:rec.onnx", weights)
+    assert first.sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert first.version == f"sha256:{first.sha256[:16]}"
+    cached = json.loads((tmp_path / "cache" / "facedata" / models.SHA_CACHE_NAME).read_text())
+    assert cached[str(weights.resolve())][2] == first.sha256  # (size, mtime, sha256) for the next process
+    weights.write_bytes(b"b" * (2 << 20))  # replaced under the same name
+    second = models.file_identity("onnx:rec.onnx", weights)
+    assert second.sha256 != first.sha256 and second.name == first.name
+    with pytest.raises(ModelError, match="not found"):
+        models.file_identity("onnx:gone.onnx", tmp_path / "gone.onnx")
+    combined = models.combine("m", "v", [first, second])
+    assert combined.sha256 not in (first.sha256, second.sha256)

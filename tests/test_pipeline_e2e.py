@@ -1,8 +1,10 @@
 """End to end in a real git + DVC repository, on real faces from ../shared.
 
 One project is built once for the module (the tests below run in file order and share it): a full
-`dvc repro`; a second one skips everything; `facedata lineage` resolves a dataset file; a clean clone rebuilds
-identical manifests; changing one clustering parameter reruns only cluster and what follows.
+`.venv/bin/dvc repro` with no environment activated; a second one skips everything; `facedata lineage`
+resolves a dataset file; a clean clone rebuilds identical manifests and metrics; changing one clustering
+parameter reruns only cluster and what follows; a team shares the build through a DVC remote; more video
+frames join the clustering incrementally with their tracks' must-links.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from facedata import manifest
 from facedata.ids import sha256_bytes
 from facedata.pipeline.runner import STAGES
 
-from .projects import BIN, commit, dvc, make_project, run, set_params
+from .projects import BIN, commit, dvc, make_project, run, run_report, set_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
@@ -46,7 +49,9 @@ def built(tmp_path_factory, lfw, shared):
         extra_folders=[{"root": str(base / "extra")}],
         videos=[{"path": str(clip), "fps": 0.25}],
     )
-    first = dvc("repro", cwd=root)
+    # As README says: `.venv/bin/dvc repro` with nothing activated (no venv on PATH, so no `python` of it).
+    bare = {"PATH": "/usr/local/bin:/usr/bin:/bin", "VIRTUAL_ENV": ""}
+    first = run([str(BIN / "dvc"), "repro"], root, extra_env=bare)
     return root, first.stdout + first.stderr
 
 
@@ -142,6 +147,10 @@ def test_clean_clone_reproduces_the_same_manifests(built):
         a, b = _stable(root, name), _stable(clone, name)
         differing = [c for c in a.column_names if not a[c].equals(b[c])]
         assert a.num_rows == b.num_rows and not differing, f"{name}: columns {differing} differ in the clone"
+    # Metrics hold results only: a rebuild from scratch writes the committed metrics byte for byte (only the
+    # outputs' hashes in dvc.lock change: every row has a new run id and time in its lineage).
+    assert run(["git", "status", "--porcelain"], clone).stdout.split() == ["M", "dvc.lock"]
+    assert dvc("metrics", "diff", cwd=clone).stdout.strip() == ""
     shutil.rmtree(clone)
 
 
@@ -153,3 +162,54 @@ def test_changing_a_cluster_param_reruns_only_cluster_and_what_follows(built):
     out = dvc("repro", cwd=root)
     assert ran(out.stdout) == list(STAGES[STAGES.index("cluster") :])
     assert "didn't change" in out.stdout  # ingest, detect, embed were checked and skipped
+
+
+def test_a_team_shares_the_build_through_a_dvc_remote(built, prefect_harness):
+    """README's team workflow with a local folder as the remote: `facedata build --push` after a build; a
+    teammate's clean clone `dvc pull`s, `dvc status` is up to date, and `facedata build` runs no stage."""
+    from prefect.settings import PREFECT_API_URL
+
+    root, _ = built
+    api = {"PREFECT_API_URL": PREFECT_API_URL.value()}
+    refused = run([str(BIN / "facedata"), "build", "--push"], root, check=False, extra_env=api)
+    assert refused.returncode == 2 and "dvc remote add -d" in refused.stderr
+    remote = root.parent / "team-remote"
+    dvc("remote", "add", "-d", "team", str(remote), cwd=root)
+    commit(root, "team remote")
+    pushed = run([str(BIN / "facedata"), "build", "--push"], root, extra_env=api)
+    assert "pushed" in pushed.stderr and any(remote.rglob("*"))
+    assert run(["git", "status", "--porcelain"], root).stdout == ""
+
+    mate = root.parent / "teammate"
+    run(["git", "clone", "-q", str(root), str(mate)], root.parent)
+    dvc("pull", cwd=mate)
+    assert "Data and pipelines are up to date" in dvc("status", cwd=mate).stdout
+    out = run([str(BIN / "facedata"), "build"], mate, extra_env=api)
+    assert "facedata outputs" in out.stdout
+    assert not (mate / "data" / "reports" / "runs").exists()  # no stage ran
+    assert run(["git", "status", "--porcelain"], mate).stdout == ""
+    assert manifest.read("dataset", mate).equals(manifest.read("dataset", root))
+    shutil.rmtree(mate)
+
+
+def test_more_video_frames_join_incrementally_and_keep_their_tracks(built):
+    """Frames sampled more densely from the same clip: ingest adds them, detect and embed only do their faces,
+    the clustering adds the new faces to the last one (incremental) and every video track stays one cluster."""
+    from facedata.cluster.faceset import constraints, read_faceset
+    from facedata.project import Project
+
+    root, _ = built
+    before = {r["face_id"] for r in manifest.read("clusters", root).to_pylist()}
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["sources"]["videos"][0]["fps"] = 0.5
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    dvc("repro", cwd=root)
+    how = run_report(root, "cluster")["assignment"]
+    clusters = {r["face_id"]: r["cluster_id"] for r in manifest.read("clusters", root).to_pylist()}
+    assert how["mode"] == "incremental" and how["n_new"] == len(set(clusters) - before) > 0
+    params = Project(root).params
+    fs, _, _ = read_faceset(root, params["embed"]["model"])
+    _, must = constraints(fs, params["cluster"])
+    assert how["n_must_link_groups"] == len(must) > 0
+    for group in must:
+        assert len({clusters[fs.face_ids[i]] for i in group}) == 1

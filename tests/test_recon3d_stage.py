@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
+from .projects import run_report
 from .recon3d_helpers import AFLW, MULTIVIEW, boxes_of
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
@@ -121,14 +122,13 @@ def test_stage_rerun_reuses_rows_and_redoes_only_what_is_missing(project):
     before = {r["mesh_id"]: r for r in meshes}
     shutil.rmtree(root / "data" / "reports" / "reconstruct3d")  # DVC removes a stage's outs before running it
     assert run_stage("reconstruct3d", root) == 0
-    metrics = json.loads((root / "data" / "metrics" / "reconstruct3d.json").read_text())
-    assert metrics["n_processed"] == 0 and metrics["n_reused"] == 7
+    run = run_report(root, "reconstruct3d")
+    assert run["n_processed"] == 0 and run["n_reused"] == 7
     assert (root / "data" / "reports" / "reconstruct3d" / "reconstruct3d.artifact.md").is_file()
     victim = dataset[0]["face_id"]
     shutil.rmtree(root / "data" / "meshes" / "faces" / victim)
     assert run_stage("reconstruct3d", root) == 0
-    metrics = json.loads((root / "data" / "metrics" / "reconstruct3d.json").read_text())
-    assert metrics["n_processed"] == 1
+    assert run_report(root, "reconstruct3d")["n_processed"] == 1
     after = {r["mesh_id"]: r for r in manifest.read("meshes", root).to_pylist()}
     assert set(after) == set(before)
     assert (root / after[victim]["obj_path"]).is_file()
@@ -148,8 +148,7 @@ def test_rerun_after_a_face_changes_identity_follows_the_dataset(project):
     manifest.write("dataset", manifest.from_rows("dataset", renamed), root)
     try:
         assert run_stage("reconstruct3d", root) == 0
-        metrics = json.loads((root / "data" / "metrics" / "reconstruct3d.json").read_text())
-        assert metrics["n_processed"] == 0  # geometry reused
+        assert run_report(root, "reconstruct3d")["n_processed"] == 0  # geometry reused
         meshes = manifest.read("meshes", root).to_pylist()
         want = {r["face_id"]: r["identity"] for r in renamed}
         assert all(r["identity"] == want[r["face_id"]] for r in meshes if r["kind"] == "face")

@@ -8,8 +8,9 @@ from click.testing import CliRunner
 
 from facedata import params
 from facedata.cli import main
-from facedata.pipeline.dag import render_dvc_yaml
-from facedata.scaffold import init_project, render_params_yaml
+from facedata.codedeps import code_hash
+from facedata.pipeline.dag import RUN_SH, render_dvc_yaml
+from facedata.scaffold import DVCIGNORE, init_project, render_params_yaml
 
 
 def test_rendered_params_are_the_defaults():
@@ -49,6 +50,15 @@ def test_init_creates_a_runnable_project(tmp_path):
     assert p["models"]["dir"] == str(tmp_path)
     for stage in ("ingest", "detect", "embed", "cluster", "validate", "export"):
         assert (root / "stages" / f"{stage}.py").is_file()
+    assert (root / "stages" / "run.sh").read_text() == RUN_SH
+    assert all(p in (root / ".dvcignore").read_text().splitlines() for p in DVCIGNORE)
+    # DVC cannot see the installed facedata: each stage's code hash (and model) is a param in versions.yaml
+    versions = yaml.safe_load((root / "versions.yaml").read_text())
+    doc = yaml.safe_load((root / "dvc.yaml").read_text())
+    for stage, spec in doc["stages"].items():
+        assert versions[stage]["code"] == code_hash(stage)
+        assert {"versions.yaml": [stage]} in spec["params"] and spec["cmd"] == f"sh stages/run.sh {stage}"
+    assert versions["detect"]["model"].split()[0] in ("retinaface", "unavailable:")  # found, or why not
     again = CliRunner().invoke(main, ["init", str(root)])
     assert again.exit_code == 2 and "already holds" in again.output
 

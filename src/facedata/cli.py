@@ -82,11 +82,14 @@ def init(directory, folders, labeled, max_per_name, videos, models_dir, no_git) 
 @click.option("--stage", "stages", multiple=True, help="run only these stages (repeatable), in DAG order")
 @click.option("--force", is_flag=True, help="rerun stages even when DVC finds them up to date")
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="project directory (default: here)")
-def build(stages, force, root) -> None:
+@click.option("--push", is_flag=True, help="after a successful build, `dvc push` to the default DVC remote")
+def build(stages, force, root, push) -> None:
     """Run the pipeline: a Prefect flow with one task per DVC stage, in DAG order.
 
     With no PREFECT_API_URL set, Prefect starts a temporary local server for the run; set PREFECT_API_URL
-    (e.g. to a `prefect server start` at http://127.0.0.1:4200/api) to watch runs in the Prefect UI.
+    (e.g. to a `prefect server start` at http://127.0.0.1:4200/api) to watch runs in the Prefect UI. With
+    --push, the outputs go to the project's default DVC remote (`dvc remote add -d NAME URL`), so teammates
+    get them with `dvc pull` instead of rebuilding.
     """
     from facedata.project import Project, ProjectError
 
@@ -95,8 +98,13 @@ def build(stages, force, root) -> None:
     except ProjectError as exc:
         _fail(str(exc))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from facedata.flow import build_flow
+    from facedata.flow import build_flow, default_remote, push_outputs
 
+    if push and not default_remote(project.root):
+        _fail(
+            "--push needs a default DVC remote: `dvc remote add -d NAME URL` (a folder, s3://, gs://, ssh://), "
+            "then commit .dvc/config"
+        )
     click.echo(f"facedata build in {project.root}", err=True)
     try:
         build_flow(root=str(project.root), stages=list(stages) or None, force=force)
@@ -107,6 +115,11 @@ def build(stages, force, root) -> None:
             click.echo(f"validation report: {report}", err=True)
         sys.exit(1)
     _print_summary(project.root)
+    if push:
+        try:
+            click.echo(push_outputs(project.root), err=True)
+        except RuntimeError as exc:
+            _fail(str(exc), 1)
 
 
 @main.command()
@@ -214,16 +227,42 @@ def _print_summary(root: Path) -> None:
 
 
 @main.command("dvc-yaml")
-@click.option("--write", is_flag=True, help="write dvc.yaml in the current directory instead of printing it")
-@click.option("--no-code-deps", is_flag=True, help="leave out the facedata source files as deps (installed use)")
-def dvc_yaml(write, no_code_deps) -> None:
-    """Print (or write) dvc.yaml rendered from the stage DAG definition."""
-    from facedata.pipeline.dag import render_dvc_yaml
+@click.option("--write", is_flag=True, help="write dvc.yaml (and stages/run.sh) here instead of printing it")
+@click.option(
+    "--no-code-deps",
+    is_flag=True,
+    help="code versions from versions.yaml instead of source files as deps (projects using the installed "
+    "facedata, as `facedata init` makes them)",
+)
+@click.option("--check", is_flag=True, help="exit 1 when dvc.yaml here misses a file a stage imports (or more)")
+def dvc_yaml(write, no_code_deps, check) -> None:
+    """Print (or write) dvc.yaml rendered from the stage DAG definition; code deps come from each stage's
+    import graph."""
+    from facedata import atomic
+    from facedata.pipeline.dag import RUN_SH, RUNNER, refresh_versions, render_dvc_yaml, stale_code_deps
+    from facedata.project import Project, ProjectError
 
+    if check:
+        if not Path("dvc.yaml").is_file():
+            _fail("no dvc.yaml here")
+        stale = stale_code_deps("dvc.yaml")
+        for stage, files in stale.items():
+            click.echo(f"{stage}: " + ", ".join(files))
+        if stale:
+            _fail("dvc.yaml code deps are out of date: run `facedata dvc-yaml --write`", 1)
+        click.echo("dvc.yaml code deps match the stages' imports")
+        return
     text = render_dvc_yaml(code_deps=not no_code_deps)
     if write:
-        Path("dvc.yaml").write_text(text, encoding="utf-8")
-        click.echo("wrote dvc.yaml")
+        try:
+            project = Project(Path.cwd().resolve())
+            params = project.params
+        except (ProjectError, ValueError) as exc:
+            _fail(f"cannot read params.yaml here: {exc}")
+        atomic.write_text("dvc.yaml", text)
+        atomic.write_text(RUNNER, RUN_SH)
+        refresh_versions(project.root, params)
+        click.echo(f"wrote dvc.yaml, {RUNNER}, versions.yaml")
     else:
         click.echo(text, nl=False)
 

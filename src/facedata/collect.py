@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facedata import manifest
+from facedata.codedeps import code_hash
 from facedata.ingest import IngestResult, Previous, ingest_items, ingest_lock, sigterm_as_interrupt
-from facedata.lineage import make_lineage
+from facedata.lineage import Recipe
 from facedata.params import params_hash
 from facedata.sources.base import SourceItem
 from facedata.sources.crawler import Crawler, CrawlSettings, FetchTask
@@ -23,10 +24,11 @@ from facedata.sources.urllist import UrlEntry, read_url_list
 from facedata.sources.video import VideoSettings, iter_video_items
 
 
-def row_params_hash(params: dict) -> str:
+def ingest_recipe(params: dict, command: str = "ingest") -> Recipe:
+    """How the `ingest` stage makes its rows (params and code), stamped with `command`'s name."""
     from facedata.pipeline.runner import ROW_PARAMS
 
-    return params_hash(params, ROW_PARAMS["ingest"])
+    return Recipe(command, params_hash(params, ROW_PARAMS["ingest"]), code_hash("ingest"))
 
 
 @dataclass
@@ -45,11 +47,11 @@ def run_manual(
 ) -> ManualRun:
     """Ingest `make_items(previous)` into the project at `root`, merging into its manifests."""
     root = Path(root)
-    phash = row_params_hash(params)
+    recipe = ingest_recipe(params, command)
     with ingest_lock(root), sigterm_as_interrupt():
         log_rows = manifest.read("crawl_log", root, missing_ok=True).to_pylist()
         image_rows = manifest.read("images", root, missing_ok=True).to_pylist()
-        previous = Previous.from_tables(log_rows, image_rows, phash, root)
+        previous = Previous.from_tables(log_rows, image_rows, recipe, root)
         base_log = {r["log_id"]: r for r in log_rows}
         base_images = {r["image_id"]: r for r in image_rows}
 
@@ -68,7 +70,7 @@ def run_manual(
             make_items(previous),
             root,
             params["ingest"],
-            lambda: make_lineage(command, phash, root),
+            lambda: recipe.lineage(root),
             previous,
             on_progress=on_progress,
             checkpoint=save,

@@ -24,7 +24,8 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
 from facedata.lineage import RUN_ID_ENV  # noqa: E402
-from facedata.pipeline.dag import read_dag  # noqa: E402
+from facedata.pipeline.dag import read_dag, refresh_versions  # noqa: E402
+from facedata.pipeline.runner import run_report_path  # noqa: E402
 
 GATE_EXIT = 1  # facedata.pipeline.runner: the stage ran and a check failed
 
@@ -74,6 +75,34 @@ def metrics_markdown(stage: str, metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def run_markdown(run: dict) -> str:
+    """The stage's last run report (rows reused, workers, seconds...) under its metrics."""
+    return "\n".join(["#### this run", "", *(f"- {k}: {v}" for k, v in run.items() if k != "stage")])
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def default_remote(root: str | Path) -> str | None:
+    """The project's default DVC remote (`dvc remote add -d`), or None."""
+    proc = subprocess.run(
+        [dvc_executable(), "remote", "default"], cwd=root, env=stage_env(), capture_output=True, text=True
+    )
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def push_outputs(root: str | Path) -> str:
+    """`dvc push` every stage's cached outputs to the default remote; returns DVC's summary line."""
+    proc = subprocess.run([dvc_executable(), "push"], cwd=root, env=stage_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc push failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
+    return (proc.stdout.strip().splitlines() or ["pushed"])[-1]
+
+
 def report_artifacts(root: str | Path, stage: str) -> list[Path]:
     """Pages a stage left for the run's observers: `data/reports/<stage>/*.artifact.md` (e.g. the 3D stage's
     renders), published as markdown artifacts after the stage ran."""
@@ -114,11 +143,11 @@ def run_stage_task(stage: str, root: str, force: bool = False) -> dict:
                     logger.info(part)
                     tail.append(part)
         rc = proc.wait()
-    metrics_path = Path(root) / "data" / "metrics" / f"{stage}.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    metrics = _read_json(Path(root) / "data" / "metrics" / f"{stage}.json")
+    run = _read_json(run_report_path(root, stage))
     if metrics:
         create_markdown_artifact(
-            markdown=metrics_markdown(stage, metrics),
+            markdown=metrics_markdown(stage, metrics) + ("\n\n" + run_markdown(run) if run else ""),
             key=f"facedata-{stage}",
             description=f"metrics of stage {stage}",
         )
@@ -126,7 +155,7 @@ def run_stage_task(stage: str, root: str, force: bool = False) -> dict:
         from facedata.pipeline.ingest import crawl_report_markdown
 
         create_markdown_artifact(
-            markdown=crawl_report_markdown(metrics),
+            markdown=crawl_report_markdown(metrics, run),
             key="facedata-crawl",
             description="crawl: per-source counts and failure reasons",
         )
@@ -148,6 +177,10 @@ def build_flow(
     `recrawl` forces the ingest stage (web sources are not DVC deps, so DVC alone never re-crawls); later
     stages then rerun only if what ingest produced changed. Scheduled builds (`facedata schedule`) set it."""
     root = str(Path(root).resolve())
+    from facedata.project import Project
+
+    if refresh_versions(root, Project(Path(root)).params):
+        get_run_logger().info("code or models changed since the last build: versions.yaml rewritten")
     order = read_dag(Path(root) / "dvc.yaml")
     if stages:
         unknown = set(stages) - set(order)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from facedata import ids, imageio, store
+from facedata.lineage import Recipe
 from facedata.manifest import RIGHTS_COLUMNS, SOURCE_COLUMNS
 from facedata.sources.base import SourceItem
 
@@ -103,12 +104,13 @@ class Previous:
 
     @classmethod
     def from_tables(
-        cls, log_rows: list[dict], image_rows: list[dict], params_hash: str | None, root: Path | None = None
+        cls, log_rows: list[dict], image_rows: list[dict], recipe: Recipe | None, root: Path | None = None
     ) -> Previous:
+        """Rows `recipe` would make as they are (same params and code; every row when None)."""
         images = {r["image_id"]: r for r in image_rows}
         out: dict[str, tuple[dict, dict | None]] = {}
         for row in log_rows:
-            if params_hash is not None and row["lineage"]["params_hash"] != params_hash:
+            if recipe is not None and not recipe.made(row["lineage"]):
                 continue
             image = images.get(row["image_id"]) if row["status"] in ("stored", "duplicate") else None
             if row["status"] in ("stored", "duplicate") and image is None:

@@ -325,13 +325,19 @@ def from_rows(name: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
         raise ManifestError(f"rows for manifest {name!r} do not fit its schema: {exc}") from exc
 
 
-def conform(name: str, table: pa.Table, fill_missing: bool = False) -> pa.Table:
-    """Select and cast `table` to the manifest schema, with a message naming the offending columns.
+def conform(name: str, table: pa.Table, fill_missing: bool = False, columns: list[str] | None = None) -> pa.Table:
+    """Select and cast `table` to the manifest schema (or to its `columns` only), with a message naming the
+    offending columns.
 
     With `fill_missing`, nullable columns the table lacks are added as nulls: manifests written before a column
     was added stay readable (schema changes are additive). A missing required column is always an error.
     """
     sch = schema(name)
+    if columns is not None:
+        unknown = [c for c in columns if c not in sch.names]
+        if unknown:
+            raise ManifestError(f"manifest {name!r} has no columns {unknown}")
+        sch = pa.schema([sch.field(c) for c in columns], metadata=sch.metadata)
     missing = [f.name for f in sch if f.name not in table.column_names]
     if fill_missing:
         for f in sch:
@@ -358,29 +364,58 @@ def conform(name: str, table: pa.Table, fill_missing: bool = False) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=sch)
 
 
-def read(name: str, root: str | os.PathLike = ".", missing_ok: bool = False) -> pa.Table:
-    """Read and check a manifest. With `missing_ok`, an absent file reads as an empty table."""
+def read(
+    name: str, root: str | os.PathLike = ".", missing_ok: bool = False, columns: list[str] | None = None
+) -> pa.Table:
+    """Read and check a manifest (only `columns`, when given: big manifests are read no wider than needed).
+    With `missing_ok`, an absent file reads as an empty table."""
     path = path_for(name, root)
     if not path.exists():
         if missing_ok:
-            return empty(name)
+            return empty(name) if columns is None else empty(name).select(columns)
         raise ManifestError(
             f"manifest {name!r} not found at {path}; run the stage that writes it first "
             f"(`dvc repro {WRITER.get(name, name)}` or `facedata build`)"
         )
     try:
-        table = pq.read_table(path)
+        if columns is None:
+            table = pq.read_table(path)
+        else:  # columns an older file lacks are filled in by `conform`
+            present = set(pq.read_schema(path).names)
+            table = pq.read_table(path, columns=[c for c in columns if c in present])
     except (OSError, pa.ArrowInvalid) as exc:
         raise ManifestError(
             f"manifest {name!r} at {path} is not readable Parquet ({exc}); delete it and rerun "
             f"`dvc repro {WRITER.get(name, name)}`"
         ) from exc
     try:
-        return conform(name, table, fill_missing=True)
+        return conform(name, table, fill_missing=True, columns=columns)
     except ManifestError as exc:
         raise ManifestError(
             f"{exc} (file {path}); it was probably written by another facedata version: rerun "
             f"`dvc repro --force {WRITER.get(name, name)}` to rebuild it"
+        ) from exc
+
+
+def iter_batches(
+    name: str, root: str | os.PathLike = ".", columns: list[str] | None = None, batch_size: int = 65536
+) -> Iterable[pa.Table]:
+    """A manifest's rows a slice at a time (each checked like `read`), for tables too big to hold twice:
+    a million embeddings go into one numpy array without a full Arrow copy beside it."""
+    path = path_for(name, root)
+    if not path.exists():
+        return
+    try:
+        pf = pq.ParquetFile(path)
+        present = set(pf.schema_arrow.names)
+        wanted = [c for c in (columns or schema(name).names) if c in present]
+        batches = pf.iter_batches(batch_size=batch_size, columns=wanted)
+        for batch in batches:
+            yield conform(name, pa.Table.from_batches([batch]), fill_missing=True, columns=columns)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ManifestError(
+            f"manifest {name!r} at {path} is not readable Parquet ({exc}); delete it and rerun "
+            f"`dvc repro {WRITER.get(name, name)}`"
         ) from exc
 
 

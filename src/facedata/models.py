@@ -17,6 +17,7 @@ registry, and its version is the file's sha256.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -270,6 +271,20 @@ register(
 )
 
 
+_NO_DOWNLOADS = False
+
+
+@contextlib.contextmanager
+def no_downloads():
+    """Within this block, `locate` never downloads: a missing file is a ModelError."""
+    global _NO_DOWNLOADS
+    before, _NO_DOWNLOADS = _NO_DOWNLOADS, True
+    try:
+        yield
+    finally:
+        _NO_DOWNLOADS = before
+
+
 def models_dirs() -> list[Path]:
     """The directories searched, in order (not counting package data and downloads)."""
     dirs = []
@@ -292,18 +307,96 @@ def get_spec(name: str) -> ModelSpec:
     return REGISTRY[name]
 
 
+SHA_CACHE_NAME = "file-sha256.json"
+
+
 @functools.lru_cache(maxsize=256)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    """A file's sha256, remembered by (path, size, mtime) in this process and in the user cache, so every stage
+    and worker process checking multi-megabyte weights does not hash them again."""
+    key, stamp = path, [size, mtime_ns]
+    disk = _read_sha_cache()
+    hit = disk.get(key)
+    if isinstance(hit, list) and len(hit) == 3 and hit[:2] == stamp:
+        return str(hit[2])
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
             h.update(block)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if size >= 1 << 20:  # small files hash faster than the cache reads
+        _write_sha_cache({**disk, key: [*stamp, digest]})
+    return digest
+
+
+def _sha_cache_path() -> Path:
+    return cache_dir().parent / SHA_CACHE_NAME
+
+
+def _read_sha_cache() -> dict:
+    import json
+
+    try:
+        data = json.loads(_sha_cache_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_sha_cache(data: dict) -> None:
+    """Best effort: a read-only home or a concurrent writer only costs a re-hash later."""
+    from facedata import atomic
+
+    if len(data) > 1000:  # entries of files long gone
+        data = {k: v for k, v in data.items() if os.path.exists(k)}
+    with contextlib.suppress(OSError):
+        atomic.write_json(_sha_cache_path(), data)
 
 
 def file_sha256(path: Path) -> str:
-    st = path.stat()
-    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
+    st = Path(path).stat()
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class ModelId:
+    """A model as far as its outputs go: name, version, and the sha256 of its weights. Rows record it in their
+    lineage, and a row made by another model identity is recomputed, never reused."""
+
+    name: str
+    version: str
+    sha256: str
+
+
+def combined_sha256(parts: dict[str, str]) -> str:
+    """One sha256 for several weights files (`{label: file sha256}`); a single file keeps its own."""
+    if len(parts) == 1:
+        return next(iter(parts.values()))
+    h = hashlib.sha256()
+    for label in sorted(parts):
+        h.update(f"{label}\0{parts[label]}\n".encode())
+    return h.hexdigest()
+
+
+def identity(name: str) -> ModelId:
+    """The identity of registered model `name`, from its verified files (located as `locate` does)."""
+    spec = get_spec(name)
+    files = locate(name)
+    return ModelId(name, spec.version, combined_sha256({f: file_sha256(p) for f, p in files.items()}))
+
+
+def file_identity(name: str, path: str | os.PathLike) -> ModelId:
+    """The identity of a user's own weights file (`onnx:<path>`, fine-tuned weights): its version is its hash."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} not found ({name})")
+    digest = file_sha256(path)
+    return ModelId(name, f"sha256:{digest[:16]}", digest)
+
+
+def combine(name: str, version: str, parts: list[ModelId]) -> ModelId:
+    """A model made of several (a recognizer and the landmark models of its views...)."""
+    return ModelId(name, version, combined_sha256({f"{i}:{m.name}": m.sha256 for i, m in enumerate(parts)}))
 
 
 def _verified(path: Path, mf: ModelFile) -> bool:
@@ -354,7 +447,7 @@ def locate(name: str, download: bool | None = None) -> dict[str, Path]:
     missing = [mf for mf in spec.files if mf.name not in found]
     if missing:
         if download is None:
-            download = os.environ.get(OFFLINE_ENV, "0") not in ("1", "true", "yes")
+            download = not _NO_DOWNLOADS and os.environ.get(OFFLINE_ENV, "0") not in ("1", "true", "yes")
         if not download:
             raise ModelError(_missing_message(spec, missing, rejected, offline=True))
         for mf in missing:

@@ -1,8 +1,9 @@
 """`facedata init`: a new project directory that `dvc repro` and `facedata build` run in as they are.
 
 It holds params.yaml (every parameter at its default, sources from the command line), dvc.yaml (rendered
-from the DAG definition), thin `stages/` entry points, a .gitignore for data/, and initialised git and DVC
-repositories (DVC analytics off).
+from the DAG definition), versions.yaml (each stage's code version and model identity, which DVC tracks),
+thin `stages/` entry points with their launcher `stages/run.sh`, a .gitignore and .dvcignore, and initialised
+git and DVC repositories (DVC analytics off).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from facedata.params import SPEC, validate
-from facedata.pipeline.dag import STAGE_DEFS, render_dvc_yaml
+from facedata.pipeline.dag import RUN_SH, RUNNER, STAGE_DEFS, VERSIONS, render_dvc_yaml, render_versions
 
 GITIGNORE = """\
 # facedata: data/ is DVC-managed; stage metrics stay in git so `dvc metrics diff` can compare runs.
@@ -23,6 +24,20 @@ GITIGNORE = """\
 __pycache__/
 .venv/
 """
+
+
+#: What DVC must never hash: Python's byte-code caches differ between machines and runs.
+DVCIGNORE = ("__pycache__/", "*.pyc")
+
+
+def ensure_dvcignore(root: Path) -> None:
+    """Add the `DVCIGNORE` patterns to the project's .dvcignore (kept as the user wrote it otherwise)."""
+    path = root / ".dvcignore"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    missing = [p for p in DVCIGNORE if p not in text.splitlines()]
+    if missing:
+        sep = "" if not text or text.endswith("\n") else "\n"
+        path.write_text(text + sep + "\n".join(missing) + "\n", encoding="utf-8")
 
 
 def render_params_yaml(sources: dict, values: dict[str, object] | None = None) -> str:
@@ -75,13 +90,15 @@ def init_project(
         raise FileExistsError(f"{root} already holds a facedata/DVC project (params.yaml or dvc.yaml)")
     root.mkdir(parents=True, exist_ok=True)
     text = render_params_yaml(sources, values)
-    validate(yaml.safe_load(text))  # never write a params file the project would then refuse
+    params = validate(yaml.safe_load(text))  # never write a params file the project would then refuse
     (root / "params.yaml").write_text(text, encoding="utf-8")
     (root / "dvc.yaml").write_text(render_dvc_yaml(code_deps=False), encoding="utf-8")
     (root / "stages").mkdir(exist_ok=True)
     (root / "stages" / "__init__.py").write_text('"""DVC stage entry points."""\n', encoding="utf-8")
     for s in STAGE_DEFS:
         (root / "stages" / f"{s.name}.py").write_text(stage_module(s.name), encoding="utf-8")
+    (root / RUNNER).write_text(RUN_SH, encoding="utf-8")
+    (root / VERSIONS).write_text(render_versions(root, params, code=True), encoding="utf-8")
     (root / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
     (root / "data" / "metrics").mkdir(parents=True, exist_ok=True)
     if git:
@@ -91,4 +108,5 @@ def init_project(
         if not (root / ".dvc").exists():
             _run([dvc, "init", "-q"], root)
         _run([dvc, "config", "core.analytics", "false"], root)
+    ensure_dvcignore(root)
     return root

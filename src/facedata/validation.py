@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,8 +260,7 @@ def run_suites(frames: dict[str, pd.DataFrame], checks: dict[str, list[Check]], 
         df = frames[name].reset_index(drop=True)
         batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
         suite = context.suites.add(gx.ExpectationSuite(name=name))
-        for chk in suite_checks:
-            suite.add_expectation(getattr(gxe, chk.expectation)(**chk.kwargs))
+        added = [suite.add_expectation(getattr(gxe, chk.expectation)(**chk.kwargs)) for chk in suite_checks]
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=name, data=batch, suite=suite)
         )
@@ -268,35 +268,60 @@ def run_suites(frames: dict[str, pd.DataFrame], checks: dict[str, list[Check]], 
             report["manifests"][name] = {"success": True, "n_rows": 0, "checks": [], "note": "empty manifest"}
             continue
         result = definition.run(batch_parameters={"dataframe": df}, result_format={"result_format": "COMPLETE"})
-        entries = []
-        for chk, res in zip(suite_checks, result.results, strict=True):
-            r = res.to_json_dict()
-            detail = r.get("result") or {}
-            entry = {
-                "expectation": r["expectation_config"]["type"],
-                "column": chk.kwargs.get("column"),
-                "kwargs": {k: v for k, v in chk.kwargs.items() if k != "column"},
-                "why": chk.why,
-                "success": bool(r["success"]),
-                "unexpected_count": detail.get("unexpected_count"),
-                "unexpected_percent": detail.get("unexpected_percent"),
-                "observed_value": detail.get("observed_value"),
-                "examples": [],
-            }
-            if r.get("exception_info", {}).get("raised_exception"):
-                entry["error"] = r["exception_info"].get("exception_message")
-            if not entry["success"]:
-                idx = (detail.get("unexpected_index_list") or [])[:max_examples]
-                show = _key_columns(name, df) + ([chk.kwargs["column"]] if chk.kwargs.get("column") else [])
-                show = list(dict.fromkeys(c for c in show if c in df))
-                entry["examples"] = [
-                    _plain(df.loc[int(i), show].to_dict()) for i in idx if isinstance(i, int | np.integer)
-                ]
-            entries.append(entry)
+        # GX does not return results in the order the expectations were added: match each one by its id.
+        by_id = {str(res.expectation_config.id): res for res in result.results}
+        entries = [
+            _entry(name, df, chk, by_id.get(str(exp.id)), max_examples)
+            for chk, exp in zip(suite_checks, added, strict=True)
+        ]
         ok = all(e["success"] for e in entries)
         report["manifests"][name] = {"success": ok, "n_rows": int(len(df)), "checks": entries}
         report["success"] &= ok
     return report
+
+
+def _entry(name: str, df: pd.DataFrame, chk: Check, res, max_examples: int) -> dict:
+    """The report entry of one check from its own GX result (None: GX returned none for it, a failure)."""
+    entry: dict[str, Any] = {
+        "expectation": _snake(chk.expectation),
+        "column": chk.kwargs.get("column"),
+        "kwargs": {k: v for k, v in chk.kwargs.items() if k != "column"},
+        "why": chk.why,
+        "success": False,
+        "unexpected_count": None,
+        "unexpected_percent": None,
+        "observed_value": None,
+        "examples": [],
+    }
+    if res is None:
+        entry["error"] = "Great Expectations returned no result for this check"
+        return entry
+    r = res.to_json_dict()
+    config = r["expectation_config"]
+    if config["type"] != entry["expectation"] or config["kwargs"].get("column") != entry["column"]:
+        raise RuntimeError(f"GX result {config['type']}({config['kwargs']}) was matched to {entry}")
+    detail = r.get("result") or {}
+    entry.update(
+        success=bool(r["success"]),
+        unexpected_count=detail.get("unexpected_count"),
+        unexpected_percent=detail.get("unexpected_percent"),
+        observed_value=detail.get("observed_value"),
+    )
+    if r.get("exception_info", {}).get("raised_exception"):
+        entry["error"] = r["exception_info"].get("exception_message")
+    if not entry["success"]:
+        idx = (detail.get("unexpected_index_list") or [])[:max_examples]
+        show = _key_columns(name, df) + ([chk.kwargs["column"]] if chk.kwargs.get("column") else [])
+        show = list(dict.fromkeys(c for c in show if c in df))
+        entry["examples"] = [
+            _plain(df.loc[int(i), show].to_dict()) for i in idx if isinstance(i, int | np.integer)
+        ]
+    return entry
+
+
+def _snake(class_name: str) -> str:
+    """`ExpectColumnValuesToBeUnique` -> `expect_column_values_to_be_unique` (GX's expectation type)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", class_name).lower()
 
 
 def _plain(d: dict) -> dict:

@@ -19,7 +19,7 @@ a distance d corresponds to cosine similarity 1 - d^2 / 2.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -72,14 +72,16 @@ class Options:
 
 
 def knn_graph(x: np.ndarray, opts: Options) -> tuple[np.ndarray, np.ndarray]:
+    """The graph passed in `opts.knn_graph`, else a new search. Never stored in `opts`: a cached graph would be
+    silently reused for other vectors (`cluster()` is pure)."""
     if opts.knn_graph is not None:
+        idx, _ = opts.knn_graph
+        if len(idx) != len(x):
+            raise ValueError(f"opts.knn_graph has {len(idx)} rows for {len(x)} vectors")
         return opts.knn_graph
     from facedata.cluster.knn import knn
 
-    opts.knn_graph = knn(
-        x, opts.k, exact_max=opts.exact_knn_max, nprobe=opts.nprobe, seed=opts.seed, progress=opts.progress
-    )
-    return opts.knn_graph
+    return knn(x, opts.k, exact_max=opts.exact_knn_max, nprobe=opts.nprobe, seed=opts.seed, progress=opts.progress)
 
 
 def graph_edges(idx: np.ndarray, sim: np.ndarray, min_sim: float) -> tuple[np.ndarray, np.ndarray]:
@@ -242,17 +244,19 @@ METHODS: dict[str, Callable[[np.ndarray, Options], np.ndarray]] = {
 
 #: Methods that honour cannot-link / must-link constraints.
 CONSTRAINED = {"knn_average"}
+#: Methods that work on the kNN graph (`Options.knn_graph` can hand them one already built).
+GRAPH_METHODS = {"knn_average", "leiden"}
 
 
 def cluster(x: np.ndarray, method: str, opts: Options | None = None, **kwargs) -> np.ndarray:
-    """Cluster unit vectors `x` with `method`; options from `opts` and/or keyword arguments."""
+    """Cluster unit vectors `x` with `method`; options from `opts` and/or keyword arguments (which override
+    `opts` for this call only: `opts` is never modified)."""
     if method not in METHODS:
         raise ValueError(f"unknown clustering method {method!r}; available: {', '.join(METHODS)}")
-    opts = opts or Options()
-    for key, value in kwargs.items():
-        if not hasattr(opts, key):
-            raise TypeError(f"unknown clustering option {key!r}")
-        setattr(opts, key, value)
+    unknown = [key for key in kwargs if key not in Options.__dataclass_fields__]
+    if unknown:
+        raise TypeError(f"unknown clustering option {unknown[0]!r}")
+    opts = replace(opts or Options(), **kwargs)
     labels = METHODS[method](np.asarray(x, dtype=np.float32), opts)
     if len(labels) != len(x):
         raise AssertionError(f"{method} returned {len(labels)} labels for {len(x)} rows")

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from facedata.cluster.algorithms import CONSTRAINED, Options, cluster
+from facedata.cluster.algorithms import CONSTRAINED, GRAPH_METHODS, Options, cluster, knn_graph
 from facedata.cluster.constraints import cannot_link_pairs, video_tracks
 
 
@@ -41,22 +44,90 @@ class FaceSet:
         )
 
 
+#: Columns the clustering needs from each manifest (read no wider: a million faces' full rows do not fit).
+IMAGE_COLUMNS = ["image_id", "query_name", "label", "video_id", "frame_index"]
+FACE_COLUMNS = ["face_id", "image_id", "status", "is_primary", "x1", "y1", "x2", "y2"]
+
+
 def load_faceset(images: list[dict], faces: list[dict], embeddings: dict[str, list[float]]) -> FaceSet:
-    """Usable faces (status ok) that have an embedding, sorted by face_id (a content hash, so the order says
-    nothing about labels or collection order)."""
-    usable = sorted(
-        (f for f in faces if f["status"] == "ok" and f["face_id"] in embeddings), key=lambda f: f["face_id"]
+    """`faceset_from_tables` for rows already in Python (small sets, tests)."""
+    emb = pa.table(
+        {
+            "face_id": pa.array(list(embeddings), pa.string()),
+            "vector": pa.array(list(embeddings.values()), pa.list_(pa.float32())),
+        }
     )
-    dim = len(next(iter(embeddings.values()))) if embeddings else 0
-    x = np.asarray([embeddings[f["face_id"]] for f in usable], dtype=np.float32).reshape(len(usable), dim)
-    boxes = np.asarray([[f["x1"], f["y1"], f["x2"], f["y2"]] for f in usable], dtype=np.float32).reshape(-1, 4)
-    present = {f["image_id"] for f in usable}
-    frames = [
-        (r["video_id"], int(r["frame_index"]), r["image_id"])
-        for r in images
-        if r.get("video_id") and r.get("frame_index") is not None and r["image_id"] in present
-    ]
-    return FaceSet([f["face_id"] for f in usable], [f["image_id"] for f in usable], x, boxes, frames)
+    return faceset_from_tables(_table(images, IMAGE_COLUMNS), _table(faces, FACE_COLUMNS), [emb])
+
+
+def _table(rows: list[dict], columns: list[str]) -> pa.Table:
+    if not rows:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    return pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
+
+
+def faceset_from_tables(images: pa.Table, faces: pa.Table, embeddings: Iterable[pa.Table]) -> FaceSet:
+    """Usable faces (status ok) that have an embedding, sorted by face_id (a content hash, so the order says
+    nothing about labels or collection order). `embeddings`: one model's rows (`face_id`, `vector`) in any
+    number of slices; the vectors go from Arrow straight into one float32 matrix, slice by slice, never through
+    Python lists or a second full copy."""
+    faces = faces.filter(pc.equal(faces["status"], "ok")) if faces.num_rows else faces
+    faces = faces.take(pc.sort_indices(faces["face_id"]))
+    n = faces.num_rows
+    x: np.ndarray | None = None
+    found = np.zeros(n, dtype=bool)
+    for part in embeddings:
+        if not part.num_rows or not n:
+            continue
+        pos = pc.index_in(part["face_id"], value_set=faces["face_id"])
+        keep = pc.is_valid(pos)
+        rows = pos.filter(keep).to_numpy(zero_copy_only=False)
+        if not rows.size:
+            continue
+        vec = part["vector"].filter(keep).combine_chunks()
+        lengths = pc.list_value_length(vec).to_numpy(zero_copy_only=False)
+        if x is None:
+            x = np.zeros((n, int(lengths[0])), dtype=np.float32)
+        if (lengths != x.shape[1]).any():
+            raise ValueError("embeddings of one model have different lengths; rerun `dvc repro --force embed`")
+        x[rows] = vec.flatten().to_numpy(zero_copy_only=False).reshape(-1, x.shape[1])
+        found[rows] = True
+    if not found.all():
+        faces = faces.filter(pa.array(found))
+        x = x[found] if x is not None else None
+    if x is None:
+        x = np.zeros((faces.num_rows, 0), dtype=np.float32)
+    boxes = np.stack([faces[c].to_numpy().astype(np.float32) for c in ("x1", "y1", "x2", "y2")], axis=1)
+    image_ids = faces["image_id"].to_pylist()
+    frames: list[tuple[str, int, str]] = []
+    if images.num_rows and "video_id" in images.column_names:
+        video = images.filter(pc.and_(pc.is_valid(images["video_id"]), pc.is_valid(images["frame_index"])))
+        present = set(image_ids)
+        frames = [
+            (v, int(f), img)
+            for v, f, img in zip(
+                video["video_id"].to_pylist(),
+                video["frame_index"].to_pylist(),
+                video["image_id"].to_pylist(),
+                strict=True,
+            )
+            if img in present
+        ]
+    return FaceSet(faces["face_id"].to_pylist(), image_ids, x, boxes.reshape(-1, 4), frames)
+
+
+def read_faceset(root, model: str) -> tuple[FaceSet, pa.Table, pa.Table]:
+    """The face set of a project for embedding `model` (`embed.model` as written), with the `images` and
+    `faces` columns it was made from (`IMAGE_COLUMNS`, `FACE_COLUMNS`)."""
+    from facedata import manifest
+
+    images = manifest.read("images", root, columns=IMAGE_COLUMNS)
+    faces = manifest.read("faces", root, columns=FACE_COLUMNS)
+    parts = (
+        part.filter(pc.equal(part["model"], model))
+        for part in manifest.iter_batches("embeddings", root, columns=["face_id", "model", "vector"])
+    )
+    return faceset_from_tables(images, faces, parts), images, faces
 
 
 def options(p: dict, seed: int = 0) -> Options:
@@ -98,17 +169,22 @@ class Result:
     labels: np.ndarray
     opts: Options
     info: dict
+    knn_graph: tuple[np.ndarray, np.ndarray] | None = None  # (indices, similarities) over `fs`, when one was built
 
 
 def cluster_faces(fs: FaceSet, p: dict, seed: int = 0, progress=None) -> Result:
     """Cluster a face set with the `cluster:` params (method, threshold, constraints...). `progress(n)` is
-    called as the kNN search goes (for a progress bar)."""
+    called as the kNN search goes (for a progress bar). The kNN graph of methods that use one is built here,
+    passed in explicitly and returned, so the caller (doubt scores) does not search again."""
     t0 = time.perf_counter()
-    opts = options(p, seed)
-    opts.progress = progress
     cannot, must = constraints(fs, p)
+    opts = options(p, seed)
     if p["method"] in CONSTRAINED:
-        opts.cannot_link, opts.must_link = cannot, must
+        opts = replace(opts, cannot_link=cannot, must_link=must)
+    graph = None
+    if len(fs) and p["method"] in GRAPH_METHODS:
+        graph = knn_graph(fs.x, replace(opts, progress=progress))
+        opts = replace(opts, knn_graph=graph)
     labels = cluster(fs.x, p["method"], opts) if len(fs) else np.zeros(0, dtype=np.int64)
     sizes = np.bincount(labels) if len(labels) else np.zeros(0, dtype=np.int64)
     info = {
@@ -121,4 +197,4 @@ def cluster_faces(fs: FaceSet, p: dict, seed: int = 0, progress=None) -> Result:
         "n_must_link_faces": int(sum(len(g) for g in must)),
         "cluster_seconds": round(time.perf_counter() - t0, 3),
     }
-    return Result(labels, opts, info)
+    return Result(labels, opts, info, graph)

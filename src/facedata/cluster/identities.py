@@ -192,7 +192,13 @@ def _next_candidates(labels: np.ndarray, idx: np.ndarray, sim: np.ndarray, top: 
 
 
 def face_doubt(
-    x: np.ndarray, labels: np.ndarray, idx: np.ndarray, sim: np.ndarray, threshold: float, top: int = 8
+    x: np.ndarray,
+    labels: np.ndarray,
+    idx: np.ndarray,
+    sim: np.ndarray,
+    threshold: float,
+    top: int = 8,
+    chunk: int = 65536,
 ) -> dict[str, np.ndarray]:
     """How sure each face's membership is, for review ordering.
 
@@ -227,21 +233,25 @@ def face_doubt(
     def dist(cos: np.ndarray) -> np.ndarray:
         return np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, 4.0))
 
-    loo = sums[labels] - x
     member = counts[labels] > 1
-    cos_own = np.einsum("ij,ij->i", loo, x) / np.maximum(np.linalg.norm(loo, axis=1), 1e-12)
-    d_own = np.where(member, dist(cos_own), np.nan)
-
+    cos_own = np.empty(n, dtype=np.float64)
     cand = _next_candidates(labels, idx, sim, top)
     best_cos = np.full(n, -np.inf)
     best_lab = np.full(n, -1, dtype=np.int64)
-    for j in range(cand.shape[1]):
-        c = cand[:, j]
-        ok = c >= 0
-        cos = np.full(n, -np.inf)
-        cos[ok] = np.einsum("ij,ij->i", unit[c[ok]], x[ok])
-        better = cos > best_cos
-        best_cos[better], best_lab[better] = cos[better], c[better]
+    for s in range(0, n, chunk):  # in chunks: n x d temporaries of a million faces would take gigabytes
+        rows = slice(s, s + chunk)
+        xs = x[rows]
+        loo = sums[labels[rows]] - xs
+        cos_own[rows] = np.einsum("ij,ij->i", loo, xs) / np.maximum(np.linalg.norm(loo, axis=1), 1e-12)
+        for j in range(cand.shape[1]):
+            c = cand[rows, j]
+            ok = c >= 0
+            cos = np.full(c.size, -np.inf)
+            cos[ok] = np.einsum("ij,ij->i", unit[c[ok]], xs[ok])
+            better = cos > best_cos[rows]
+            best_cos[rows][better] = cos[better]
+            best_lab[rows][better] = c[better]
+    d_own = np.where(member, dist(cos_own), np.nan)
     has_next = best_lab >= 0
     d_next = np.where(has_next, dist(np.where(has_next, best_cos, 0.0)), np.sqrt(2.0))
     d_self = np.where(member, d_own, threshold)

@@ -6,11 +6,18 @@ without a cannot-link conflict, simply joins it. The remaining new faces are *do
 meaning the clusters of their nearest faces plus the other doubtful new faces near them, is reclustered from
 scratch with the full method, and only those labels change. Everything else keeps its cluster.
 
+Constraints hold here as in a full clustering: cannot-links (two faces of one image) block a join and go into
+the recluster; a new face with a must-link (a video track, a review decision) never joins on its own: it is
+doubtful, and its whole must-link group, with the clusters its old members are in, is reclustered with the
+group as one starting cluster. A group whose old members ended in different clusters is reclustered too.
+
 How far this drifts from a full recluster is measured by `benchmarks/bench_cluster.py` (`partition_agreement`
 between the two) and recorded in BENCHMARKS.md.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -28,10 +35,12 @@ def add_faces(
     method: str,
     opts: Options,
     cannot: np.ndarray | None = None,
+    must: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Labels for old + new rows (old rows first, in order) and counts of what happened.
 
-    `cannot`: cannot-link pairs over the concatenated rows (old rows 0..n_old-1, then the new ones).
+    `cannot`: cannot-link pairs, `must`: must-link groups, both over the concatenated rows (old rows
+    0..n_old-1, then the new ones). `opts` is not modified.
     """
     from facedata.cluster.knn import knn
 
@@ -40,13 +49,18 @@ def add_faces(
     n_old, n_new = len(x_old), len(x_new)
     x = np.concatenate([x_old, x_new]) if n_new else x_old
     labels = np.concatenate([compact(labels_old), np.full(n_new, -1, dtype=np.int64)])
+    groups = [np.asarray(g, dtype=np.int64) for g in (must or []) if len(g) > 1]
     stats = {"n_old": n_old, "n_new": n_new, "n_joined": 0, "n_doubtful": 0, "n_reclustered": 0}
-    if n_new == 0:
+    stats["n_must_link_groups"] = len(groups)
+    if n_new == 0 and all(np.unique(labels[g]).size == 1 for g in groups):
         return compact(labels), stats
     if n_old == 0:
-        sub = Options(**{**opts.__dict__, "knn_graph": None, "cannot_link": cannot, "must_link": []})
+        sub = replace(opts, knn_graph=None, cannot_link=cannot, must_link=groups)
         stats.update(n_doubtful=n_new, n_reclustered=n_new)
         return cluster(x, method, sub), stats
+    linked = np.zeros(n_old + n_new, dtype=bool)
+    for g in groups:
+        linked[g] = True
 
     idx, sim = knn(x, opts.k, exact_max=opts.exact_knn_max, nprobe=opts.nprobe, seed=opts.seed)
     m = int(labels[:n_old].max()) + 1
@@ -58,6 +72,9 @@ def add_faces(
 
     doubtful = []
     for r in range(n_old, n_old + n_new):
+        if linked[r]:  # its group decides together, in the recluster below
+            doubtful.append(r)
+            continue
         nb = idx[r][(idx[r] >= 0) & (idx[r] < n_old)]
         cands = np.unique(labels[nb])
         if cands.size == 0:
@@ -76,20 +93,28 @@ def add_faces(
             doubtful.append(r)
     stats["n_joined"] = n_new - len(doubtful)
     stats["n_doubtful"] = len(doubtful)
-    if not doubtful:
+    # Must-link groups to settle: those with a doubtful (new) face, and those split over clusters.
+    dset = np.asarray(doubtful, dtype=np.int64)
+    is_doubtful = np.zeros(n_old + n_new, dtype=bool)
+    is_doubtful[dset] = True
+    open_groups = [g for g in groups if is_doubtful[g].any() or np.unique(labels[g]).size > 1]
+    if not doubtful and not open_groups:
         return compact(labels), stats
 
     # The neighbourhood of the doubtful faces: the clusters of their neighbours that are nearly close enough to
-    # merge with (a little below the merge threshold, so a cluster the face could tip over is included).
+    # merge with (a little below the merge threshold, so a cluster the face could tip over is included), and
+    # the clusters the old members of their must-link groups are in.
     floor = cos_thr - NEIGHBOURHOOD_SLACK
-    dset = np.asarray(doubtful, dtype=np.int64)
     near = idx[dset][(idx[dset] >= 0) & (sim[dset] >= floor)]
+    grouped = np.concatenate(open_groups) if open_groups else np.zeros(0, dtype=np.int64)
+    near = np.concatenate([near, grouped])
     affected = np.unique(labels[near[labels[near] >= 0]])
     rows = np.flatnonzero(np.isin(labels, affected) & (labels >= 0))
-    rows = np.union1d(rows, dset)
+    rows = np.union1d(np.union1d(rows, dset), grouped)
     stats["n_reclustered"] = int(rows.size)
-    sub_cannot = _restrict(cannot, rows)
-    sub = Options(**{**opts.__dict__, "knn_graph": None, "cannot_link": sub_cannot, "must_link": []})
+    sub = replace(
+        opts, knn_graph=None, cannot_link=_restrict(cannot, rows), must_link=_restrict_groups(groups, rows)
+    )
     sub_labels = cluster(x[rows], method, sub)
     labels[rows] = labels.max() + 1 + sub_labels
     return compact(labels), stats
@@ -102,6 +127,16 @@ def _cannot_map(cannot) -> dict[int, list[int]]:
     for i, j in np.asarray(cannot, dtype=np.int64).reshape(-1, 2):
         out.setdefault(int(i), []).append(int(j))
         out.setdefault(int(j), []).append(int(i))
+    return out
+
+
+def _restrict_groups(groups: list[np.ndarray], rows: np.ndarray) -> list[np.ndarray]:
+    """Must-link groups cut to their members in `rows` (sorted), renumbered to positions in `rows`."""
+    out = []
+    for g in groups:
+        inside = g[np.isin(g, rows)]
+        if inside.size > 1:
+            out.append(np.searchsorted(rows, inside))
     return out
 
 

@@ -16,9 +16,13 @@ augmentation): twice the compute, and on LFW pairs a measurably better verificat
 
 from __future__ import annotations
 
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from facedata.models import ModelId
 
 
 class Embedder(Protocol):
@@ -99,6 +103,36 @@ def make_embedder(name: str, device: str = "auto", flip: bool = False, onnx_spec
 
         return OnnxEmbedder(name[len("onnx:") :], onnx_spec or {}, flip)
     raise ValueError(f"unknown embedding model {name!r}; available: {', '.join(embedder_names())}")
+
+
+#: The registered model behind each `embed.align_views` source.
+VIEW_MODELS = {"retinaface": "retinaface", "yunet": "yunet", "mtcnn": "mtcnn", "dlib5": "dlib-shape5"}
+
+
+def embedder_identity(embed_params: dict, root: str | Path | None = None) -> ModelId:
+    """The identity of the vectors the `embed:` params make, without loading a network: the recognizer's name,
+    its version label (`model_version_label`) and the sha256 of every weights file involved (the recognizer's,
+    and the landmark models of `embed.align_views`). A different file behind `onnx:<path>` is another model."""
+    from facedata import models
+    from facedata.faces.analyze import resolve_model_name
+
+    p = embed_params
+    name = resolve_model_name(p["model"], root)
+    if name.startswith("onnx:"):
+        path = Path(name[len("onnx:") :])
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"ONNX model {path} not found (embed.model: onnx:<path>, relative to the project)"
+            )
+        base = models.file_identity(f"onnx:{path.name}", path)
+    elif name in embedder_names():
+        base = models.identity(name)
+    else:
+        raise ValueError(f"unknown embedding model {name!r}; available: {', '.join(embedder_names())}")
+    views = list(p.get("align_views") or [])
+    version = model_version_label(base.version, bool(p.get("flip")), views, int(p.get("jitter") or 0))
+    parts = [base, *(models.identity(VIEW_MODELS[v]) for v in views)]
+    return models.combine(base.name, version, parts) if views else models.ModelId(base.name, version, base.sha256)
 
 
 def model_version_label(version: str, flip: bool, views: list[str] | tuple[str, ...] = (), jitter: int = 0) -> str:

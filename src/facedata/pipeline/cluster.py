@@ -1,9 +1,13 @@
 """Stage `cluster`: group faces by identity, pick each queried name's dominant cluster, score every face's doubt,
 and measure the clustering against labels when the sources have them.
 
-With `cluster.incremental`, a rerun that finds the previous clustering (same params) and only some new faces
-adds them with `facedata.cluster.incremental.add_faces` instead of reclustering everything; more than
-`cluster.incremental_max_new_fraction` new faces, or changed params, trigger a full recluster.
+With `cluster.incremental`, a rerun that finds the previous clustering (made by the same params, code and
+embeddings) and only some new faces adds them with `facedata.cluster.incremental.add_faces`, constraints
+included, instead of reclustering everything; more than `cluster.incremental_max_new_fraction` new faces, or
+anything else changed, trigger a full recluster.
+
+Manifests are read column by column into numpy (a million faces' rows as Python dicts would take gigabytes
+before clustering starts), and the clusters manifest is built the same way.
 """
 
 from __future__ import annotations
@@ -11,13 +15,16 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from facedata import ids, manifest
-from facedata.cluster.faceset import FaceSet, cluster_faces, constraints, load_faceset, options
+from facedata.cluster.faceset import FaceSet, cluster_faces, constraints, options, read_faceset
 from facedata.cluster.identities import absorb_faces, dominant_clusters, face_doubt
 from facedata.cluster.incremental import add_faces
 from facedata.cluster.knn import knn
 from facedata.cluster.metrics import clustering_metrics
+from facedata.lineage import LINEAGE_TYPE, embeddings_model
 from facedata.pipeline.runner import StageContext
 
 
@@ -35,106 +42,121 @@ def labelled_assignment(images: list[dict], faces: list[dict], face_cluster: dic
     return truth, pred
 
 
-def previous_labels(ctx: StageContext, fs: FaceSet) -> np.ndarray | None:
-    """Labels per row of `fs` from the last run (-1 for new faces), when that run used the same params."""
+def previous_labels(ctx: StageContext, fs: FaceSet, model) -> np.ndarray | None:
+    """Labels per row of `fs` from the last run (-1 for new faces), when that run was made by the same params,
+    code and embedding model."""
     try:
-        old = manifest.read("clusters", ctx.root, missing_ok=True).to_pylist()
+        old = manifest.read("clusters", ctx.root, missing_ok=True, columns=["face_id", "cluster_id", "lineage"])
     except manifest.ManifestError:  # written by an older version: recluster from scratch
         return None
-    if not old or any(r["lineage"]["params_hash"] != ctx.row_params_hash for r in old):
+    if not old.num_rows or model is None:
         return None
-    cid = {r["face_id"]: r["cluster_id"] for r in old}
-    codes: dict[str, int] = {}
-    return np.asarray([codes.setdefault(cid[f], len(codes)) if f in cid else -1 for f in fs.face_ids], np.int64)
+    lin = old["lineage"].combine_chunks()
+    keys = ("params_hash", "code_hash", "model_name", "model_version", "model_sha256")
+    distinct = pa.table({k: lin.field(k) for k in keys}).group_by(list(keys)).aggregate([]).to_pylist()
+    if len(distinct) != 1 or not ctx.reusable(distinct[0], model):
+        return None
+    codes = pc.dictionary_encode(old["cluster_id"]).combine_chunks()
+    pos = pc.index_in(pa.array(fs.face_ids, pa.string()), value_set=old["face_id"])
+    prev = codes.indices.take(pos.fill_null(0)).to_numpy(zero_copy_only=False).astype(np.int64)
+    prev[~pc.is_valid(pos).to_numpy(zero_copy_only=False)] = -1
+    return prev
 
 
-def assign(ctx: StageContext, fs: FaceSet) -> tuple[np.ndarray, dict, tuple | None]:
+def assign(ctx: StageContext, fs: FaceSet, model) -> tuple[np.ndarray, dict, tuple | None]:
     """Labels for every face, how they were obtained (full or incremental), and the kNN graph when one was
     built over all faces in `fs` order (reused for the doubt scores)."""
     p = ctx.p
-    prev = previous_labels(ctx, fs) if p["incremental"] and len(fs) else None
+    prev = previous_labels(ctx, fs, model) if p["incremental"] and len(fs) else None
     if prev is not None and (prev >= 0).any():
         new = np.flatnonzero(prev < 0)
         old = np.flatnonzero(prev >= 0)
         if new.size <= p["incremental_max_new_fraction"] * old.size:
             order = np.concatenate([old, new])
-            cannot, _ = constraints(fs.take(order), p)
+            cannot, must = constraints(fs.take(order), p)
             labels_sorted, stats = add_faces(
-                fs.x[old], prev[old], fs.x[new], p["method"], options(p), cannot=cannot
+                fs.x[old], prev[old], fs.x[new], p["method"], options(p), cannot=cannot, must=must
             )
             labels = np.empty(len(fs), dtype=np.int64)
             labels[order] = labels_sorted
             return labels, {"mode": "incremental", **stats}, None
     with ctx.progress(total=len(fs), desc="cluster: neighbours", unit="face") as bar:
         result = cluster_faces(fs, p, progress=bar.update)
-    return result.labels, {"mode": "full", **result.info}, result.opts.knn_graph
+    return result.labels, {"mode": "full", **result.info}, result.knn_graph
+
+
+def _column(values: np.ndarray, typ: pa.DataType) -> pa.Array:
+    """Floats with NaN/inf as nulls."""
+    values = np.asarray(values)
+    return pa.array(values, typ, mask=~np.isfinite(values))
 
 
 def run(ctx: StageContext) -> dict:
-    p, model = ctx.p, ctx.params["embed"]["model"]
-    images = manifest.read("images", ctx.root).to_pylist()
-    faces_all = manifest.read("faces", ctx.root).to_pylist()
-    emb = {
-        r["face_id"]: r["vector"] for r in manifest.read("embeddings", ctx.root).to_pylist() if r["model"] == model
-    }
-    fs = load_faceset(images, faces_all, emb)
-    labels, how, graph = assign(ctx, fs)
+    p, model_name = ctx.p, ctx.params["embed"]["model"]
+    fs, images, faces = read_faceset(ctx.root, model_name)
+    model = embeddings_model(ctx.root, model_name)
+    labels, how, graph = assign(ctx, fs, model)
+    n = len(fs)
 
-    members: dict[int, list[str]] = defaultdict(list)
-    for fid, lab in zip(fs.face_ids, labels, strict=True):
-        members[int(lab)].append(fid)
-    cid_of_label = {lab: ids.cluster_id(m) for lab, m in members.items()}
-    face_cluster = {fid: cid_of_label[int(lab)] for fid, lab in zip(fs.face_ids, labels, strict=True)}
+    # Cluster ids: named after the smallest member face id (rows are sorted by face id, so the first row).
+    sizes = np.bincount(labels) if n else np.zeros(0, dtype=np.int64)
+    _, first = np.unique(labels, return_index=True)
+    cid_of_label = [ids.cluster_id([fs.face_ids[i]]) for i in first]
+    face_cluster = dict(zip(fs.face_ids, (cid_of_label[lab] for lab in labels), strict=True))
 
-    image_query = {r["image_id"]: r["query_name"] for r in images}
+    image_ids = images["image_id"].to_pylist()
+    query_of_image = dict(zip(image_ids, images["query_name"].to_pylist(), strict=True))
     query_images: dict[str, set[str]] = defaultdict(set)
-    for r in images:
-        if r["query_name"] is not None:
-            query_images[r["query_name"]].add(r["image_id"])
-    lineage = ctx.lineage(model)
+    for img, q in query_of_image.items():
+        if q is not None:
+            query_images[q].add(img)
     face_image = dict(zip(fs.face_ids, fs.image_ids, strict=True))
     identity_rows = dominant_clusters(query_images, face_cluster, face_image, p["min_confidence"])
     owner = {r["cluster_id"]: r["query_name"] for r in identity_rows if r["status"] in ("ok", "weak")}
     vectors = dict(zip(fs.face_ids, fs.x, strict=True))
     absorbed = absorb_faces(identity_rows, query_images, face_cluster, face_image, vectors, p["absorb_threshold"])
-    if len(fs) and graph is None:
+    del vectors
+    if n and graph is None:
         graph = knn(fs.x, p["k"], exact_max=p["exact_knn_max"], nprobe=p["nprobe"])
-    doubt = face_doubt(fs.x, labels, *graph, p["threshold"]) if len(fs) else None
-    cluster_rows = []
-    for i, (fid, img) in enumerate(zip(fs.face_ids, fs.image_ids, strict=True)):
-        cid = face_cluster[fid]
-        nxt = int(doubt["next_label"][i])
-        cluster_rows.append(
-            {
-                "face_id": fid,
-                "image_id": img,
-                "cluster_id": cid,
-                "cluster_size": len(members[int(labels[i])]),
-                "method": p["method"],
-                "query_name": image_query.get(img),
-                "identity": absorbed.get(fid) or owner.get(cid),
-                "absorbed": fid in absorbed,
-                "doubt": float(doubt["doubt"][i]),
-                "distance": _num(doubt["distance"][i]),
-                "margin": _num(doubt["margin"][i]),
-                "next_cluster_id": cid_of_label[nxt] if nxt >= 0 else None,
-                "lineage": lineage,
-            }
-        )
+    doubt = face_doubt(fs.x, labels, *graph, p["threshold"]) if n else None
+
+    lineage = ctx.lineage(model)
+    cid_arr = pa.array(cid_of_label, pa.string())
+    identity = [absorbed.get(f) or owner.get(face_cluster[f]) for f in fs.face_ids] if n else []
+    nxt = doubt["next_label"] if n else np.zeros(0, dtype=np.int64)
+    clusters = pa.table(
+        {
+            "face_id": pa.array(fs.face_ids, pa.string()),
+            "image_id": pa.array(fs.image_ids, pa.string()),
+            "cluster_id": cid_arr.take(pa.array(labels)),
+            "cluster_size": pa.array(sizes[labels].astype(np.int32)),
+            "method": pa.array(np.full(n, p["method"], dtype=object), pa.string()),
+            "query_name": pa.array([query_of_image.get(img) for img in fs.image_ids], pa.string()),
+            "identity": pa.array(identity, pa.string()),
+            "absorbed": pa.array([f in absorbed for f in fs.face_ids], pa.bool_()),
+            "doubt": pa.array(doubt["doubt"] if n else np.zeros(0), pa.float32()),
+            "distance": _column(doubt["distance"] if n else np.zeros(0), pa.float32()),
+            "margin": _column(doubt["margin"] if n else np.zeros(0), pa.float32()),
+            "next_cluster_id": cid_arr.take(pa.array(np.where(nxt >= 0, nxt, 0), mask=nxt < 0))
+            if n
+            else pa.array([], pa.string()),
+            "lineage": pa.repeat(pa.scalar(lineage, LINEAGE_TYPE), n),
+        }
+    )
     for r in identity_rows:
         r["lineage"] = lineage
-    manifest.write("clusters", manifest.from_rows("clusters", cluster_rows), ctx.root)
+    manifest.write("clusters", clusters, ctx.root)
     manifest.write("identities", manifest.from_rows("identities", identity_rows), ctx.root)
 
     statuses: dict[str, int] = defaultdict(int)
     for r in identity_rows:
         statuses[r["status"]] += 1
-    sizes = np.bincount(labels) if len(labels) else np.zeros(0, dtype=np.int64)
+    ctx.run["assignment"] = how
     metrics = {
         "method": p["method"],
         "threshold": p["threshold"],
-        "n_faces": len(fs),
-        "n_clusters": len(members),
+        "n_faces": n,
+        "n_clusters": int(sizes.size),
         "n_singletons": int(np.sum(sizes == 1)),
         "largest_cluster": int(sizes.max(initial=0)),
         "n_queries": len(identity_rows),
@@ -143,10 +165,10 @@ def run(ctx: StageContext) -> dict:
         "mean_confidence": round(float(np.mean([r["confidence"] for r in identity_rows])), 4)
         if identity_rows
         else 0.0,
-        "assignment": how,
     }
-    truth, pred = labelled_assignment(images, [f for f in faces_all if f["status"] == "ok"], face_cluster)
-    if truth:
+    labelled = labelled_images(images, faces, face_cluster)
+    if labelled is not None:
+        truth, pred = labelled
         m = clustering_metrics(truth, pred)
         metrics["labelled"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
         metrics["labelled"]["n_images"] = len(truth)
@@ -154,5 +176,13 @@ def run(ctx: StageContext) -> dict:
     return metrics
 
 
-def _num(v) -> float | None:
-    return None if v is None or not np.isfinite(v) else float(v)
+def labelled_images(images: pa.Table, faces: pa.Table, face_cluster: dict[str, str]) -> tuple[list, list] | None:
+    """`labelled_assignment` over the `images` and `faces` columns the stage read; None without labels."""
+    if not images.num_rows or images["label"].null_count == images.num_rows:
+        return None
+    ok = faces.filter(pc.and_(pc.equal(faces["status"], "ok"), pc.equal(faces["is_primary"], True)))
+    primary = ok.select(["face_id", "image_id"]).to_pylist()
+    for f in primary:
+        f["is_primary"] = True
+    labelled = images.filter(pc.is_valid(images["label"])).select(["image_id", "label"]).to_pylist()
+    return labelled_assignment(labelled, primary, face_cluster)

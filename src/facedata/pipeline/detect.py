@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facedata import manifest
 from facedata.faces.pool import map_ordered, worker_count
 from facedata.imageio import ImageRejected, read_image_file
 from facedata.pipeline.incremental import reusable, run_batches, write_all
 from facedata.pipeline.runner import StageContext
+
+if TYPE_CHECKING:
+    from facedata.models import ModelId
+    from facedata.project import Project
 
 
 def _make_worker(params: dict, root: str):
@@ -51,21 +56,28 @@ def _detect_batch(state, batch: list[dict]) -> tuple[str, list[dict], list[dict]
     return detector.version, det_rows, faces
 
 
+def model_identity(params: dict, project: Project) -> ModelId:
+    """The detector's identity (its registered weights)."""
+    from facedata.models import identity
+
+    return identity(params["detect"]["detector"])
+
+
 def run(ctx: StageContext) -> dict:
     p = ctx.p
+    model = model_identity(ctx.params, ctx.project)
     images = manifest.read("images", ctx.root).to_pylist()
     current = {r["image_id"] for r in images}
     old_det = reusable(
         manifest.read("detections", ctx.root, missing_ok=True).to_pylist(),
         ctx,
         lambda r: r["image_id"] in current and r["status"] != "error",
+        model,
     )
     done = {r["image_id"] for r in old_det}
-    old_faces = [
-        r
-        for r in manifest.read("faces", ctx.root, missing_ok=True).to_pylist()
-        if r["image_id"] in done and r["lineage"]["params_hash"] == ctx.row_params_hash
-    ]
+    old_faces = reusable(
+        manifest.read("faces", ctx.root, missing_ok=True).to_pylist(), ctx, lambda r: r["image_id"] in done, model
+    )
     todo = [r for r in images if r["image_id"] not in done]
     slim = [{"image_id": r["image_id"], "store_path": r["store_path"]} for r in todo]
     batches = [slim[i : i + p["batch_size"]] for i in range(0, len(slim), p["batch_size"])]
@@ -75,9 +87,12 @@ def run(ctx: StageContext) -> dict:
     workers = min(worker_count(p["workers"], resolve_device(p["device"])), max(1, len(batches)))
     results = map_ordered(_make_worker, (p, str(ctx.root)), _detect_batch, batches, workers) if todo else iter(())
 
+    lineage = ctx.lineage(model)
+
     def process(batch: list[dict]) -> dict[str, list[dict]]:
         version, det_rows, face_rows_ = next(results)
-        lineage = ctx.lineage(p["detector"], version)
+        if version != model.version:
+            raise RuntimeError(f"detector {p['detector']} reports version {version}, expected {model.version}")
         for r in (*det_rows, *face_rows_):
             r["lineage"] = lineage
         return {"detections": det_rows, "faces": face_rows_}
@@ -102,12 +117,10 @@ def run(ctx: StageContext) -> dict:
             if reason:
                 key = reason.split(" ")[0]
                 filtered[key] = filtered.get(key, 0) + 1
+    ctx.run.update(workers=workers, n_processed=len(todo), n_reused=len(done))
     return {
         "detector": p["detector"],
-        "workers": workers,
         "n_images": n_img,
-        "n_processed": len(todo),
-        "n_reused": len(done),
         "n_images_with_face": with_face,
         "detection_rate": round(with_face / n_img, 4) if n_img else 0.0,
         "n_errors": sum(1 for r in dets if r["status"] == "error"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,10 @@ from facedata.imageio import read_image_file
 from facedata.pipeline.detect import checkpoint_seconds
 from facedata.pipeline.incremental import reusable, run_batches, write_all
 from facedata.pipeline.runner import StageContext
+
+if TYPE_CHECKING:
+    from facedata.models import ModelId
+    from facedata.project import Project
 
 
 def load_crop(root: Path, face: dict, template: str, size: int, source: Callable[[str], np.ndarray]) -> np.ndarray:
@@ -85,14 +90,23 @@ def _embed_batch(state, batch: list[dict]) -> tuple[str, str, list[tuple[str, li
     return model.name, version, [(f["face_id"], v.tolist()) for f, v in zip(batch, vecs, strict=True)]
 
 
+def model_identity(params: dict, project: Project) -> ModelId:
+    """The identity of the vectors the stage makes (`facedata.embed.embedder_identity`)."""
+    from facedata.embed import embedder_identity
+
+    return embedder_identity(params["embed"], project.root)
+
+
 def run(ctx: StageContext) -> dict:
     p = ctx.p
+    model = model_identity(ctx.params, ctx.project)
     faces = [f for f in manifest.read("faces", ctx.root).to_pylist() if f["status"] == "ok"]
     wanted = {f["face_id"] for f in faces}
     old = reusable(
         manifest.read("embeddings", ctx.root, missing_ok=True).to_pylist(),
         ctx,
         lambda r: r["model"] == p["model"] and r["face_id"] in wanted,
+        model,
     )
     done = {r["face_id"] for r in old}
     todo = [f for f in faces if f["face_id"] not in done]
@@ -108,9 +122,12 @@ def run(ctx: StageContext) -> dict:
     workers = min(worker_count(p["workers"], resolve_device(p["device"])), max(1, len(batches)))
     results = map_ordered(_make_worker, (p, str(ctx.root)), _embed_batch, batches, workers) if todo else iter(())
 
+    lineage = ctx.lineage(model)
+
     def process(batch: list[dict]) -> dict[str, list[dict]]:
         name, version, vecs = next(results)
-        lineage = ctx.lineage(name, version)
+        if (name, version) != (model.name, model.version):  # e.g. the weights file was replaced mid-run
+            raise RuntimeError(f"the recognizer loaded is {name} {version}, expected {model.name} {model.version}")
         return {
             "embeddings": [
                 {
@@ -137,11 +154,10 @@ def run(ctx: StageContext) -> dict:
         checkpoint_seconds=checkpoint_seconds(),
     )
     write_all(ctx, rows)
+    ctx.run.update(workers=workers, n_embedded=len(todo), n_reused=len(done))
     return {
         "model": p["model"],
-        "workers": workers,
+        "model_version": model.version,
         "n_faces": len(faces),
-        "n_embedded": len(todo),
-        "n_reused": len(done),
         "n_embeddings": len(rows["embeddings"]),
     }

@@ -52,7 +52,9 @@ def run(ctx: StageContext) -> dict:
     out_dir = ctx.project.dataset_dir
     for split in p["splits"]:
         shutil.rmtree(out_dir / split, ignore_errors=True)
-    lineage = ctx.lineage(model)
+    from facedata.lineage import embeddings_model
+
+    lineage = ctx.lineage(embeddings_model(ctx.root, model))
     dataset = []
     for c in ctx.progress(chosen, desc="export", unit="face"):
         face, image = faces[c["face_id"]], images[c["image_id"]]

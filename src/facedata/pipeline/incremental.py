@@ -1,24 +1,32 @@
-"""The incremental pattern shared by per-item stages (detect, embed): reuse rows made earlier with the same
-params, process only what is new in batches, and checkpoint to disk as it goes, so a killed run loses at most
-one checkpoint interval of work and a rerun picks up where it stopped."""
+"""The incremental pattern shared by per-item stages (detect, embed, reconstruct3d): reuse rows made earlier by
+the same params, code and model, process only the rest in batches, and checkpoint to disk as it goes, so a
+killed run loses at most one checkpoint interval of work and a rerun picks up where it stopped."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from facedata import manifest
 from facedata.pipeline.runner import StageContext
+
+if TYPE_CHECKING:
+    from facedata.models import ModelId
 
 Rows = dict[str, list[dict]]
 
 
 def reusable(
-    table_rows: list[dict], ctx: StageContext, keep: Callable[[dict], bool] = lambda r: True
+    table_rows: list[dict],
+    ctx: StageContext,
+    keep: Callable[[dict], bool] = lambda r: True,
+    model: ModelId | None = None,
 ) -> list[dict]:
-    """Rows whose lineage params hash matches this run's and that `keep` accepts."""
-    return [r for r in table_rows if r["lineage"]["params_hash"] == ctx.row_params_hash and keep(r)]
+    """Rows this run would make as they are (params, code and `model` unchanged: `StageContext.reusable`) and
+    that `keep` accepts."""
+    return [r for r in table_rows if ctx.reusable(r["lineage"], model) and keep(r)]
 
 
 def run_batches(

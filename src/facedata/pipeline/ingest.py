@@ -117,7 +117,7 @@ def previous_rows(ctx: StageContext) -> Previous:
     """Earlier results made with the same processing params, by log_id, for reuse."""
     log_rows = manifest.read("crawl_log", ctx.root, missing_ok=True).to_pylist()
     image_rows = manifest.read("images", ctx.root, missing_ok=True).to_pylist()
-    return Previous.from_tables(log_rows, image_rows, ctx.row_params_hash, ctx.root)
+    return Previous.from_tables(log_rows, image_rows, ctx.recipe, ctx.root)
 
 
 def split_rows(log_rows: list[dict], image_rows: list[dict]) -> tuple[list[dict], dict[str, dict]]:
@@ -187,7 +187,7 @@ def run(ctx: StageContext) -> dict:
     with ingest_lock(ctx.root), sigterm_as_interrupt():
         log_rows = manifest.read("crawl_log", ctx.root, missing_ok=True).to_pylist()
         image_rows = manifest.read("images", ctx.root, missing_ok=True).to_pylist()
-        previous = Previous.from_tables(log_rows, image_rows, ctx.row_params_hash, ctx.root)
+        previous = Previous.from_tables(log_rows, image_rows, ctx.recipe, ctx.root)
         manual_log, manual_images = split_rows(log_rows, image_rows)
         old_images = {r["image_id"]: r for r in image_rows}
         stats: dict = {}
@@ -215,6 +215,11 @@ def run(ctx: StageContext) -> dict:
         log, images = combine(result, manual_log, manual_images, old_images)
         write_rows(ctx.root, log, images)
     counts = result.counts()
+    ctx.run.update(
+        n_reused=sum(1 for r in result.log if r["log_id"] in previous),
+        crawl={k: int(v) for k, v in sorted(crawl_stats.items())},
+        video=stats.get("video", {}),
+    )
     return {
         "n_items": len(result.log),
         "n_images": len(images),
@@ -225,18 +230,17 @@ def run(ctx: StageContext) -> dict:
         "n_near_duplicates": sum(1 for r in images if r["dup_of"]),
         "n_queries": len({r["query_name"] for r in images if r["query_name"]}),
         "n_video_frames": sum(1 for r in images if r["source_kind"] == "video"),
-        "n_reused": sum(1 for r in result.log if r["log_id"] in previous),
         "n_manual_rows": len({r["log_id"] for r in manual_log} - {r["log_id"] for r in result.log}),
         "failures": reason_counts(result.log, "failed"),
         "skip_reasons": reason_counts(result.log, "skipped"),
         "per_source": per_source_counts(result.log),
-        "crawl": {k: int(v) for k, v in sorted(crawl_stats.items())},
-        "video": stats.get("video", {}),
     }
 
 
-def crawl_report_markdown(metrics: dict) -> str:
-    """The Prefect artifact of a crawl: per-source counts and failure reasons."""
+def crawl_report_markdown(metrics: dict, run: dict | None = None) -> str:
+    """The Prefect artifact of a crawl: per-source counts and failure reasons (`metrics`), requests made
+    (`run`, the run report)."""
+    run = run or {}
     lines = [
         "### facedata crawl",
         "",
@@ -254,7 +258,7 @@ def crawl_report_markdown(metrics: dict) -> str:
         lines.append(f"| {status} | {code} | {n} |")
     if not reasons:
         lines.append("| - | (none) | 0 |")
-    crawl = metrics.get("crawl") or {}
+    crawl = run.get("crawl") or {}
     if crawl:
         lines += ["", "requests: " + ", ".join(f"{k} {v}" for k, v in crawl.items())]
     return "\n".join(lines)

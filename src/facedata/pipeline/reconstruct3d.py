@@ -15,6 +15,7 @@ import shutil
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,10 @@ from facedata import manifest
 from facedata.imageio import ImageRejected, read_image_file
 from facedata.pipeline.incremental import reusable, run_batches, write_all
 from facedata.pipeline.runner import StageContext
+
+if TYPE_CHECKING:
+    from facedata.models import ModelId
+    from facedata.project import Project
 from facedata.recon3d import report, rows
 from facedata.recon3d.reconstruct import FaceResult, Reconstructor, View, choose_views
 
@@ -36,6 +41,7 @@ def run(ctx: StageContext) -> dict:
     dataset = manifest.read("dataset", root).to_pylist()
     current = {r["face_id"]: r for r in dataset}
     old = manifest.read("meshes", root, missing_ok=True).to_pylist()
+    model = model_identity(ctx.params, ctx.project)
     reused = reusable(
         old,
         ctx,
@@ -45,6 +51,7 @@ def run(ctx: StageContext) -> dict:
             and r["face_id"] in current
             and rows.files_present(r, root)
         ),
+        model,
     )
     # A reused mesh keeps its geometry, but its identity is the dataset's now: review or reclustering may have
     # moved the face to another person since it was reconstructed (fusion groups faces by identity).
@@ -67,7 +74,11 @@ def run(ctx: StageContext) -> dict:
         return rec
 
     def lineage() -> dict:
-        return ctx.lineage(rows_model_name(), reconstructor().model_version)
+        if reconstructor().model_version != model.version:
+            raise RuntimeError(
+                f"the 3D models loaded are {reconstructor().model_version}, expected {model.version}"
+            )
+        return ctx.lineage(model)
 
     def process(batch: list[str]) -> dict[str, list[dict]]:
         r3 = reconstructor()
@@ -99,7 +110,9 @@ def run(ctx: StageContext) -> dict:
     face_rows = [r for r in result["meshes"] if r["kind"] == "face"]
     face_seconds = time.perf_counter() - t0
 
-    fused_rows, fused_results = _fuse_identities(ctx, face_rows, current, old, fused_dir, reconstructor, lineage)
+    fused_rows, fused_results = _fuse_identities(
+        ctx, face_rows, current, old, fused_dir, reconstructor, lineage, model
+    )
     _sync()
     write_all(ctx, {"meshes": face_rows + fused_rows})
     _remove_stale(faces_dir, {r["face_id"] for r in face_rows})
@@ -110,24 +123,25 @@ def run(ctx: StageContext) -> dict:
     errs = [r["fit_error"] for r in face_rows if r["fit_error"] is not None]
     metrics = {
         "n_faces": len(face_rows),
-        "n_processed": len(new_rows),
-        "n_reused": len(done),
         "n_ok": statuses.get("ok", 0),
         "status_counts": dict(sorted(statuses.items())),
         "median_fit_error_percent": round(float(np.median(errs)), 4) if errs else None,
-        "median_seconds_per_face": round(float(np.median([r["seconds"] for r in new_rows])), 4)
-        if new_rows
-        else None,
-        # the whole face loop of this run: decoding, model start-up, files (bench_3d.py times the parts)
-        "run_faces_per_second": round(len(new_rows) / face_seconds, 2) if new_rows and face_seconds > 0 else None,
         "n_gaze_ok": sum(1 for r in face_rows if r["gaze_status"] == "ok"),
         "n_fused": len(fused_rows),
         "n_fused_better_than_single": sum(1 for r in fused_rows if r["fused_better"]),
     }
+    ctx.run.update(
+        n_processed=len(new_rows),
+        n_reused=len(done),
+        median_seconds_per_face=round(float(np.median([r["seconds"] for r in new_rows])), 4) if new_rows else None,
+        # the whole face loop of this run: decoding, model start-up, files (bench_3d.py times the parts)
+        run_faces_per_second=round(len(new_rows) / face_seconds, 2) if new_rows and face_seconds > 0 else None,
+    )
+    page = {**metrics, **ctx.run}
     if n_renders > 0 and (kept_results or fused_results) and rec is not None:
         picked = [(fid[:12], img, res) for fid, (img, res) in sorted(kept_results.items())]
         fused = [(mid[:12], f) for mid, f in fused_results[:1]]
-        metrics.update(
+        ctx.run.update(
             report.write_report(
                 report_dir,
                 "reconstruct3d",
@@ -136,13 +150,13 @@ def run(ctx: StageContext) -> dict:
                 rec.sfm.triangles,
                 rec.sfm.uv,
                 int(p["turntable_frames"]),
-                metrics,
+                page,
             )
         )
     else:
         # Nothing new to render (all faces reused, or renders off): the page still says what this run did, and
         # the stage's declared output exists for DVC.
-        metrics.update(report.write_report(report_dir, "reconstruct3d", [], [], None, None, 0, metrics))
+        ctx.run.update(report.write_report(report_dir, "reconstruct3d", [], [], None, None, 0, page))
     return metrics
 
 
@@ -153,7 +167,24 @@ def rows_model_name() -> str:
     return f"{MODEL_NAME}+{SFM_NAME}"
 
 
-def _fuse_identities(ctx, face_rows, current, old, fused_dir, reconstructor, lineage):
+def model_identity(params: dict, project: Project) -> ModelId:
+    """The 3D models' identity without loading them: the regressor (registered weights, or fine-tuned ones from
+    `recon3d.weights`) with its bases, and the Surrey Face Model; versions as `Reconstructor.model_version`."""
+    from facedata import models
+    from facedata.recon3d.bfm import MODEL_NAME
+    from facedata.recon3d.dense import MODEL_NAME as SFM_NAME
+
+    p = params["recon3d"]
+    weights = project.resolve(p["weights"]) if p.get("weights") else None
+    parts = [models.identity(MODEL_NAME), models.identity(SFM_NAME)]
+    reg_version = parts[0].version
+    if weights is not None:
+        parts.append(models.file_identity(f"finetuned:{weights.name}", weights))
+        reg_version = f"finetuned:{weights.name}"
+    return models.combine(rows_model_name(), f"{reg_version}+{parts[1].version}", parts)
+
+
+def _fuse_identities(ctx, face_rows, current, old, fused_dir, reconstructor, lineage, model):
     """One fused mesh per identity with enough usable views (reused when its views and params are unchanged)."""
     p = ctx.params["recon3d"]  # the params section is named for the area, not the stage
     root = Path(ctx.root)
@@ -165,7 +196,8 @@ def _fuse_identities(ctx, face_rows, current, old, fused_dir, reconstructor, lin
         if good and r["fit_error"] <= p["max_fit_error"] and r["landmarks68"] and r["shape_coeffs"]:
             usable[r["identity"]].append(r)
     old_fused = {
-        r["mesh_id"]: r for r in reusable(old, ctx, lambda r: r["kind"] == "fused" and rows.files_present(r, root))
+        r["mesh_id"]: r
+        for r in reusable(old, ctx, lambda r: r["kind"] == "fused" and rows.files_present(r, root), model)
     }
     out_rows, results = [], []
     for identity in sorted(usable):

@@ -14,14 +14,19 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from facedata import atomic
-from facedata.lineage import make_lineage
+from facedata.codedeps import code_hash
+from facedata.lineage import Recipe
 from facedata.params import ParamsError, params_hash
 from facedata.pipeline.dag import STAGE_DEFS
 from facedata.project import Project, ProjectError
+
+if TYPE_CHECKING:
+    from facedata.models import ModelId
 
 #: The stages in DAG order, and the parameter keys DVC tracks for each (both from the one DAG definition).
 STAGES = tuple(d.name for d in STAGE_DEFS)
@@ -45,8 +50,11 @@ class StageContext:
     project: Project
     stage: str
     params: dict
-    row_params_hash: str
+    recipe: Recipe  # params hash + code hash: stamps lineage, decides reuse
     started: float = field(default_factory=time.perf_counter)
+    #: Counters of this run (workers, rows reused, seconds...): the run report, not the stage's metrics, so
+    #: metrics files hold results only and a rerun that reuses everything leaves them byte-identical.
+    run: dict = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -57,8 +65,16 @@ class StageContext:
         """This stage's own params section."""
         return self.params.get(self.stage, {})
 
-    def lineage(self, model_name: str | None = None, model_version: str | None = None) -> dict:
-        return make_lineage(self.stage, self.row_params_hash, self.root, model_name, model_version)
+    @property
+    def row_params_hash(self) -> str:
+        return self.recipe.params_hash
+
+    def lineage(self, model: ModelId | None = None) -> dict:
+        return self.recipe.lineage(self.root, model)
+
+    def reusable(self, lineage: dict | None, model: ModelId | None = None) -> bool:
+        """Whether a row with this lineage is what this run would make (params, code and model unchanged)."""
+        return self.recipe.made(lineage, model)
 
     def progress(self, iterable=None, total: int | None = None, desc: str | None = None, unit: str = "it"):
         """A progress bar on stderr; under DVC/Prefect (no tty) it prints a line every few seconds instead."""
@@ -84,7 +100,8 @@ def make_context(stage: str, root: str | Path | None = None) -> StageContext:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     project = Project.find(root)
     params = project.params
-    return StageContext(project, stage, params, params_hash(params, ROW_PARAMS[stage]))
+    recipe = Recipe(stage, params_hash(params, ROW_PARAMS[stage]), code_hash(stage))
+    return StageContext(project, stage, params, recipe)
 
 
 def run_stage(stage: str, root: str | Path | None = None) -> int:
@@ -98,7 +115,8 @@ def run_stage(stage: str, root: str | Path | None = None) -> int:
     try:
         metrics = module.run(ctx)
     except StageFailed as exc:
-        _write_metrics(ctx, {**exc.metrics, "ok": False, "seconds": ctx.elapsed()})
+        _write_metrics(ctx, {**exc.metrics, "ok": False})
+        _write_run_report(ctx, ok=False)
         print(f"facedata {stage}: FAILED: {exc}", file=sys.stderr)
         return 1
     except KnownErrors as exc:
@@ -106,18 +124,55 @@ def run_stage(stage: str, root: str | Path | None = None) -> int:
         if os.environ.get("FACEDATA_DEBUG"):
             traceback.print_exc()
         return 2
-    metrics = {**metrics, "ok": True, "seconds": ctx.elapsed()}
+    metrics = {**metrics, "ok": True}
     _write_metrics(ctx, metrics)
-    print(f"facedata {stage}: done in {metrics['seconds']:.1f}s: {summarize(metrics)}", file=sys.stderr)
+    report = _write_run_report(ctx, ok=True)
+    print(
+        f"facedata {stage}: done in {report['seconds']:.1f}s: {summarize(metrics)}; "
+        f"this run: {summarize(ctx.run)}",
+        file=sys.stderr,
+    )
     return 0
 
 
 def _write_metrics(ctx: StageContext, metrics: dict) -> None:
+    """The stage's results (DVC metrics): what it produced, never how this run went, so a rerun that reuses
+    every row writes the same bytes and `dvc metrics diff` shows only real changes."""
     atomic.write_json(ctx.project.metrics_path(ctx.stage), metrics)
 
 
+def run_report_path(root: str | Path, stage: str) -> Path:
+    """Where a stage's last run report is: `data/reports/runs/<stage>.json` (not tracked by git or DVC)."""
+    return Path(root) / "data" / "reports" / "runs" / f"{stage}.json"
+
+
+def _write_run_report(ctx: StageContext, ok: bool) -> dict:
+    """How the last run of the stage went: its counters (rows reused, workers...), time, run id and code."""
+    from facedata.lineage import current_run_id, now_utc
+
+    report = {
+        "stage": ctx.stage,
+        "ok": ok,
+        "run_id": current_run_id(),
+        "finished_at": now_utc().isoformat(),
+        "seconds": ctx.elapsed(),
+        "code_hash": ctx.recipe.code_hash,
+        "params_hash": ctx.recipe.params_hash,
+        **ctx.run,
+    }
+    atomic.write_json(run_report_path(ctx.root, ctx.stage), report)
+    return report
+
+
 def summarize(metrics: dict, limit: int = 12) -> str:
-    flat = [(k, v) for k, v in metrics.items() if isinstance(v, int | float | str | bool) and k != "ok"]
+    """`key=value` for the scalars (one level into dicts: `assignment.mode=full`), at most `limit`."""
+    flat = []
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            flat += [(f"{k}.{kk}", vv) for kk, vv in v.items()]
+        else:
+            flat.append((k, v))
+    flat = [(k, v) for k, v in flat if isinstance(v, int | float | str | bool) and k != "ok"]
     return ", ".join(f"{k}={_fmt(v)}" for k, v in flat[:limit])
 
 

@@ -7,7 +7,9 @@ job whose host is ready, so a slow or rate-limited host never holds workers that
 
 Robustness: transient failures (timeouts, resets, 408/425/429/5xx) are retried up to `crawl.max_retries`
 times with exponential backoff and jitter; a `Retry-After` on 429/503 is obeyed (and pauses the whole
-host), up to `crawl.max_retry_after_s`. Everything else is final. robots.txt is fetched once per host and
+host), up to `crawl.max_retry_after_s`. An attempt that used the whole `crawl.total_timeout_s` is not
+retried in the same run (a trickling server would hold the run for as long again): its row says so, and the
+next run tries the URL again. Everything else is final. robots.txt is fetched once per host and
 checked for every URL and every redirect hop. Caps per queried name and per run bound what one run fetches.
 
 Resumability: the caller passes `done(log_id)`; URLs an earlier run finished (stored, duplicate, or failed
@@ -279,7 +281,15 @@ class Crawler:
     def _retry_delay(self, res: FetchResult, attempt: int) -> float | None:
         """Seconds before the next attempt, or None when `res` is final (and then possibly rewritten)."""
         s = self.settings
-        if res.code not in RETRY_CODES or attempt > s.max_retries:
+        if res.code not in RETRY_CODES:
+            return None
+        if res.out_of_time:
+            res.message = (
+                f"{res.message}; the attempt used the whole crawl.total_timeout_s ({s.total_timeout_s:g} s): "
+                "not retried in this run, the next run tries again"
+            )
+            return None
+        if attempt > s.max_retries:
             return None
         delay = backoff_delay(attempt, s.backoff_base_s, s.backoff_max_s, self.rng)
         if res.retry_after is not None:

@@ -86,6 +86,7 @@ class FetchResult:
     retry_after: float | None = None  # seconds, from a 429/503's Retry-After
     redirects: list[str] = field(default_factory=list)
     note: str | None = None  # something worth recording about a success (a mislabelled content type)
+    out_of_time: bool = False  # a timeout that used the whole total timeout (crawl.total_timeout_s)
 
     @property
     def ok(self) -> bool:
@@ -386,6 +387,9 @@ class Fetcher:
         except requests.exceptions.RequestException as exc:
             result.code, result.message = "request_error", scrub(exc)
         result.data = None
+        # A server that drips bytes keeps every read alive until the total timeout ends the attempt: another
+        # attempt in this run would cost the same again.
+        result.out_of_time = result.code == "timeout" and time.monotonic() >= deadline - 0.1
         return result
 
     def _read_final(
