@@ -28,9 +28,24 @@ class StageDef:
     uncached: tuple[str, ...] = ()  # outs kept out of the DVC cache (small reports)
     desc: str = ""
     extra: dict = field(default_factory=dict)
+    params_file: bool = False  # tracks the whole of params.yaml (every key, unknown ones included)
 
+
+#: The check stage's output, a dependency of every other stage (see facedata.pipeline.check).
+CHECKED = "data/reports/params_check.txt"
 
 STAGE_DEFS: tuple[StageDef, ...] = (
+    # First: params.yaml is checked before DVC removes any stage's outputs to run it.
+    StageDef(
+        "check",
+        ("pipeline/check.py", "sources/config.py", "sources/netpolicy.py"),
+        (),
+        (),
+        (CHECKED,),
+        uncached=(CHECKED,),
+        desc="params.yaml checked (unknown keys, types, ranges, missing sections) before any stage runs",
+        params_file=True,
+    ),
     StageDef(
         "ingest",
         ("pipeline/ingest.py", "ingest.py", "sources", "imageio.py"),
@@ -109,6 +124,8 @@ HEADER = """\
 # Each stage is `python -m stages.<name>`, a thin entry point into facedata.pipeline.<name>. Manifests, the
 # image store and crops persist between runs, so reruns only process what is new. Source folders are not
 # deps (web sources cannot be): after changing files in a source folder, run `dvc repro --force ingest`.
+# `check` runs first whenever params.yaml changes and stops `dvc repro` on a bad parameter before DVC
+# removes any stage's outputs.
 """
 
 
@@ -122,7 +139,7 @@ def render_dvc_yaml(code_deps: bool) -> str:
         deps = [f"stages/{s.name}.py"]
         if code_deps:
             deps += [f"src/facedata/{c}" for c in (*s.code, *COMMON_CODE)]
-        deps += list(s.deps)
+        deps += list(s.deps) + ([] if s.params_file else [CHECKED])
         outs = []
         for o in s.outs:
             opts = {}
@@ -135,7 +152,7 @@ def render_dvc_yaml(code_deps: bool) -> str:
             "desc": s.desc,
             "cmd": f"python -m stages.{s.name}",
             "deps": deps,
-            "params": list(s.params),
+            "params": [{"params.yaml": None}] if s.params_file else list(s.params),
             "outs": outs,
             "metrics": [{f"data/metrics/{s.name}.json": {"cache": False}}],
         }

@@ -16,7 +16,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from facedata import manifest
-from facedata.ingest import IngestResult, Previous, ingest_items, ingest_lock, reason_code, sigterm_as_interrupt
+from facedata.ingest import IngestResult, Previous, ingest_items, reason_code
+from facedata.interrupt import sigterm_as_interrupt
 from facedata.pipeline.runner import StageContext
 from facedata.sources.base import SourceItem
 from facedata.sources.config import cast_members, names_for
@@ -181,7 +182,7 @@ def reason_counts(log_rows: list[dict], status: str) -> dict[str, int]:
 
 
 def run(ctx: StageContext) -> dict:
-    with ingest_lock(ctx.root), sigterm_as_interrupt():
+    with sigterm_as_interrupt():  # the runner holds the project lock
         log_rows = manifest.read("crawl_log", ctx.root, missing_ok=True).to_pylist()
         image_rows = manifest.read("images", ctx.root, missing_ok=True).to_pylist()
         previous = Previous.from_tables(log_rows, image_rows, ctx.row_params_hash, ctx.root)
