@@ -22,7 +22,7 @@ from facedata.pipeline.runner import StageContext
 from facedata.sources.base import SourceItem
 from facedata.sources.config import cast_members, names_for
 from facedata.sources.crawler import Crawler, CrawlSettings, FetchTask
-from facedata.sources.folder import iter_folder_items, list_folder_source
+from facedata.sources.folder import iter_folder_items, walk_folder_source
 from facedata.sources.urllist import UrlListError, read_url_list
 from facedata.sources.video import VideoSettings, iter_video_items
 
@@ -106,7 +106,7 @@ def count_sources(ctx: StageContext) -> int | None:
     if ctx.params["sources"]["videos"] or has_web_sources(ctx.params):
         return None
     return sum(
-        len(list_folder_source(ctx.project.resolve(s["root"]), s.get("names"), s.get("max_per_name")))
+        len(walk_folder_source(ctx.project.resolve(s["root"]), s.get("names"), s.get("max_per_name")))
         for s in ctx.params["sources"]["folders"]
     )
 
