@@ -52,6 +52,7 @@ RETRY_NEXT_RUN = frozenset(
         "page_failed",
         "api_error",
         "no_results",
+        "lost",
     }
 )
 

@@ -137,6 +137,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("status", pa.string(), False),  # ok | filtered
             _f("reason", pa.string()),  # why a face was filtered
             _f("crop_path", pa.string()),  # project-relative aligned crop
+            _f("crop_sha256", pa.string()),  # its content hash (the store check compares)
             _f("crop_size", pa.int32(), False),
             _f("align_template", pa.string(), False),
             _f("align_matrix", pa.list_(pa.float32(), 6), False),  # 2x3 affine, source image -> crop

@@ -87,6 +87,14 @@ SPEC: dict[str, Spec] = {
     "ingest.video_faces_only": Spec(True, (bool,), None, "", "keep only frames where YuNet finds a face"),
     "ingest.video_face_min_score": Spec(0.7, NUM, _in(0, 1), "0..1", "YuNet score for a frame's face"),
     "ingest.video_min_face_px": Spec(24, NUM, _nonneg, ">= 0", "smaller faces do not count"),
+    "ingest.restore_from_web": Spec(
+        True,
+        (bool,),
+        None,
+        "",
+        "fetch a stored web image again when its copy went missing or was damaged (same bytes only)",
+        perf=True,
+    ),
     "ingest.video_dup_bits": Spec(
         5, (int,), _in(-1, 64), "-1..64", "drop frames this close (phash bits) to a kept one; -1: keep all"
     ),

@@ -10,6 +10,7 @@ gets a `detections` row with status `error` and the reason; it is retried on the
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from facedata import manifest
@@ -17,6 +18,7 @@ from facedata.faces.pool import map_ordered, worker_count
 from facedata.imageio import ImageRejected, read_image_file
 from facedata.pipeline.incremental import reusable, run_batches, write_all
 from facedata.pipeline.runner import StageContext
+from facedata.storecheck import Verifier, bad_crops
 
 
 def _make_worker(params: dict, root: str):
@@ -66,6 +68,19 @@ def run(ctx: StageContext) -> dict:
         for r in manifest.read("faces", ctx.root, missing_ok=True).to_pylist()
         if r["image_id"] in done and r["lineage"]["params_hash"] == ctx.row_params_hash
     ]
+    # A reused face's crop must still be in the store as it was made; an image with a missing or damaged
+    # crop is detected again, which writes its crops anew.
+    with Verifier(ctx.root) as verifier:
+        bad = bad_crops(old_faces, verifier)
+    redo = {f["image_id"] for f in old_faces if f["face_id"] in bad}
+    if redo:
+        done -= redo
+        old_det = [r for r in old_det if r["image_id"] in done]
+        old_faces = [r for r in old_faces if r["image_id"] in done]
+        print(
+            f"facedata detect: {len(bad)} stored crop(s) missing or damaged: detecting their images again",
+            file=sys.stderr,
+        )
     todo = [r for r in images if r["image_id"] not in done]
     slim = [{"image_id": r["image_id"], "store_path": r["store_path"]} for r in todo]
     batches = [slim[i : i + p["batch_size"]] for i in range(0, len(slim), p["batch_size"])]
@@ -108,6 +123,7 @@ def run(ctx: StageContext) -> dict:
         "n_images": n_img,
         "n_processed": len(todo),
         "n_reused": len(done),
+        "n_crops_restored": len(bad),
         "n_images_with_face": with_face,
         "detection_rate": round(with_face / n_img, 4) if n_img else 0.0,
         "n_errors": sum(1 for r in dets if r["status"] == "error"),

@@ -7,15 +7,18 @@ Rows the stage made in an earlier run with the same processing params are reused
 again once it is finished; see `facedata.ingest.Previous`). Rows added outside the stage by
 `facedata ingest-urls` / `facedata ingest-video` (their lineage names that command) are kept as they are, so
 `dvc repro` never drops a collection made by hand. Manifests are checkpointed every
-`crawl.checkpoint_seconds` and when the run is interrupted.
+`crawl.checkpoint_seconds` and when the run is interrupted. At the end every stored image the manifest lists is
+checked against its sha256 (`facedata.storecheck`): a missing or damaged one is restored from its source, or
+its rows say `lost`.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from facedata import manifest
+from facedata import ids, manifest
 from facedata.ingest import IngestResult, Previous, ingest_items, reason_code
 from facedata.interrupt import sigterm_as_interrupt
 from facedata.pipeline.runner import StageContext
@@ -25,6 +28,7 @@ from facedata.sources.crawler import Crawler, CrawlSettings, FetchTask
 from facedata.sources.folder import iter_folder_items, walk_folder_source
 from facedata.sources.urllist import UrlListError, read_url_list
 from facedata.sources.video import VideoSettings, iter_video_items
+from facedata.storecheck import restore_images
 
 STAGE = "ingest"
 
@@ -209,10 +213,16 @@ def run(ctx: StageContext) -> dict:
                 checkpoint_seconds=float(ctx.params["crawl"]["checkpoint_seconds"]),
                 known=manual_images,
             )
+            log, images = combine(result, manual_log, manual_images, old_images)
+            # Every stored file the manifest vouches for is checked; what is gone comes back or is marked lost.
+            refetch = web_refetch(crawler) if ctx.p["restore_from_web"] else None
+            images, log, store_report = restore_images(ctx.root, images, log, ctx.project.resolve, refetch)
             crawl_stats = dict(crawler.stats)
-        log, images = combine(result, manual_log, manual_images, old_images)
         write_rows(ctx.root, log, images)
-    counts = result.counts()
+    if store_report.summary():
+        print(f"facedata ingest: {store_report.summary()}", file=sys.stderr)
+    final = {r["log_id"]: r for r in log}
+    counts = IngestResult(log=[final[r["log_id"]] for r in result.log]).counts()
     return {
         "n_items": len(result.log),
         "n_images": len(images),
@@ -230,7 +240,18 @@ def run(ctx: StageContext) -> dict:
         "per_source": per_source_counts(result.log),
         "crawl": {k: int(v) for k, v in sorted(crawl_stats.items())},
         "video": stats.get("video", {}),
+        "store": store_report.metrics(),
     }
+
+
+def web_refetch(crawler: Crawler):
+    """How the store check fetches lost web images again: through the same polite, safe crawler."""
+
+    def refetch(rows: list[dict]) -> dict[str, bytes]:
+        tasks = [FetchTask(r["source_uri"], r["query_name"], r["source_kind"], "restore") for r in rows]
+        return {ids.sha256_bytes(item.data): item.data for item in crawler.run(tasks) if item.data is not None}
+
+    return refetch
 
 
 def crawl_report_markdown(metrics: dict) -> str:
