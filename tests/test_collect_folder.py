@@ -56,7 +56,9 @@ def test_every_entry_gets_a_row_and_nothing_outside_the_root_is_read(tmp_path):
     threading.Thread(target=go, daemon=True).start()
     assert done.wait(120), "the walk blocked (a FIFO was opened?)"
     rows = _rows(tmp_path)
-    reason = {uri.removeprefix("photos/"): (r["status"], (r["reason"] or "").split(":")[0]) for uri, r in rows.items()}
+    reason = {
+        uri.removeprefix("photos/"): (r["status"], (r["reason"] or "").split(":")[0]) for uri, r in rows.items()
+    }
     assert reason == {
         "Ann/0_inside.jpg": ("stored", ""),
         "Ann/0_locked.jpg": ("failed", "outside_root"),

@@ -74,7 +74,9 @@ def test_folder_and_video_images_come_back_from_their_source(tmp_path):
     assert run_stage("ingest", project) == 0
     metrics = _metrics(project)
     # The changed file is a new image; the old bytes are gone from the store and from every source.
-    assert metrics["store"]["n_lost"] == 0 and lost["image_id"] not in {r["image_id"] for r in _images(project).values()}
+    assert metrics["store"]["n_lost"] == 0 and lost["image_id"] not in {
+        r["image_id"] for r in _images(project).values()
+    }
 
 
 def test_hand_collected_web_images_are_fetched_again_or_marked_lost(tmp_path):
@@ -97,7 +99,9 @@ def test_hand_collected_web_images_are_fetched_again_or_marked_lost(tmp_path):
         assert (project / rows["0.jpg"]["store_path"]).is_file()
         log = {r["source_uri"].rsplit("/", 1)[1]: r for r in manifest.read("crawl_log", project).to_pylist()}
         assert log["1.jpg"]["status"] == "failed" and log["1.jpg"]["reason"].startswith("lost: ")
-        assert rows["1.jpg"]["image_id"] not in {r["image_id"] for r in manifest.read("images", project).to_pylist()}
+        assert rows["1.jpg"]["image_id"] not in {
+            r["image_id"] for r in manifest.read("images", project).to_pylist()
+        }
 
         # Not allowed to fetch again: lost, and the row says so.
         (project / rows["2.jpg"]["store_path"]).unlink()
