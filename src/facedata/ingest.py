@@ -262,7 +262,12 @@ def _process(
     except imageio.ImageRejected as exc:
         log["reason"] = f"{exc.code}: {exc.message}"
         return
-    _, rel, _ = store.put_image(item.data, imageio.EXTENSIONS[decoded.format], root)
+    try:
+        _, rel, _ = store.put_image(item.data, imageio.EXTENSIONS[decoded.format], root)
+    except BaseException:
+        # Not stored (a full disk, an interrupt): the item is unfinished, not failed; no row, so a rerun does it.
+        result.log.pop()
+        raise
     row = {
         "image_id": image_id,
         "store_path": rel.as_posix(),

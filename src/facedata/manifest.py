@@ -367,8 +367,9 @@ def read(name: str, root: str | os.PathLike = ".", missing_ok: bool = False) -> 
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as exc:
         raise ManifestError(
-            f"manifest {name!r} at {path} is not readable Parquet ({exc}); delete it and rerun "
-            f"`dvc repro {WRITER.get(name, name)}`"
+            f"manifest {name!r} at {path} is damaged: not readable Parquet ({exc}). Restore the version DVC "
+            f"last recorded with `dvc checkout {_display(path, root)}`, or delete it and run "
+            f"`dvc repro --force {WRITER.get(name, name)}` to rebuild it"
         ) from exc
     try:
         return conform(name, table, fill_missing=True)
@@ -377,6 +378,13 @@ def read(name: str, root: str | os.PathLike = ".", missing_ok: bool = False) -> 
             f"{exc} (file {path}); it was probably written by another facedata version: rerun "
             f"`dvc repro --force {WRITER.get(name, name)}` to rebuild it"
         ) from exc
+
+
+def _display(path: Path, root) -> str:
+    try:
+        return path.relative_to(Path(root)).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def read_pandas(name: str, root: str | os.PathLike = ".", missing_ok: bool = False):

@@ -19,11 +19,19 @@ def _fail(message: str, code: int = 2) -> None:
 
 @contextlib.contextmanager
 def _resumable(items: str, *errors: type[BaseException]) -> Iterator[None]:
-    """Expected `errors` become one red line (exit 2); Ctrl-C says the finished `items` are kept (exit 130)."""
+    """Expected `errors` become one red line (exit 2), a full disk too (exit 1); Ctrl-C or SIGTERM says the
+    finished `items` are kept (exit 130)."""
+    from facedata.pipeline.runner import DISK_FULL, disk_full_message
+
     try:
         yield
     except errors as exc:
         _fail(str(exc))
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        click.secho(f"error: {disk_full_message(exc)}", fg="red", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: finished {items} are saved; rerun the same command to resume", err=True)
         sys.exit(130)

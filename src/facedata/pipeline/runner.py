@@ -7,6 +7,7 @@ loads the project's params, calls `facedata.pipeline.<name>.run(ctx)`, writes th
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -87,6 +88,18 @@ def make_context(stage: str, root: str | Path | None = None) -> StageContext:
     return StageContext(project, stage, params, params_hash(params, ROW_PARAMS[stage]))
 
 
+#: Write errors that mean the disk (or a quota, or a file-size limit) is full: no retry can help.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def disk_full_message(exc: OSError) -> str:
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return (
+        f"no space left{where} ({exc.strerror}); every file is written atomically, so what was saved before is "
+        "intact: free some space and run it again (finished work is reused)"
+    )
+
+
 #: How a failed stage's message starts (`facedata <stage>: <mark>: ...`), so the Prefect flow knows whether
 #: a retry can help: a refused gate or a setup problem stays refused until someone acts; a busy project frees.
 GATE_MARK = "FAILED"
@@ -123,6 +136,11 @@ def run_stage(stage: str, root: str | Path | None = None) -> int:
         print(f"facedata {stage}: {SETUP_MARK}: {type(exc).__name__}: {exc}", file=sys.stderr)
         if os.environ.get("FACEDATA_DEBUG"):
             traceback.print_exc()
+        return 2
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        print(f"facedata {stage}: {SETUP_MARK}: {disk_full_message(exc)}", file=sys.stderr)
         return 2
     metrics = {**metrics, "ok": True, "seconds": ctx.elapsed()}
     _write_metrics(ctx, metrics)
