@@ -166,11 +166,16 @@ def test_a_truncated_manifest_is_named_and_dvc_checkout_restores_it(projects):
     out = dvc("repro", cwd=ref, check=False)
     assert out.returncode != 0
     said = out.stdout + out.stderr
-    assert "faces" in said and "damaged" in said and "dvc checkout data/manifests/faces.parquet" in said, said
-    dvc("checkout", "data/manifests/faces.parquet", cwd=ref)
+    assert "faces" in said and "damaged" in said and "dvc checkout --force data/manifests/faces.parquet" in said, (
+        said
+    )
+    dvc("checkout", "--force", "data/manifests/faces.parquet", cwd=ref)
     again = dvc("repro", cwd=ref)
-    assert ran(again.stdout) == []
+    # DVC removed detect's metrics file before the failed run (metrics are not cached): detect runs once more,
+    # reusing every row, and nothing after it changes.
+    assert ran(again.stdout) in ([], ["detect"])
     assert_same(before, stable(ref))
+    assert "up to date" in dvc("status", cwd=ref).stdout
 
 
 # --- kill -9 inside every stage ------------------------------------------------------------------------------
@@ -223,8 +228,11 @@ def test_kill_9_in_every_stage_then_the_next_run_finishes_the_same(projects):
                 killed.append(stage)
         finally:
             proc.wait()
-        assert_readable(victim)
+        deadline = time.monotonic() + 30  # the stage dies a moment after DVC, with the group
+        while holder(victim) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert holder(victim) is None  # the kernel released the project lock with its holder
+        assert_readable(victim)
     assert len(killed) >= len(STAGES) - 1, killed  # the check stage may finish before it can be killed
     out = dvc("repro", cwd=victim)
     assert "up to date" in dvc("status", cwd=victim).stdout, out.stdout
@@ -336,8 +344,9 @@ def test_a_writer_racing_a_stage_is_refused_or_waits_and_no_image_is_lost(projec
     assert hashlib.md5(images_path.read_bytes()).hexdigest() != processed
     images = manifest.read("images", ref)
     assert sum(r == "video" for r in images.column("source_kind").to_pylist()) > 0
-    again = dvc("repro", cwd=ref)
-    assert "detect" in ran(again.stdout)  # images.parquet changed after detect: DVC knows
+    assert "detect" in dvc("status", "detect", cwd=ref).stdout  # images.parquet changed after detect: DVC knows
+    again = dvc("repro", "--single-item", "detect", cwd=ref)
+    assert ran(again.stdout) == ["detect"]
     assert manifest.read("detections", ref).num_rows == images.num_rows  # every image detected
 
     # The other way round: while a writer holds the project, DVC refuses the stages that read its outputs.

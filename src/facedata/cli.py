@@ -110,6 +110,8 @@ def build(stages, force, wait, root) -> None:
     if busy and not wait:
         _fail(f"the project is busy: {describe(busy)} is writing its data; wait for it, or pass --wait SECONDS")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's 20 s default for its temporary server is too short on a busy laptop or CI machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from facedata.flow import build_flow
     from facedata.interrupt import sigterm_as_interrupt
 

@@ -368,7 +368,7 @@ def read(name: str, root: str | os.PathLike = ".", missing_ok: bool = False) -> 
     except (OSError, pa.ArrowInvalid) as exc:
         raise ManifestError(
             f"manifest {name!r} at {path} is damaged: not readable Parquet ({exc}). Restore the version DVC "
-            f"last recorded with `dvc checkout {_display(path, root)}`, or delete it and run "
+            f"last recorded with `dvc checkout --force {_display(path, root)}`, or delete it and run "
             f"`dvc repro --force {WRITER.get(name, name)}` to rebuild it"
         ) from exc
     try:
