@@ -93,6 +93,7 @@ def ingest_urls(file, name, allow_hosts, json_out, wait, root) -> None:
     from tqdm import tqdm
 
     from facedata.collect import ingest_url_list
+    from facedata.params import ParamsError
     from facedata.sources.netpolicy import parse_allow_host
     from facedata.sources.urllist import UrlListError
 
@@ -103,7 +104,7 @@ def ingest_urls(file, name, allow_hosts, json_out, wait, root) -> None:
         except ValueError as exc:
             _fail(str(exc))
     with (
-        _resumable("URLs", UrlListError, RuntimeError),
+        _resumable("URLs", UrlListError, ParamsError, RuntimeError),
         tqdm(desc="ingest-urls", unit="url", file=sys.stderr, disable=None) as bar,
     ):
         report, run = ingest_url_list(
