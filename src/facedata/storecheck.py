@@ -154,9 +154,11 @@ def restore_images(
     resolve: Callable[[str], Path],
     refetch: Refetch | None = None,
     verifier: Verifier | None = None,
+    no_refetch: str = "ingest.restore_from_web is false",
 ) -> tuple[list[dict], list[dict], StoreReport]:
     """Check every image row's stored file; restore what its sources still have; mark the rest lost.
-    `resolve` turns a recorded source path into a path on this machine. Returns new (images, log, report)."""
+    `resolve` turns a recorded source path into a path on this machine; `refetch` fetches web images again
+    (None: not allowed, for the reason `no_refetch`). Returns new (images, log, report)."""
     root = Path(root)
     report = StoreReport()
     with contextlib.ExitStack() as stack:
@@ -183,7 +185,9 @@ def restore_images(
             if image_id in report.restored:
                 verifier.forget(by_id[image_id]["store_path"])
             else:
-                report.lost[image_id] = _why_lost(bad[image_id], sources[image_id], refetch is not None)
+                report.lost[image_id] = _why_lost(
+                    bad[image_id], sources[image_id], None if refetch else no_refetch
+                )
     if not report.lost:
         return images, log, report
     kept = [r for r in images if r["image_id"] not in report.lost]
@@ -254,10 +258,10 @@ def _put(root: Path, row: dict, data: bytes) -> None:
     store.put_image(data, ext, root)
 
 
-def _why_lost(status: str, sources: Iterable[dict], may_refetch: bool) -> str:
+def _why_lost(status: str, sources: Iterable[dict], no_refetch: str | None) -> str:
     kinds = sorted({s["source_kind"] for s in sources})
     web = any(k in ("url", "web_api", "web_page") for k in kinds)
     what = "file missing from the store" if status == MISSING else "stored file damaged (sha256 differs)"
-    if web and not may_refetch:
-        return f"{what}; not fetched again (ingest.restore_from_web is false)"
+    if web and no_refetch:
+        return f"{what}; not fetched again ({no_refetch})"
     return f"{what}; no source ({', '.join(kinds) or 'none recorded'}) still has the same bytes"

@@ -218,8 +218,11 @@ def run(ctx: StageContext) -> dict:
             )
             log, images = combine(result, manual_log, manual_images, old_images)
             # Every stored file the manifest vouches for is checked; what is gone comes back or is marked lost.
-            refetch = web_refetch(crawler) if ctx.p["restore_from_web"] else None
-            images, log, store_report = restore_images(ctx.root, images, log, ctx.project.resolve, refetch)
+            no_refetch = refetch_refusal(ctx.params)
+            refetch = None if no_refetch else web_refetch(crawler)
+            images, log, store_report = restore_images(
+                ctx.root, images, log, ctx.project.resolve, refetch, no_refetch=no_refetch or ""
+            )
             crawl_stats = dict(crawler.stats)
         write_rows(ctx.root, log, images)
     if store_report.summary():
@@ -245,6 +248,15 @@ def run(ctx: StageContext) -> dict:
         "video": stats.get("video", {}),
         "store": store_report.metrics(),
     }
+
+
+def refetch_refusal(params: dict) -> str | None:
+    """Why lost web images may not be fetched again (None: they may)."""
+    if not params["ingest"]["restore_from_web"]:
+        return "ingest.restore_from_web is false"
+    if not str(params["crawl"].get("contact") or "").strip():
+        return "crawl.contact is not set"
+    return None
 
 
 def web_refetch(crawler: Crawler):
