@@ -192,13 +192,26 @@ def stop_process_group(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> N
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs (zombies waiting for a reaper do not count)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state, ppid, pgrp, ...
+            return True
+    return False
 
 
 @flow(name="facedata-build", log_prints=True)
