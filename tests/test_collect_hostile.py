@@ -188,7 +188,7 @@ def test_hostile_server(servers, tmp_path):
     project, urls, lines, expected, extra, secret = _setup(main, other, tmp_path)
     out = tmp_path / "report.json"
     result = _run(project, urls, out)
-    assert result.exit_code == 0, result.output + str(result.exception)
+    assert result.exit_code == 1, result.output + str(result.exception)  # 1: some URLs failed
     report = json.loads(out.read_text())
 
     # exactly one entry per URL line, in order, each with a status
@@ -262,7 +262,7 @@ def test_hostile_server(servers, tmp_path):
     # a rerun resumes: finished URLs are not fetched again, transient failures are retried
     before = {p: main.hits_of(p) for p in ("/ok/1.jpg", "/404.jpg", "/dup-a.jpg", "/bomb.png", "/drip.jpg")}
     result2 = _run(project, urls, tmp_path / "report2.json")
-    assert result2.exit_code == 0, result2.output
+    assert result2.exit_code == 1, result2.output  # the same URLs fail again
     report2 = json.loads((tmp_path / "report2.json").read_text())
     assert [u["status"] for u in report2["urls"]] == [u["status"] for u in report["urls"]]
     assert main.hits_of("/ok/1.jpg") == before["/ok/1.jpg"]
@@ -282,7 +282,7 @@ def test_refused_before_connecting(tmp_path):
         urls = tmp_path / "u.txt"
         urls.write_text(f"{other.url('/a.jpg')}\nhttp://[::1]:{other.port}/a.jpg\n", encoding="utf-8")
         result = _run(project, urls, tmp_path / "r.json")
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 1, result.output  # every URL failed
         report = json.loads((tmp_path / "r.json").read_text())
         assert [u["status"] for u in report["urls"]] == ["failed", "failed"]
         assert all(u["reason"].startswith("blocked_address") for u in report["urls"])
@@ -318,7 +318,7 @@ def test_unused_port_is_a_connection_failure(tmp_path):
     urls = tmp_path / "u.txt"
     urls.write_text(f"http://127.0.0.1:{port}/a.jpg\n")
     result = _run(project, urls, tmp_path / "r.json")
-    assert result.exit_code == 0
+    assert result.exit_code == 1
     (entry,) = json.loads((tmp_path / "r.json").read_text())["urls"]
     assert entry["status"] == "failed" and entry["reason"].startswith("connection")
     assert "Connection refused" in entry["reason"] and len(entry["reason"]) < 120

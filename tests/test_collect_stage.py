@@ -13,13 +13,14 @@ from click.testing import CliRunner
 
 from facedata import manifest
 from facedata.cli import main as cli
-from facedata.ingest import IngestResult, ingest_items, ingest_lock
+from facedata.ingest import IngestResult, ingest_items
 from facedata.pipeline.ingest import crawl_report_markdown
 from facedata.pipeline.runner import run_stage
 from facedata.sources.base import SourceItem
 
 from .collect_servers import CONTACT, LocalServer, fast_crawl_params, jpeg, noise_image, static, write_project
 from .conftest import fixed_lineage
+from .test_lock import hold_in_child
 
 
 def _folder(root):
@@ -119,16 +120,21 @@ def test_interrupted_ingest_checkpoints(tmp_path):
     assert len(saved) == 1 and len(saved[0].log) == 3 and len(saved[0].images) == 3
 
 
-def test_one_writer_at_a_time(tmp_path, capsys):
+def test_one_writer_at_a_time(tmp_path, capsys, monkeypatch):
     write_project(tmp_path, {"crawl": {"contact": CONTACT}})
     urls = tmp_path / "u.txt"
     urls.write_text("http://127.0.0.1:9/a.jpg\n")
-    with ingest_lock(tmp_path):
+    monkeypatch.setenv("FACEDATA_LOCK_WAIT", "0")
+    holder = hold_in_child(tmp_path)
+    try:
         result = CliRunner().invoke(cli, ["ingest-urls", str(urls), "--root", str(tmp_path)])
         stage_rc = run_stage("ingest", tmp_path)  # the DVC stage: one readable line, exit code 2, no traceback
-    assert result.exit_code == 2 and "another ingest" in result.output
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 2 and "is busy" in result.output and f"pid {holder.pid}" in result.output
     assert stage_rc == 2
-    assert "IngestBusy: another ingest" in capsys.readouterr().err
+    assert "facedata ingest: busy: the project" in capsys.readouterr().err
 
 
 def test_ingest_urls_needs_a_contact(tmp_path):

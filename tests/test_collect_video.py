@@ -143,7 +143,7 @@ def test_video_options_and_bad_files(clip, tmp_path):
         "0",
     ]
     result = CliRunner().invoke(cli, [*args, "--fps", "2", "--json", str(out), "--root", str(project)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the broken video failed
     videos = {v["path"].rsplit("/", 1)[1]: v for v in json.loads(out.read_text())["videos"]}
     assert videos["clip.avi"]["candidates"] == 14 and videos["clip.avi"]["scene_changes"] == 0
     assert videos["clip.avi"]["kept"] == 14  # every frame kept: no face gate, no near-duplicate drop

@@ -57,4 +57,14 @@ def test_read_dag_handles_reordered_file_and_cycles(tmp_path):
 def test_tracked_params_come_from_the_dag():
     doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     for name, stage in doc["stages"].items():
-        assert [p for p in stage["params"] if isinstance(p, str)] == TRACKED_PARAMS[name]
+        if name == "check":
+            assert stage["params"][0] == {"params.yaml": None}  # the whole file: unknown sections too
+        else:
+            assert [p for p in stage["params"] if isinstance(p, str)] == TRACKED_PARAMS[name]
+
+
+def test_every_stage_waits_for_the_params_check():
+    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert read_dag(REPO / "dvc.yaml")[0] == "check"
+    for name, stage in doc["stages"].items():
+        assert (name == "check") != ("data/reports/params_check.txt" in stage["deps"]), name

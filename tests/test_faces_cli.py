@@ -17,7 +17,7 @@ def test_faces_command_reports_faces_and_bad_files(shared, tmp_path, monkeypatch
     bad.write_text("not an image")
     photo = shared / "data" / "video" / "test_photos" / "obama_and_biden.jpg"
     res = CliRunner().invoke(main, ["faces", "--json", "--embed", "--workers", "1", str(photo), str(bad)])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # one of the two files could not be read
     lines = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
     assert [r["status"] for r in lines] == ["ok", "error"]
     faces = lines[0]["faces"]
@@ -27,6 +27,8 @@ def test_faces_command_reports_faces_and_bad_files(shared, tmp_path, monkeypatch
     assert "not_an_image" in lines[1]["reason"]
     text = CliRunner().invoke(main, ["faces", "--workers", "1", str(photo)])
     assert text.exit_code == 0 and "#0 box" in text.output
+    only_bad = CliRunner().invoke(main, ["faces", "--workers", "1", str(bad), str(bad)])
+    assert only_bad.exit_code == 1 and "2 of 2 file(s) could not be read" in only_bad.output
 
 
 def test_params_lists_the_faces_keys():

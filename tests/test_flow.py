@@ -89,3 +89,34 @@ def test_a_crashing_stage_is_retried(prefect_harness, tmp_path, lfw):
     with pytest.raises(StageCrashed, match="simulated crash"):
         state.result()
     assert task_runs(state.state_details.flow_run_id)["ingest"].run_count == 2
+
+
+def test_a_stage_that_cannot_run_is_not_retried(prefect_harness, tmp_path, lfw):
+    from facedata.flow import StageSetupError, build_flow
+
+    from .projects import commit, set_params
+
+    root = make_project(tmp_path / "proj", lfw, names=SAMPLE_NAMES[:1], per_name=2)
+    set_params(root, sources={"folders": [{"root": str(tmp_path / "gone")}], "videos": []})
+    commit(root, "a source folder that does not exist")
+    state = build_flow(root=str(root), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(StageSetupError, match="gone does not exist"):
+        state.result()
+    runs = task_runs(state.state_details.flow_run_id)
+    assert runs["ingest"].run_count == 1 and runs["check"].state.is_completed()
+
+
+def test_bad_params_stop_the_flow_before_any_stage(prefect_harness, tmp_path, lfw):
+    from facedata.flow import build_flow
+    from facedata.params import ParamsError
+
+    from .projects import set_params
+
+    root = make_project(tmp_path / "proj", lfw, names=SAMPLE_NAMES[:1], per_name=2)
+    set_params(root, detect={"min_score": 2.0})
+    state = build_flow(root=str(root), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ParamsError, match="detect.min_score must be 0..1"):
+        state.result()
+    assert task_runs(state.state_details.flow_run_id) == {}

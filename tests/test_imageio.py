@@ -108,7 +108,19 @@ def test_decompression_bomb_is_refused_before_decoding():
     with pytest.raises(ImageRejected) as exc:
         decode_image(data, max_pixels=10_000_000)
     assert exc.value.code == "decompression_bomb"
+    assert "10000000-pixel limit (ingest.max_pixels)" in str(exc.value)
     assert decode_image(data, max_pixels=20_000_000).rgb.shape == (4000, 4000, 3)
+
+
+def test_a_bomb_beyond_pillows_own_limit_quotes_ingest_max_pixels():
+    from .collect_servers import bomb_png
+
+    with pytest.raises(ImageRejected) as exc:
+        decode_image(bomb_png(30000, 30000), max_pixels=50_000_000)  # 900 Mpx: Pillow refuses on open
+    assert exc.value.code == "decompression_bomb"
+    assert str(exc.value) == (
+        "decompression_bomb: 900000000 pixels exceeds the 50000000-pixel limit (ingest.max_pixels)"
+    )
 
 
 def test_too_small_is_refused():

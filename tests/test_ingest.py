@@ -110,8 +110,8 @@ def test_folder_stage_end_to_end_and_rerun_reuses(tmp_path):
     make_tree(src, {"Ann/1.jpg": a, "Ann/2.jpg": b, "Ann/notes.txt": b"hello", "Bob/1.jpg": a, ".hidden/x.jpg": a})
     project(tmp_path, [{"root": "photos", "labeled": True}])
     metrics = run(make_context("ingest", tmp_path))
-    assert metrics["n_items"] == 4 and metrics["n_stored"] == 2 and metrics["n_duplicates"] == 1
-    assert metrics["failures"] == {"not_an_image": 1}
+    assert metrics["n_items"] == 5 and metrics["n_stored"] == 2 and metrics["n_duplicates"] == 1
+    assert metrics["failures"] == {"not_an_image": 1} and metrics["skip_reasons"] == {"hidden": 1}
     images = manifest.read("images", tmp_path).to_pylist()
     assert {(r["query_name"], r["label"], r["source_uri"]) for r in images} == {
         ("Ann", "Ann", "photos/Ann/1.jpg"),
@@ -121,20 +121,21 @@ def test_folder_stage_end_to_end_and_rerun_reuses(tmp_path):
     # Rerun: nothing decoded again, rows identical (lineage included), so DVC sees identical outputs.
     before = manifest.path_for("images", tmp_path).read_bytes()
     ctx = make_context("ingest", tmp_path)
-    assert len(previous_rows(ctx)) == 4
+    assert len(previous_rows(ctx)) == 5
     run(ctx)
-    assert ctx.run["n_reused"] == 4
+    assert ctx.run["n_reused"] == 5
     assert manifest.path_for("images", tmp_path).read_bytes() == before
 
     # A file changed in place is a new image; a removed file leaves the manifest.
     (src / "Ann" / "2.jpg").write_bytes(jpeg(3))
     (src / "Bob" / "1.jpg").unlink()
     third = run(make_context("ingest", tmp_path))
-    assert third["n_stored"] == 2 and third["n_items"] == 3
+    assert third["n_stored"] == 2 and third["n_items"] == 4
     assert {r["source_uri"] for r in manifest.read("crawl_log", tmp_path).to_pylist()} == {
         "photos/Ann/1.jpg",
         "photos/Ann/2.jpg",
         "photos/Ann/notes.txt",
+        "photos/.hidden",
     }
 
 

@@ -105,6 +105,16 @@ def test_lineage_resolves_a_dataset_file_to_its_source(built):
     assert json.loads(by_prefix)[0]["id"] == row["face_id"]
     missing = run([str(BIN / "facedata"), "lineage", "fffffffff0"], root, check=False)
     assert missing.returncode == 1 and "no dataset face" in missing.stderr
+    # By content: a renamed copy anywhere is the same face; a file named like a dataset file is not.
+    copy = root.parent / "copies" / "renamed.png"
+    copy.parent.mkdir(exist_ok=True)
+    copy.write_bytes((root / "data" / "dataset" / row["file_path"]).read_bytes())
+    by_content = run([str(BIN / "facedata"), "lineage", str(copy), "--json"], root).stdout
+    assert json.loads(by_content)[0]["id"] == row["face_id"]
+    lookalike = root.parent / "copies" / Path(row["file_path"]).name
+    lookalike.write_bytes(b"not that face")
+    wrong = run([str(BIN / "facedata"), "lineage", str(lookalike)], root, check=False)
+    assert wrong.returncode == 1 and "no dataset file or collected image" in wrong.stderr
 
 
 def api(url: str, path: str, body: dict | None = None):
@@ -160,7 +170,7 @@ def test_changing_a_cluster_param_reruns_only_cluster_and_what_follows(built):
     status = dvc("status", cwd=root).stdout
     assert "cluster:" in status and "detect:" not in status and "embed:" not in status
     out = dvc("repro", cwd=root)
-    assert ran(out.stdout) == list(STAGES[STAGES.index("cluster") :])
+    assert ran(out.stdout) == ["check", *STAGES[STAGES.index("cluster") :]]  # any params change: check first
     assert "didn't change" in out.stdout  # ingest, detect, embed were checked and skipped
 
 

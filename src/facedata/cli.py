@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from facedata import __version__
+from facedata.commands import wait_option
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -81,24 +82,41 @@ def init(directory, folders, labeled, max_per_name, videos, models_dir, no_git) 
 @main.command()
 @click.option("--stage", "stages", multiple=True, help="run only these stages (repeatable), in DAG order")
 @click.option("--force", is_flag=True, help="rerun stages even when DVC finds them up to date")
+@wait_option()
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="project directory (default: here)")
 @click.option("--push", is_flag=True, help="after a successful build, `dvc push` to the default DVC remote")
-def build(stages, force, root, push) -> None:
+def build(stages, force, wait, root, push) -> None:
     """Run the pipeline: a Prefect flow with one task per DVC stage, in DAG order.
 
-    With no PREFECT_API_URL set, Prefect starts a temporary local server for the run; set PREFECT_API_URL
-    (e.g. to a `prefect server start` at http://127.0.0.1:4200/api) to watch runs in the Prefect UI. With
-    --push, the outputs go to the project's default DVC remote (`dvc remote add -d NAME URL`), so teammates
-    get them with `dvc pull` instead of rebuilding.
+    params.yaml is checked first (`facedata check`): a bad parameter stops the build before any stage runs.
+    The build holds the project lock: other writers (`ingest-urls`, `ingest-video`, another build) wait or
+    refuse until it ends. With no PREFECT_API_URL set, Prefect starts a temporary local server for the run
+    (stopped on exit, Ctrl-C and SIGTERM included); set PREFECT_API_URL (e.g. to a `prefect server start` at
+    http://127.0.0.1:4200/api) to watch runs in the Prefect UI. With --push, the outputs go to the project's
+    default DVC remote (`dvc remote add -d NAME URL`), so teammates get them with `dvc pull` instead of
+    rebuilding.
+
+    \b
+    Exit code 0 when every stage succeeded, 1 when a stage failed, 2 for a usage or configuration problem
+    (bad params, another writer busy with the project), 130/143 when interrupted (finished work is kept).
     """
+    from facedata.lock import ProjectBusy, describe, holder
     from facedata.project import Project, ProjectError
 
     try:
         project = Project.find(root)
     except ProjectError as exc:
         _fail(str(exc))
+    if not _report_check(project.root):
+        _fail("params.yaml has problems (listed above); nothing was run")
+    busy = holder(project.root)
+    if busy and not wait:
+        _fail(f"the project is busy: {describe(busy)} is writing its data; wait for it, or pass --wait SECONDS")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's 20 s default for its temporary server is too short on a busy laptop or CI machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from facedata.flow import build_flow, default_remote, push_outputs
+    from facedata.interrupt import sigterm_as_interrupt
 
     if push and not default_remote(project.root):
         _fail(
@@ -107,7 +125,18 @@ def build(stages, force, root, push) -> None:
         )
     click.echo(f"facedata build in {project.root}", err=True)
     try:
-        build_flow(root=str(project.root), stages=list(stages) or None, force=force)
+        with sigterm_as_interrupt():
+            build_flow(root=str(project.root), stages=list(stages) or None, force=force, wait=wait)
+    except ProjectBusy as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt as exc:
+        signal_name = "SIGTERM" if "signal" in str(exc) else "Ctrl-C"
+        click.secho(
+            f"\nbuild interrupted ({signal_name}): finished work is kept; `facedata build` resumes",
+            fg="red",
+            err=True,
+        )
+        sys.exit(143 if signal_name == "SIGTERM" else 130)
     except Exception as exc:  # the flow already logged the details; say what failed and where to look
         click.secho(f"\nbuild failed: {exc}", fg="red", err=True)
         report = project.reports_dir / "validate.html"
@@ -120,6 +149,39 @@ def build(stages, force, root, push) -> None:
             click.echo(push_outputs(project.root), err=True)
         except RuntimeError as exc:
             _fail(str(exc), 1)
+
+
+@main.command()
+@click.option("--root", type=click.Path(file_okay=False), default=None, help="project directory (default: here)")
+def check(root) -> None:
+    """Check params.yaml before anything runs: unknown sections or keys, wrong types, values out of range,
+    parameters dvc.yaml tracks but params.yaml lacks. `facedata build` and the pipeline's first DVC stage run
+    the same check, so a bad parameter never costs a stage its outputs.
+
+    \b
+    Exit code 0 when params.yaml is fine (warnings allowed), 1 when it has problems, 2 outside a project.
+    """
+    from facedata.project import ProjectError, find_root
+
+    try:
+        project_root = find_root(root)
+    except ProjectError as exc:
+        _fail(str(exc))
+    sys.exit(0 if _report_check(project_root) else 1)
+
+
+def _report_check(root: Path) -> bool:
+    """Print the pre-flight check's problems and warnings; True when params.yaml is usable."""
+    from facedata.pipeline.check import check_project
+
+    result = check_project(root)
+    for warning in result.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    for error in result.errors:
+        click.secho(f"error: {error}", fg="red", err=True)
+    if result.ok:
+        click.echo(f"params.yaml ok: {root / 'params.yaml'}", err=True)
+    return result.ok
 
 
 @main.command()

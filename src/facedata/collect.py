@@ -15,8 +15,10 @@ from pathlib import Path
 
 from facedata import manifest
 from facedata.codedeps import code_hash
-from facedata.ingest import IngestResult, Previous, ingest_items, ingest_lock, sigterm_as_interrupt
+from facedata.ingest import IngestResult, Previous, ingest_items
+from facedata.interrupt import sigterm_as_interrupt
 from facedata.lineage import Recipe
+from facedata.lock import writing
 from facedata.params import params_hash
 from facedata.sources.base import SourceItem
 from facedata.sources.crawler import Crawler, CrawlSettings, FetchTask
@@ -44,11 +46,16 @@ def run_manual(
     command: str,
     make_items: Callable[[Previous], Iterable[SourceItem]],
     on_progress: Callable[[int], None] | None = None,
+    wait: float = 0.0,
 ) -> ManualRun:
-    """Ingest `make_items(previous)` into the project at `root`, merging into its manifests."""
+    """Ingest `make_items(previous)` into the project at `root`, merging into its manifests. Holds the project
+    lock (and DVC's lock on the ingest stage's outputs), waiting up to `wait` seconds for another writer."""
+    from facedata.pipeline.dag import stage_defs
+
     root = Path(root)
     recipe = ingest_recipe(params, command)
-    with ingest_lock(root), sigterm_as_interrupt():
+    outs = stage_defs()["ingest"].outs
+    with writing(root, None, wait, dvc_outs=outs), sigterm_as_interrupt():
         log_rows = manifest.read("crawl_log", root, missing_ok=True).to_pylist()
         image_rows = manifest.read("images", root, missing_ok=True).to_pylist()
         previous = Previous.from_tables(log_rows, image_rows, recipe, root)
@@ -113,6 +120,7 @@ def ingest_url_list(
     allow_hosts: Iterable[str] = (),
     label: str | None = None,
     on_progress: Callable[[int], None] | None = None,
+    wait: float = 0.0,
 ) -> tuple[dict, ManualRun]:
     """Fetch every URL of a list file into the project; returns the JSON report and the run. `label` is the
     list's path as the user wrote it (the rows' source_name)."""
@@ -122,7 +130,12 @@ def ingest_url_list(
     tasks = [FetchTask(e.url, e.name, "url", source_name, error=e.error) for e in entries]
     with Crawler(settings) as crawler:
         run = run_manual(
-            root, params, "ingest-urls", lambda prev: crawler.run(tasks, done=prev.done), on_progress=on_progress
+            root,
+            params,
+            "ingest-urls",
+            lambda prev: crawler.run(tasks, done=prev.done),
+            on_progress=on_progress,
+            wait=wait,
         )
         run.crawl_stats = dict(crawler.stats)
     return url_list_report(entries, tasks, run.rows_by_log_id), run
@@ -136,6 +149,7 @@ def ingest_video_files(
     overrides: dict,
     labels: list[str] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    wait: float = 0.0,
 ) -> tuple[dict, ManualRun]:
     """Sample, gate and store the frames of each video; returns a per-video report and the run. `labels` are
     the paths as the user wrote them, recorded as the frames' source (default: the paths)."""
@@ -159,7 +173,7 @@ def ingest_video_files(
             stats = per_video.setdefault(label, {})
             yield from iter_video_items(path, label, settings, name, previous, finder, stats=stats)
 
-    run = run_manual(root, params, "ingest-video", items, on_progress=on_progress)
+    run = run_manual(root, params, "ingest-video", items, on_progress=on_progress, wait=wait)
     videos = []
     for uri in labels:
         rows = [r for r in run.result.log if r["source_uri"] == uri or r["source_uri"].startswith(uri + "#frame=")]

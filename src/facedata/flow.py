@@ -2,9 +2,12 @@
 
 DVC decides whether a stage is stale and caches its outputs; Prefect runs, retries, logs and shows. Each task
 streams the stage's output into its log, publishes the stage's metrics as a markdown artifact, and fails with
-the stage's own message. A quality-gate failure (exit code 1) is final; anything else (a crash, DVC's lock held
-by another run) is retried as params say. With no `PREFECT_API_URL`, Prefect runs the flow on a temporary
-local server; with one set, the runs show in that server's UI.
+the stage's own message. A quality-gate failure and a stage that cannot run (bad params, a corrupt manifest, a
+missing model) are final; anything else (a crash, DVC's lock held by another run) is retried once. The flow
+checks params.yaml before the first stage and holds the project lock (`facedata.lock`) for the whole build;
+its stages inherit it. Interrupted (Ctrl-C, SIGTERM), it stops the running stage's process group before it
+lets go. With no `PREFECT_API_URL`, Prefect runs the flow on a temporary local server; with one set, the runs
+show in that server's UI.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections import deque
 from pathlib import Path
 
@@ -24,14 +29,21 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
 from facedata.lineage import RUN_ID_ENV  # noqa: E402
+from facedata.lock import project_lock  # noqa: E402
+from facedata.params import ParamsError  # noqa: E402
 from facedata.pipeline.dag import read_dag, refresh_versions  # noqa: E402
-from facedata.pipeline.runner import run_report_path  # noqa: E402
+from facedata.pipeline.runner import GATE_MARK, SETUP_MARK, run_report_path  # noqa: E402
 
 GATE_EXIT = 1  # facedata.pipeline.runner: the stage ran and a check failed
+STOP_GRACE_S = 20.0  # an interrupted stage gets this long to checkpoint before it is killed
 
 
 class StageGateFailed(RuntimeError):
     """The stage ran and refused its inputs (a quality gate): retrying cannot help."""
+
+
+class StageSetupError(RuntimeError):
+    """The stage cannot run until someone fixes its setup (params, a manifest, a model): no retry."""
 
 
 class StageCrashed(RuntimeError):
@@ -39,7 +51,7 @@ class StageCrashed(RuntimeError):
 
 
 def _retry_unless_gate(task, task_run, state) -> bool:
-    return not isinstance(getattr(state, "data", None), StageGateFailed)
+    return not isinstance(getattr(state, "data", None), StageGateFailed | StageSetupError)
 
 
 def stage_env() -> dict[str, str]:
@@ -133,9 +145,18 @@ def run_stage_task(stage: str, root: str, force: bool = False) -> dict:
     env[RUN_ID_ENV] = str(flow_run.get_id() or env.get(RUN_ID_ENV, ""))
     logger.info("$ %s", " ".join(cmd))
     tail: deque[str] = deque(maxlen=40)
-    with subprocess.Popen(
-        cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    ) as proc:
+    # Its own process group, so an interrupted build stops DVC and the stage it runs, never leaving them behind.
+    proc = subprocess.Popen(
+        cmd,
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+    )
+    try:
         assert proc.stdout is not None
         for line in proc.stdout:
             for part in line.rstrip("\n").split("\r"):
@@ -143,6 +164,12 @@ def run_stage_task(stage: str, root: str, force: bool = False) -> dict:
                     logger.info(part)
                     tail.append(part)
         rc = proc.wait()
+    except BaseException:
+        stop_process_group(proc)
+        raise
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
     metrics = _read_json(Path(root) / "data" / "metrics" / f"{stage}.json")
     run = _read_json(run_report_path(root, stage))
     if metrics:
@@ -162,34 +189,91 @@ def run_stage_task(stage: str, root: str, force: bool = False) -> dict:
     publish_report_artifacts(root, stage)
     if rc != 0:
         message = "\n".join(tail)
-        gate = f"facedata {stage}: FAILED" in message or metrics.get("ok") is False
-        exc = StageGateFailed if gate else StageCrashed
+        if f"facedata {stage}: {GATE_MARK}" in message or metrics.get("ok") is False:
+            exc: type[RuntimeError] = StageGateFailed
+        elif f"facedata {stage}: {SETUP_MARK}" in message:
+            exc = StageSetupError
+        else:
+            exc = StageCrashed
         raise exc(f"stage {stage} failed (dvc exit code {rc}):\n{message}")
     return metrics
 
 
+def stop_process_group(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
+    """SIGTERM to the process group `proc` leads (DVC and its stage: the stage checkpoints and exits), then
+    SIGKILL to what is left after `grace` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+            # The group may outlive its leader for a moment (the stage checkpointing): wait for it too.
+            deadline = time.monotonic() + wait
+            while _group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not _group_alive(proc.pid):
+                break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs (zombies waiting for a reaper do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state, ppid, pgrp, ...
+            return True
+    return False
+
+
 @flow(name="facedata-build", log_prints=True)
 def build_flow(
-    root: str = ".", stages: list[str] | None = None, force: bool = False, recrawl: bool = False
+    root: str = ".",
+    stages: list[str] | None = None,
+    force: bool = False,
+    recrawl: bool = False,
+    wait: float = 0.0,
 ) -> dict:
-    """Run the project's DVC stages in DAG order (all of them, or the named ones), one Prefect task each.
+    """Run the project's DVC stages in DAG order (all of them, or the named ones, after `check`), one Prefect
+    task each, holding the project lock (waiting up to `wait` seconds for another writer).
 
     `recrawl` forces the ingest stage (web sources are not DVC deps, so DVC alone never re-crawls); later
     stages then rerun only if what ingest produced changed. Scheduled builds (`facedata schedule`) set it."""
-    root = str(Path(root).resolve())
+    from facedata.pipeline.check import check_project
     from facedata.project import Project
 
-    if refresh_versions(root, Project(Path(root)).params):
-        get_run_logger().info("code or models changed since the last build: versions.yaml rewritten")
+    root = str(Path(root).resolve())
     order = read_dag(Path(root) / "dvc.yaml")
     if stages:
         unknown = set(stages) - set(order)
         if unknown:
             raise ValueError(f"unknown stage(s) {sorted(unknown)}; dvc.yaml has {order}")
-        order = [s for s in order if s in stages]
+        order = [s for s in order if s in stages or s == "check"]
+    checked = check_project(root)
+    if not checked.ok:
+        raise ParamsError("params.yaml has problems; nothing was run:\n" + "\n".join(checked.errors))
     results = {}
-    for stage in order:
-        results[stage] = run_stage_task(stage, root, force or (recrawl and stage == "ingest"))
+    with project_lock(root, "facedata build", wait=wait):
+        if refresh_versions(root, Project(Path(root)).params):
+            get_run_logger().info("code or models changed since the last build: versions.yaml rewritten")
+        for stage in order:
+            results[stage] = run_stage_task(stage, root, force or (recrawl and stage == "ingest"))
     summary = "\n\n".join(metrics_markdown(s, m) for s, m in results.items())
     create_markdown_artifact(markdown=summary, key="facedata-build", description="facedata build summary")
     return results

@@ -10,6 +10,7 @@ colour mode (grayscale, CMYK, 16-bit, palette, alpha) becomes 8-bit RGB. Animate
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -92,13 +93,15 @@ def decode_image(
         raise ImageRejected(
             "not_an_image", f"unrecognised or unsupported content ({fmt or 'unknown magic bytes'})"
         )
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels  # allowed bigger (ingest.max_pixels): Pillow's own guard must agree
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > max_pixels:
-                raise ImageRejected("decompression_bomb", f"{w}x{h} exceeds the {max_pixels}-pixel limit")
+                raise ImageRejected("decompression_bomb", f"{w}x{h} pixels exceeds {_limit(max_pixels)}")
             mode = img.mode
             n_frames = int(getattr(img, "n_frames", 1) or 1)
             img.seek(0)
@@ -108,7 +111,10 @@ def decode_image(
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected("decompression_bomb", str(exc)) from exc
+        # Pillow refused at its own, higher limit: say it in our terms, with the limit the user controls.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1))} pixels" if found else "the image"
+        raise ImageRejected("decompression_bomb", f"{size} exceeds {_limit(max_pixels)}") from exc
     except UnidentifiedImageError as exc:
         raise ImageRejected("corrupt", f"{fmt} header not readable: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -119,6 +125,10 @@ def decode_image(
             "too_small", f"{rgb.shape[1]}x{rgb.shape[0]} is under the {min_side}-pixel minimum side"
         )
     return DecodedImage(rgb=rgb, format=fmt, mode=mode, n_frames=n_frames)
+
+
+def _limit(max_pixels: int) -> str:
+    return f"the {max_pixels}-pixel limit (ingest.max_pixels)"
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:

@@ -7,17 +7,14 @@ at the first copy with `dup_of`. An item seen in an earlier run with the same pr
 as it was, without decoding again; items a source did not fetch again because an earlier run finished them
 (`SourceItem.reused`, see `Previous.done`) take their earlier rows.
 
-The same rules serve the `ingest` stage and the `facedata ingest-urls` / `ingest-video` commands; `ingest_lock`
-keeps two of them from writing a project's manifests at once.
+The same rules serve the `ingest` stage and the `facedata ingest-urls` / `ingest-video` commands; the project
+lock (`facedata.lock`) keeps two of them from writing a project's manifests at once.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +53,7 @@ RETRY_NEXT_RUN = frozenset(
         "page_failed",
         "api_error",
         "no_results",
+        "lost",
         "restricted",
     }
 )
@@ -117,55 +115,6 @@ class Previous:
                 continue
             out[row["log_id"]] = (row, image)
         return cls(out, Path(root) if root is not None else None)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (a scheduler cancelling the run, `kill`) into KeyboardInterrupt while ingesting, so the
-    partial result is checkpointed before the process ends. Only in the main thread; a no-op elsewhere."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-class IngestBusy(RuntimeError):
-    """Another process holds the project's ingest lock."""
-
-
-@contextlib.contextmanager
-def ingest_lock(root) -> Iterator[None]:
-    """One writer of the ingest manifests at a time (the stage, `ingest-urls`, `ingest-video`)."""
-    path = Path(root) / "data" / "manifests" / ".ingest.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a+")  # noqa: SIM115 - held for the duration of the context
-    try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise IngestBusy(
-                f"another ingest is writing this project's manifests ({holder}); wait for it to finish"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
-        yield
-    finally:
-        fh.close()
 
 
 @dataclass
@@ -330,7 +279,12 @@ def _process(
     except imageio.ImageRejected as exc:
         log["reason"] = f"{exc.code}: {exc.message}"
         return
-    _, rel, _ = store.put_image(item.data, imageio.EXTENSIONS[decoded.format], root)
+    try:
+        _, rel, _ = store.put_image(item.data, imageio.EXTENSIONS[decoded.format], root)
+    except BaseException:
+        # Not stored (a full disk, an interrupt): the item is unfinished, not failed; no row, so a rerun does it.
+        result.log.pop()
+        raise
     row = {
         "image_id": image_id,
         "store_path": rel.as_posix(),

@@ -143,6 +143,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("status", pa.string(), False),  # ok | filtered
             _f("reason", pa.string()),  # why a face was filtered
             _f("crop_path", pa.string()),  # project-relative aligned crop
+            _f("crop_sha256", pa.string()),  # its content hash (the store check compares)
             _f("crop_size", pa.int32(), False),
             _f("align_template", pa.string(), False),
             _f("align_matrix", pa.list_(pa.float32(), 6), False),  # 2x3 affine, source image -> crop
@@ -385,8 +386,9 @@ def read(
             table = pq.read_table(path, columns=[c for c in columns if c in present])
     except (OSError, pa.ArrowInvalid) as exc:
         raise ManifestError(
-            f"manifest {name!r} at {path} is not readable Parquet ({exc}); delete it and rerun "
-            f"`dvc repro {WRITER.get(name, name)}`"
+            f"manifest {name!r} at {path} is damaged: not readable Parquet ({exc}). Restore the version DVC "
+            f"last recorded with `dvc checkout --force {_display(path, root)}`, or delete it and run "
+            f"`dvc repro --force {WRITER.get(name, name)}` to rebuild it"
         ) from exc
     try:
         return conform(name, table, fill_missing=True, columns=columns)
@@ -414,9 +416,17 @@ def iter_batches(
             yield conform(name, pa.Table.from_batches([batch]), fill_missing=True, columns=columns)
     except (OSError, pa.ArrowInvalid) as exc:
         raise ManifestError(
-            f"manifest {name!r} at {path} is not readable Parquet ({exc}); delete it and rerun "
-            f"`dvc repro {WRITER.get(name, name)}`"
+            f"manifest {name!r} at {path} is damaged: not readable Parquet ({exc}). Restore the version DVC "
+            f"last recorded with `dvc checkout --force {_display(path, root)}`, or delete it and run "
+            f"`dvc repro --force {WRITER.get(name, name)}` to rebuild it"
         ) from exc
+
+
+def _display(path: Path, root) -> str:
+    try:
+        return path.relative_to(Path(root)).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def read_pandas(name: str, root: str | os.PathLike = ".", missing_ok: bool = False):

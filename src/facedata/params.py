@@ -87,6 +87,14 @@ SPEC: dict[str, Spec] = {
     "ingest.video_faces_only": Spec(True, (bool,), None, "", "keep only frames where YuNet finds a face"),
     "ingest.video_face_min_score": Spec(0.7, NUM, _in(0, 1), "0..1", "YuNet score for a frame's face"),
     "ingest.video_min_face_px": Spec(24, NUM, _nonneg, ">= 0", "smaller faces do not count"),
+    "ingest.restore_from_web": Spec(
+        True,
+        (bool,),
+        None,
+        "",
+        "fetch a stored web image again when its copy went missing or was damaged (same bytes only)",
+        perf=True,
+    ),
     "ingest.video_dup_bits": Spec(
         5, (int,), _in(-1, 64), "-1..64", "drop frames this close (phash bits) to a kept one; -1: keep all"
     ),
@@ -317,6 +325,11 @@ def _get(d: dict, dotted: str) -> tuple[bool, Any]:
     return True, cur
 
 
+def has(d: dict, dotted: str) -> bool:
+    """Whether the (raw) params hold the dotted key."""
+    return _get(d, dotted)[0]
+
+
 def _set(d: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     cur = d
@@ -336,36 +349,71 @@ def _leaves(d: dict, prefix: str = "") -> list[str]:
     return out
 
 
+#: The sections of params.yaml, in the order `facedata params` lists them.
+SECTIONS = tuple(dict.fromkeys(k.split(".", 1)[0] for k in SPEC))
+
+
 def validate(params: dict) -> dict:
-    """Fill defaults and check every value; returns a new dict. Raises ParamsError naming the bad key."""
+    """Fill defaults and check every value; returns a new dict. Raises ParamsError naming every bad key."""
+    checked, errors, missing = check(params)
+    if errors:
+        raise ParamsError(errors[0] if len(errors) == 1 else f"{len(errors)} problems: " + "; ".join(errors))
+    if missing:
+        warnings.warn(f"params.yaml has no {_summary(missing)}: using the defaults", stacklevel=2)
+    return checked
+
+
+def check(params: dict) -> tuple[dict, list[str], list[str]]:
+    """(params with defaults filled, every error, the keys that took their default): `validate` without
+    raising, for `facedata check`, which reports all problems at once."""
     params = copy.deepcopy(params or {})
+    errors: list[str] = []
+    for section in list(params):
+        value = params[section]
+        if section not in SECTIONS:
+            errors.append(
+                f"unknown section `{section}`{_did_you_mean(str(section), SECTIONS)}; sections: "
+                + ", ".join(SECTIONS)
+            )
+            del params[section]
+        elif not isinstance(value, dict):
+            shown = "empty" if value is None else f"a {type(value).__name__}"
+            errors.append(f"section `{section}` must hold its keys (see `facedata params`), got {shown}")
+            del params[section]
     unknown = [k for k in _leaves(params) if k not in SPEC]
     if unknown:
-        raise ParamsError(f"unknown parameter(s) {', '.join(unknown)}; known keys: see `facedata params`")
+        hints = "".join(_did_you_mean(k, SPEC) for k in unknown[:1])
+        errors.append(f"unknown parameter(s) {', '.join(unknown)}{hints}; known keys: see `facedata params`")
     missing = []
     for key, spec in SPEC.items():
         present, value = _get(params, key)
         if not present:
             missing.append(key)
             _set(params, key, copy.deepcopy(spec.default))
-            continue
-        if isinstance(value, bool) and bool not in spec.types:
-            raise ParamsError(f"{key} must be {_type_names(spec)}, got {value!r}")
-        if not isinstance(value, spec.types):
-            raise ParamsError(f"{key} must be {_type_names(spec)}, got {value!r}")
-        if spec.check is not None and not spec.check(value):
-            raise ParamsError(f"{key} must be {spec.rule}, got {value!r}")
-    if missing:
-        warnings.warn(f"params.yaml has no {_summary(missing)}: using the defaults", stacklevel=2)
-    _check_sources(params)
+        elif (isinstance(value, bool) and bool not in spec.types) or not isinstance(value, spec.types):
+            errors.append(f"{key} must be {_type_names(spec)}, got {value!r}")
+        elif spec.check is not None and not spec.check(value):
+            errors.append(f"{key} must be {spec.rule}, got {value!r}")
+    if not any(e.startswith("sources.") for e in errors):
+        try:
+            _check_sources(params)
+        except ParamsError as exc:
+            errors.append(str(exc))
     splits = params["export"]["splits"]
-    if (
+    if isinstance(splits, dict) and (
         not splits
-        or any(not isinstance(v, NUM) or v < 0 for v in splits.values())
-        or abs(sum(splits.values()) - 1.0) > 1e-6
+        or any(not isinstance(v, NUM) or isinstance(v, bool) or v < 0 for v in splits.values())
+        or abs(sum(v for v in splits.values() if isinstance(v, NUM)) - 1.0) > 1e-6
     ):
-        raise ParamsError(f"export.splits must be non-negative fractions summing to 1, got {splits!r}")
-    return params
+        errors.append(f"export.splits must be non-negative fractions summing to 1, got {splits!r}")
+    return params, errors, missing
+
+
+def _did_you_mean(name: str, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.75)
+    return f" (did you mean `{close[0]}`?)" if close else ""
 
 
 def _summary(keys: list[str]) -> str:

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from facedata.atomic import write_bytes
-from facedata.ids import sha256_bytes
+from facedata.ids import sha256_bytes, sha256_file
 
 STORE_DIR = Path("data") / "store"
 _ID = re.compile(r"^[0-9a-zA-Z]{8,64}$")
@@ -31,11 +31,12 @@ def blob_path(kind: str, blob_id: str, ext: str) -> Path:
 
 
 def put_image(data: bytes, ext: str, root: str | os.PathLike = ".") -> tuple[str, Path, bool]:
-    """Store image bytes under their sha256. Returns (image_id, relative path, newly_written)."""
+    """Store image bytes under their sha256. Returns (image_id, relative path, newly_written). A file already
+    at that path is kept only when it holds exactly these bytes (a damaged copy is replaced)."""
     image_id = sha256_bytes(data)
     rel = blob_path("images", image_id, ext)
     target = Path(root) / rel
-    if target.exists() and target.stat().st_size == len(data):
+    if target.is_file() and target.stat().st_size == len(data) and sha256_file(target) == image_id:
         return image_id, rel, False
     write_bytes(target, data)
     return image_id, rel, True

@@ -1,5 +1,12 @@
-"""`facedata lineage`: from a dataset face, a face, an image (ids, unique id prefixes, or a dataset file path)
-back through every stage to where the image came from, with the code and params version of each step."""
+"""`facedata lineage`: from a dataset face, a face, an image (ids, unique id prefixes, or a file) back through
+every stage to where the image came from, with the code and params version of each step.
+
+A file is identified by its content, never by its name: its sha256 must be a dataset file's recorded
+`file_sha256` (an exported crop, wherever it was copied) or an image's id (the stored image, or the original
+photo it was collected from). A file inside the dataset folder whose bytes no longer match its row is
+reported as modified. The readable form prints every value with control characters escaped, so a crafted
+source name cannot forge lines of the output.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import os
 from pathlib import Path
 
 from facedata import manifest
+from facedata.ids import sha256_file
 
 
 class TraceError(LookupError):
@@ -22,21 +30,18 @@ def _match(rows: list[dict], key: str, ident: str) -> list[dict]:
     return exact or [r for r in rows if r[key].startswith(ident)]
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+
+
 def resolve(root: str | os.PathLike, ident: str) -> tuple[str, str]:
-    """('dataset'|'face'|'image', full id) for an id, a unique prefix of one, or a dataset file path."""
+    """('dataset'|'face'|'image', full id) for an id, a unique prefix of one, or a file (by its content)."""
     root = Path(root)
     dataset = _rows(root, "dataset")
-    p = Path(ident)
-    if p.suffix.lower() in (".png", ".jpg", ".jpeg") or os.sep in ident or "/" in ident:
-        dataset_dir = root / "data" / "dataset"
-        try:
-            rel = (p if p.is_absolute() else (Path.cwd() / p)).resolve().relative_to(dataset_dir.resolve())
-        except ValueError:
-            rel = p
-        hits = [r for r in dataset if r["file_path"] == rel.as_posix() or r["file_path"].endswith(p.name)]
-        if len(hits) == 1:
-            return "dataset", hits[0]["face_id"]
-        raise TraceError(f"{ident} is not a file of the exported dataset ({len(hits)} matches)")
+    file = _existing_file(root, ident)
+    if file is not None:
+        return _resolve_file(root, file, dataset)
+    if os.sep in ident or "/" in ident or ident.lower().endswith(IMAGE_SUFFIXES):
+        raise TraceError(f"no such file: {printable(ident)}")
     if len(ident) < 6:
         raise TraceError("give at least 6 characters of an id")
     for kind, name, key in (
@@ -51,6 +56,43 @@ def resolve(root: str | os.PathLike, ident: str) -> tuple[str, str]:
         if len(hits) > 1:
             raise TraceError(f"{ident!r} matches {len(hits)} {name} ids; give more characters")
     raise TraceError(f"no dataset face, face or image id starts with {ident!r} in {root}")
+
+
+def _existing_file(root: Path, ident: str) -> Path | None:
+    """The file `ident` names, relative to the working directory or else to the project root."""
+    for candidate in (Path(ident), root / ident):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def _resolve_file(root: Path, file: Path, dataset: list[dict]) -> tuple[str, str]:
+    sha = sha256_file(file)
+    try:
+        rel = file.relative_to((root / "data" / "dataset").resolve()).as_posix()
+    except ValueError:
+        rel = None
+    at_path = next((r for r in dataset if rel is not None and r["file_path"] == rel), None)
+    if at_path is not None:
+        if at_path["file_sha256"] != sha:
+            raise TraceError(
+                f"{printable(file)} was modified after export: its sha256 {sha} is not the recorded "
+                f"{at_path['file_sha256']} of dataset face {at_path['face_id']}"
+            )
+        return "dataset", at_path["face_id"]
+    same = [r for r in dataset if r["file_sha256"] == sha]
+    if len(same) == 1:
+        return "dataset", same[0]["face_id"]
+    if len(same) > 1:
+        ids = ", ".join(r["face_id"] for r in same[:5])
+        raise TraceError(
+            f"{printable(file)} has the content of {len(same)} dataset files (faces {ids}); give a face id"
+        )
+    if any(r["image_id"] == sha for r in _rows(root, "images")):
+        return "image", sha
+    raise TraceError(
+        f"no dataset file or collected image of {root} has the content of {printable(file)} (sha256 {sha})"
+    )
 
 
 def chain(root: str | os.PathLike, ident: str) -> list[dict]:
@@ -153,20 +195,30 @@ def _step(step: str, ident: str, row: dict, fields: list[str], lineage: dict | N
     }
 
 
+def printable(value) -> str:
+    """`value` as one line of text: control characters (newlines, escapes, line separators) shown escaped."""
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 def format_chain(steps: list[dict]) -> str:
     lines = []
     for s in steps:
-        lines.append(f"{s['step']:<10} {s['id']}")
+        lines.append(f"{s['step']:<10} {printable(s['id'])}")
         for k, v in s["fields"].items():
-            lines.append(f"{'':<10}   {k}: {v}")
+            lines.append(f"{'':<10}   {k}: {printable(v)}")
         lin = s["lineage"]
         if lin:
             model = (
                 f", model {lin['model_name']} {lin['model_version'] or ''}".rstrip() if lin["model_name"] else ""
             )
             lines.append(
-                f"{'':<10}   made by stage {lin['stage']} (facedata {lin['code_version']} @ "
-                f"{lin['git_rev'][:12]}, params {lin['params_hash']}{model}) run {lin['run_id']} at "
-                f"{lin['created_at']}"
+                printable(
+                    f"{'':<10}   made by stage {lin['stage']} (facedata {lin['code_version']} @ "
+                    f"{lin['git_rev']}, params {lin['params_hash']}{model}) run {lin['run_id']} at "
+                    f"{lin['created_at']}"
+                )
             )
     return "\n".join(lines)

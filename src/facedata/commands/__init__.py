@@ -29,6 +29,25 @@ def json_option(help: str = "also write the result to this JSON file"):  # noqa:
     return click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help=help)
 
 
+def wait_option():
+    """`--wait SECONDS` (parameter `wait`): how long to wait for another writer of the project to finish."""
+    return click.option(
+        "--wait",
+        type=click.FloatRange(min=0),
+        default=0.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="when another command is writing this project's data, wait this long for it (0: refuse at once)",
+    )
+
+
+def exit_for(n_failed: int) -> None:
+    """The exit code that says whether everything succeeded: 0 all ok, 1 some (or all) inputs failed."""
+    import sys
+
+    sys.exit(1 if n_failed else 0)
+
+
 def set_option():
     """`--set SECTION.KEY=VALUE` (parameter `set_values`, repeatable): a parameter override for this run only."""
     return click.option(

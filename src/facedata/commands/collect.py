@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from facedata.commands import json_option
+from facedata.commands import exit_for, json_option, wait_option
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -19,11 +19,19 @@ def _fail(message: str, code: int = 2) -> None:
 
 @contextlib.contextmanager
 def _resumable(items: str, *errors: type[BaseException]) -> Iterator[None]:
-    """Expected `errors` become one red line (exit 2); Ctrl-C says the finished `items` are kept (exit 130)."""
+    """Expected `errors` become one red line (exit 2), a full disk too (exit 1); Ctrl-C or SIGTERM says the
+    finished `items` are kept (exit 130)."""
+    from facedata.pipeline.runner import DISK_FULL, disk_full_message
+
     try:
         yield
     except errors as exc:
         _fail(str(exc))
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        click.secho(f"error: {disk_full_message(exc)}", fg="red", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: finished {items} are saved; rerun the same command to resume", err=True)
         sys.exit(130)
@@ -65,8 +73,9 @@ def _summary(counts: dict, failures: dict) -> str:
     help="fetch from this host even on a private/loopback address (repeatable; adds to crawl.allow_hosts)",
 )
 @json_option("write a report here")
+@wait_option()
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="project directory (default: here)")
-def ingest_urls(file, name, allow_hosts, json_out, root) -> None:
+def ingest_urls(file, name, allow_hosts, json_out, wait, root) -> None:
     """Download the images listed in FILE into this project's store.
 
     FILE has one URL per line, or is a CSV with `url,name` columns (a header naming a `url` column, or a
@@ -76,7 +85,8 @@ def ingest_urls(file, name, allow_hosts, json_out, root) -> None:
     finished are not fetched again.
 
     \b
-    Exit code 0 when the run completed, even if some URLs failed; 2 for a setup problem.
+    Exit code 0 when every URL was stored (or is a duplicate), 1 when some failed, 2 for a usage or setup
+    problem (another writer busy with the project included: see --wait).
     --json OUT: {"stored": N, "duplicates": N, "failed": N, "urls": [one entry per URL line, in order:
     {"url", "status": stored|duplicate|failed, "reason", "image_id"}]}.
     """
@@ -98,7 +108,14 @@ def ingest_urls(file, name, allow_hosts, json_out, root) -> None:
         tqdm(desc="ingest-urls", unit="url", file=sys.stderr, disable=None) as bar,
     ):
         report, run = ingest_url_list(
-            project.root, project.params, Path(file).resolve(), name, allow_hosts, file, on_progress=bar.update
+            project.root,
+            project.params,
+            Path(file).resolve(),
+            name,
+            allow_hosts,
+            file,
+            on_progress=bar.update,
+            wait=wait,
         )
     if json_out:
         _write_json(json_out, report)
@@ -111,6 +128,7 @@ def ingest_urls(file, name, allow_hosts, json_out, root) -> None:
     click.echo(f"{len(report['urls'])} URLs: {_summary(counts, failures)}")
     if json_out:
         click.echo(f"report: {json_out}")
+    exit_for(report["failed"])
 
 
 @click.command("ingest-video")
@@ -126,14 +144,19 @@ def ingest_urls(file, name, allow_hosts, json_out, root) -> None:
 @click.option("--all-frames", is_flag=True, help="keep frames without a face too")
 @click.option("--keep-near-identical", is_flag=True, help="keep frames nearly identical to a kept one")
 @json_option("write a report here")
+@wait_option()
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="project directory (default: here)")
-def ingest_video(files, name, fps, scene_threshold, all_frames, keep_near_identical, json_out, root) -> None:
+def ingest_video(files, name, fps, scene_threshold, all_frames, keep_near_identical, json_out, wait, root) -> None:
     """Add frames of broadcast video FILES to this project: frames sampled at a fixed rate plus the first frame
     of every shot, only frames with faces, near-identical frames dropped.
 
     Each kept frame is a lossless PNG in the store with its video id (sha256 of the file), frame index and
     timestamp; every candidate frame gets a crawl_log row (stored, or skipped: no_face / near_identical).
     Defaults come from params.yaml `ingest.video_*`.
+
+    \b
+    Exit code 0 when every video was read to its end, 1 when a video or some of its frames failed (skipped
+    frames - no face, near-identical - are not failures), 2 for a usage or setup problem (see --wait).
     """
     from tqdm import tqdm
 
@@ -161,6 +184,7 @@ def ingest_video(files, name, fps, scene_threshold, all_frames, keep_near_identi
             overrides,
             list(files),
             on_progress=bar.update,
+            wait=wait,
         )
     if json_out:
         _write_json(json_out, report)
@@ -169,6 +193,7 @@ def ingest_video(files, name, fps, scene_threshold, all_frames, keep_near_identi
             f"{v['path']}: {v['candidates']} candidate frames ({v['scene_changes']} at cuts), kept {v['kept']}, "
             + _summary({"skipped": v["skipped"], "failed": v["failed"]}, v["reasons"])
         )
+    exit_for(sum(v["failed"] for v in report["videos"]))
 
 
 @click.command("schedule")

@@ -67,16 +67,19 @@ def faces(paths, with_embed, as_json, workers) -> None:
 
     \b
     Example:  facedata faces photo.jpg other.png --json
+    Exit code 0 when every file was read (with or without faces), 1 when some could not be, 2 for usage.
     """
-    from facedata.commands import project_params
+    from facedata.commands import exit_for, project_params
     from facedata.faces.analyze import analyze_files
     from facedata.models import ModelError
 
     params, _ = project_params()
     n = params["detect"]["workers"] if workers is None else workers
+    n_failed = 0
     try:
         results = analyze_files(list(paths), params["detect"], params["embed"] if with_embed else None, n)
         for res in results:
+            n_failed += res.status == "error"
             faces_out = [
                 {
                     "index": f.index,
@@ -115,6 +118,9 @@ def faces(paths, with_embed, as_json, workers) -> None:
     except ModelError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
+    if n_failed:
+        click.secho(f"{n_failed} of {len(paths)} file(s) could not be read", fg="red", err=True)
+    exit_for(n_failed)
 
 
 COMMANDS = [models, faces]

@@ -83,7 +83,9 @@ def _finite(v: float) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
 
-def face_row(image_id: str, face: Face, detector: str, params: dict, crop_path: str | None) -> dict:
+def face_row(
+    image_id: str, face: Face, detector: str, params: dict, crop_path: str | None, crop_sha256: str | None = None
+) -> dict:
     """The `faces` manifest row for one face (lineage is added by the stage)."""
     return {
         "face_id": ids.face_id(image_id, detector, face.box),
@@ -107,6 +109,7 @@ def face_row(image_id: str, face: Face, detector: str, params: dict, crop_path: 
         "status": "ok" if face.ok else "filtered",
         "reason": "; ".join(face.reasons) or None,
         "crop_path": crop_path,
+        "crop_sha256": crop_sha256,
         "crop_size": params["crop_size"],
         "align_template": params["align_template"],
         "align_matrix": [float(v) for v in face.matrix.reshape(-1)],
@@ -119,6 +122,7 @@ def face_rows(image_id: str, rgb: np.ndarray, dets: Detections, detector: str, p
     rows = []
     for face in analyze_faces(rgb, dets, params, params["align_template"], params["crop_size"]):
         fid = ids.face_id(image_id, detector, face.box)
-        crop_rel = store.put_blob("crops", fid, ".png", encode_png(face.crop), root)
-        rows.append(face_row(image_id, face, detector, params, crop_rel.as_posix()))
+        png = encode_png(face.crop)
+        crop_rel = store.put_blob("crops", fid, ".png", png, root)
+        rows.append(face_row(image_id, face, detector, params, crop_rel.as_posix(), ids.sha256_bytes(png)))
     return rows

@@ -35,9 +35,24 @@ class StageDef:
     desc: str = ""
     model: bool = False  # runs a model: `facedata.pipeline.<name>.model_identity(params, project)`
     extra: dict = field(default_factory=dict)
+    uncached: tuple[str, ...] = ()  # outs kept out of the DVC cache (small reports)
+    params_file: bool = False  # tracks the whole of params.yaml (every key, unknown ones included)
 
+
+#: The check stage's output, a dependency of every other stage (see facedata.pipeline.check).
+CHECKED = "data/reports/params_check.txt"
 
 STAGE_DEFS: tuple[StageDef, ...] = (
+    # First: params.yaml is checked before DVC removes any stage's outputs to run it.
+    StageDef(
+        "check",
+        (),
+        (),
+        (CHECKED,),
+        uncached=(CHECKED,),
+        desc="params.yaml checked (unknown keys, types, ranges, missing sections) before any stage runs",
+        params_file=True,
+    ),
     StageDef(
         "ingest",
         (),
@@ -116,6 +131,8 @@ HEADER = """\
 # Manifests, the image store and crops persist between runs, so reruns only process what is new. Source
 # folders are not deps (web sources cannot be): after changing files in a source folder, run
 # `dvc repro --force ingest`.
+# `check` runs first whenever params.yaml changes and stops `dvc repro` on a bad parameter before DVC
+# removes any stage's outputs.
 """
 
 RUN_SH = """\
@@ -176,18 +193,20 @@ def render_dvc_yaml(code_deps: bool) -> str:
             deps += stage_code_deps(s.name)
         if not code_deps or s.model:
             params.append({VERSIONS: [s.name]})
-        deps += list(s.deps)
+        deps += list(s.deps) + ([] if s.params_file else [CHECKED])
         outs = []
         for o in s.outs:
             opts = {}
             if o in s.persist:
                 opts["persist"] = True
+            if o in s.uncached:
+                opts["cache"] = False
             outs.append({o: opts} if opts else o)
         stages[s.name] = {
             "desc": s.desc,
             "cmd": stage_cmd(s.name),
             "deps": deps,
-            "params": params,
+            "params": ([{"params.yaml": None}] if s.params_file else []) + params,
             "outs": outs,
             "metrics": [{f"data/metrics/{s.name}.json": {"cache": False}}],
         }

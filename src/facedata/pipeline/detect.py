@@ -10,6 +10,7 @@ gets a `detections` row with status `error` and the reason; it is retried on the
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from facedata.faces.pool import map_ordered, worker_count
 from facedata.imageio import ImageRejected, read_image_file
 from facedata.pipeline.incremental import reusable, run_batches, write_all
 from facedata.pipeline.runner import StageContext
+from facedata.storecheck import Verifier, bad_crops
 
 if TYPE_CHECKING:
     from facedata.models import ModelId
@@ -78,6 +80,19 @@ def run(ctx: StageContext) -> dict:
     old_faces = reusable(
         manifest.read("faces", ctx.root, missing_ok=True).to_pylist(), ctx, lambda r: r["image_id"] in done, model
     )
+    # A reused face's crop must still be in the store as it was made; an image with a missing or damaged
+    # crop is detected again, which writes its crops anew.
+    with Verifier(ctx.root) as verifier:
+        bad = bad_crops(old_faces, verifier)
+    redo = {f["image_id"] for f in old_faces if f["face_id"] in bad}
+    if redo:
+        done -= redo
+        old_det = [r for r in old_det if r["image_id"] in done]
+        old_faces = [r for r in old_faces if r["image_id"] in done]
+        print(
+            f"facedata detect: {len(bad)} stored crop(s) missing or damaged: detecting their images again",
+            file=sys.stderr,
+        )
     todo = [r for r in images if r["image_id"] not in done]
     slim = [{"image_id": r["image_id"], "store_path": r["store_path"]} for r in todo]
     batches = [slim[i : i + p["batch_size"]] for i in range(0, len(slim), p["batch_size"])]
@@ -117,7 +132,7 @@ def run(ctx: StageContext) -> dict:
             if reason:
                 key = reason.split(" ")[0]
                 filtered[key] = filtered.get(key, 0) + 1
-    ctx.run.update(workers=workers, n_processed=len(todo), n_reused=len(done))
+    ctx.run.update(workers=workers, n_processed=len(todo), n_reused=len(done), n_crops_restored=len(bad))
     return {
         "detector": p["detector"],
         "n_images": n_img,

@@ -10,6 +10,7 @@ from facedata.export import assign_splits, safe_dirname
 from facedata.ids import sha256_bytes
 from facedata.manifest import SOURCE_COLUMNS
 from facedata.pipeline.runner import StageContext, StageFailed
+from facedata.storecheck import Verifier, bad_crops
 
 
 def run(ctx: StageContext) -> dict:
@@ -39,6 +40,15 @@ def run(ctx: StageContext) -> dict:
             "rerun `dvc repro` from detect"
         )
 
+    with Verifier(ctx.root) as verifier:
+        bad = bad_crops([faces[c["face_id"]] for c in chosen], verifier)
+    if bad:
+        raise StageFailed(
+            f"{len(bad)} dataset faces' stored crops are missing or damaged (e.g. "
+            + ", ".join(f"{k}: {v}" for k, v in list(bad.items())[:3])
+            + "); run `dvc repro detect` (it makes them again) or `facedata build`"
+        )
+
     rows = [
         {
             "face_id": c["face_id"],
@@ -59,6 +69,8 @@ def run(ctx: StageContext) -> dict:
     for c in ctx.progress(chosen, desc="export", unit="face"):
         face, image = faces[c["face_id"]], images[c["image_id"]]
         data = (ctx.root / face["crop_path"]).read_bytes()
+        if face["crop_sha256"] and sha256_bytes(data) != face["crop_sha256"]:
+            raise StageFailed(f"the crop of face {c['face_id']} changed while exporting; run the stage again")
         rel = f"{split_of[c['face_id']]}/{safe_dirname(c['identity'])}/{c['face_id']}.png"
         atomic.write_bytes(out_dir / rel, data)
         row = {

@@ -46,14 +46,19 @@ def run_batches(
     new: Rows = {name: [] for name in base}
     last = time.monotonic()
     with ctx.progress(total=len(todo), desc=desc, unit=unit) as bar:
-        for start in range(0, len(todo), batch_size):
-            batch = list(todo[start : start + batch_size])
-            for name, rows in process_batch(batch).items():
-                new[name].extend(rows)
-            bar.update(len(batch))
-            if time.monotonic() - last > checkpoint_seconds:
+        try:
+            for start in range(0, len(todo), batch_size):
+                batch = list(todo[start : start + batch_size])
+                for name, rows in process_batch(batch).items():
+                    new[name].extend(rows)
+                bar.update(len(batch))
+                if time.monotonic() - last > checkpoint_seconds:
+                    write_all(ctx, {n: base[n] + new[n] for n in base})
+                    last = time.monotonic()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see facedata.interrupt): keep the finished batches
+            if any(new.values()):
                 write_all(ctx, {n: base[n] + new[n] for n in base})
-                last = time.monotonic()
+            raise
     return {n: base[n] + new[n] for n in base}
 
 

@@ -7,23 +7,28 @@ Rows the stage made in an earlier run with the same processing params are reused
 again once it is finished; see `facedata.ingest.Previous`). Rows added outside the stage by
 `facedata ingest-urls` / `facedata ingest-video` (their lineage names that command) are kept as they are, so
 `dvc repro` never drops a collection made by hand. Manifests are checkpointed every
-`crawl.checkpoint_seconds` and when the run is interrupted.
+`crawl.checkpoint_seconds` and when the run is interrupted. At the end every stored image the manifest lists is
+checked against its sha256 (`facedata.storecheck`): a missing or damaged one is restored from its source, or
+its rows say `lost`.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from facedata import manifest
-from facedata.ingest import IngestResult, Previous, ingest_items, ingest_lock, reason_code, sigterm_as_interrupt
+from facedata import ids, manifest
+from facedata.ingest import IngestResult, Previous, ingest_items, reason_code
+from facedata.interrupt import sigterm_as_interrupt
 from facedata.pipeline.runner import StageContext
 from facedata.sources.base import SourceItem
 from facedata.sources.config import cast_members, names_for
 from facedata.sources.crawler import Crawler, CrawlSettings, FetchTask
-from facedata.sources.folder import iter_folder_items, list_folder_source
+from facedata.sources.folder import iter_folder_items, walk_folder_source
 from facedata.sources.urllist import UrlListError, read_url_list
 from facedata.sources.video import VideoSettings, iter_video_items
+from facedata.storecheck import restore_images
 
 STAGE = "ingest"
 
@@ -108,7 +113,7 @@ def count_sources(ctx: StageContext) -> int | None:
     if ctx.params["sources"]["videos"] or has_web_sources(ctx.params):
         return None
     return sum(
-        len(list_folder_source(ctx.project.resolve(s["root"]), s.get("names"), s.get("max_per_name")))
+        len(walk_folder_source(ctx.project.resolve(s["root"]), s.get("names"), s.get("max_per_name")))
         for s in ctx.params["sources"]["folders"]
     )
 
@@ -184,7 +189,7 @@ def reason_counts(log_rows: list[dict], status: str) -> dict[str, int]:
 
 
 def run(ctx: StageContext) -> dict:
-    with ingest_lock(ctx.root), sigterm_as_interrupt():
+    with sigterm_as_interrupt():  # the runner holds the project lock
         log_rows = manifest.read("crawl_log", ctx.root, missing_ok=True).to_pylist()
         image_rows = manifest.read("images", ctx.root, missing_ok=True).to_pylist()
         previous = Previous.from_tables(log_rows, image_rows, ctx.recipe, ctx.root)
@@ -211,10 +216,19 @@ def run(ctx: StageContext) -> dict:
                 checkpoint_seconds=float(ctx.params["crawl"]["checkpoint_seconds"]),
                 known=manual_images,
             )
+            log, images = combine(result, manual_log, manual_images, old_images)
+            # Every stored file the manifest vouches for is checked; what is gone comes back or is marked lost.
+            no_refetch = refetch_refusal(ctx.params)
+            refetch = None if no_refetch else web_refetch(crawler)
+            images, log, store_report = restore_images(
+                ctx.root, images, log, ctx.project.resolve, refetch, no_refetch=no_refetch or ""
+            )
             crawl_stats = dict(crawler.stats)
-        log, images = combine(result, manual_log, manual_images, old_images)
         write_rows(ctx.root, log, images)
-    counts = result.counts()
+    if store_report.summary():
+        print(f"facedata ingest: {store_report.summary()}", file=sys.stderr)
+    final = {r["log_id"]: r for r in log}
+    counts = IngestResult(log=[final[r["log_id"]] for r in result.log]).counts()
     ctx.run.update(
         n_reused=sum(1 for r in result.log if r["log_id"] in previous),
         crawl={k: int(v) for k, v in sorted(crawl_stats.items())},
@@ -234,7 +248,27 @@ def run(ctx: StageContext) -> dict:
         "failures": reason_counts(result.log, "failed"),
         "skip_reasons": reason_counts(result.log, "skipped"),
         "per_source": per_source_counts(result.log),
+        "store": store_report.metrics(),
     }
+
+
+def refetch_refusal(params: dict) -> str | None:
+    """Why lost web images may not be fetched again (None: they may)."""
+    if not params["ingest"]["restore_from_web"]:
+        return "ingest.restore_from_web is false"
+    if not str(params["crawl"].get("contact") or "").strip():
+        return "crawl.contact is not set"
+    return None
+
+
+def web_refetch(crawler: Crawler):
+    """How the store check fetches lost web images again: through the same polite, safe crawler."""
+
+    def refetch(rows: list[dict]) -> dict[str, bytes]:
+        tasks = [FetchTask(r["source_uri"], r["query_name"], r["source_kind"], "restore") for r in rows]
+        return {ids.sha256_bytes(item.data): item.data for item in crawler.run(tasks) if item.data is not None}
+
+    return refetch
 
 
 def crawl_report_markdown(metrics: dict, run: dict | None = None) -> str:

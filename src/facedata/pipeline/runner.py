@@ -7,6 +7,7 @@ loads the project's params, calls `facedata.pipeline.<name>.run(ctx)`, writes th
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -104,25 +105,60 @@ def make_context(stage: str, root: str | Path | None = None) -> StageContext:
     return StageContext(project, stage, params, recipe)
 
 
+#: Write errors that mean the disk (or a quota, or a file-size limit) is full: no retry can help.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def disk_full_message(exc: OSError) -> str:
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return (
+        f"no space left{where} ({exc.strerror}); every file is written atomically, so what was saved before is "
+        "intact: free some space and run it again (finished work is reused)"
+    )
+
+
+#: How a failed stage's message starts (`facedata <stage>: <mark>: ...`), so the Prefect flow knows whether
+#: a retry can help: a refused gate or a setup problem stays refused until someone acts; a busy project frees.
+GATE_MARK = "FAILED"
+SETUP_MARK = "cannot run"
+BUSY_MARK = "busy"
+
+
 def run_stage(stage: str, root: str | Path | None = None) -> int:
-    """Run one stage; returns the process exit code (0 ok, 1 the stage failed a check, 2 bad setup)."""
+    """Run one stage under the project lock; returns the process exit code (0 ok, 1 the stage failed a check,
+    2 it cannot run: bad setup, or another writer holds the project)."""
+    from facedata.interrupt import sigterm_as_interrupt
+    from facedata.lock import ProjectBusy, project_lock, stage_wait
+
     try:
         ctx = make_context(stage, root)
     except (ParamsError, ProjectError, ValueError) as exc:
-        print(f"facedata {stage}: {exc}", file=sys.stderr)
+        print(f"facedata {stage}: {SETUP_MARK}: {exc}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"facedata.pipeline.{stage}")
     try:
-        metrics = module.run(ctx)
+        with project_lock(ctx.root, f"facedata stage {stage}", wait=stage_wait()), sigterm_as_interrupt():
+            metrics = module.run(ctx)
     except StageFailed as exc:
         _write_metrics(ctx, {**exc.metrics, "ok": False})
         _write_run_report(ctx, ok=False)
-        print(f"facedata {stage}: FAILED: {exc}", file=sys.stderr)
+        print(f"facedata {stage}: {GATE_MARK}: {exc}", file=sys.stderr)
         return 1
+    except ProjectBusy as exc:
+        print(f"facedata {stage}: {BUSY_MARK}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print(f"facedata {stage}: interrupted: finished work is saved; rerun to resume", file=sys.stderr)
+        return 143 if "signal" in str(exc) else 130
     except KnownErrors as exc:
-        print(f"facedata {stage}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"facedata {stage}: {SETUP_MARK}: {type(exc).__name__}: {exc}", file=sys.stderr)
         if os.environ.get("FACEDATA_DEBUG"):
             traceback.print_exc()
+        return 2
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        print(f"facedata {stage}: {SETUP_MARK}: {disk_full_message(exc)}", file=sys.stderr)
         return 2
     metrics = {**metrics, "ok": True}
     _write_metrics(ctx, metrics)
@@ -181,11 +217,10 @@ def _fmt(v) -> str:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from facedata.ingest import IngestBusy
     from facedata.manifest import ManifestError
     from facedata.models import ModelError
 
-    return (ParamsError, ProjectError, ManifestError, ModelError, IngestBusy, FileNotFoundError, PermissionError)
+    return (ParamsError, ProjectError, ManifestError, ModelError, FileNotFoundError, PermissionError)
 
 
 KnownErrors = _known_errors()

@@ -193,6 +193,27 @@ def iter_video_items(
         cap.release()
 
 
+def extract_frames(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
+    """The RGB frames at `indices`, decoded the way `iter_video_items` decodes them (sequential grab), so a
+    kept frame's PNG comes out byte for byte again; frames the video no longer has are absent."""
+    wanted = set(indices)
+    out: dict[int, np.ndarray] = {}
+    if not wanted or not Path(path).is_file():
+        return out
+    cap = cv2.VideoCapture(str(path))
+    try:
+        idx, last = 0, max(wanted)
+        while idx <= last and cap.grab():
+            if idx in wanted:
+                ok, bgr = cap.retrieve()
+                if ok and bgr is not None:
+                    out[idx] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            idx += 1
+    finally:
+        cap.release()
+    return out
+
+
 def _frame_item(uri, query_name, video_id, idx, native, base, **kw) -> SourceItem:
     extra = {
         **base,
