@@ -35,10 +35,29 @@ def test_every_method_recovers_identities(method, data):
     assert m["n_clusters"] > 1
 
 
-def test_facedata_method_is_the_best_on_synthetic_identities(data):
-    x, labels = data
-    scores = {m: clustering_metrics(labels, cluster(x, m, **SETTINGS[m]))["bcubed_f"] for m in METHODS}
-    assert scores["knn_average"] >= max(scores.values()) - 0.01, scores
+# A harder draw than `data` (each person's photos spread wider), where the methods differ.
+HARD = {"n": 800, "seed": 7, "noise": (0.24, 0.38)}
+# Each method's own knob searched on that draw; knn_average gets the same grid as the threshold baselines.
+GRID = {m: [{"threshold": round(t, 2)} for t in np.arange(0.40, 0.57, 0.02)] for m in METHODS}
+GRID["hdbscan"] = [{"min_cluster_size": c} for c in (2, 3, 4)]
+
+
+def test_knn_average_against_baselines_each_tuned_on_the_same_data():
+    """Every method at its best setting *on this very draw* (a small grid each, an optimistic choice for all of
+    them alike). What is true on these isotropic synthetic identities: knn_average is in the top group with
+    agglomerative average linkage and HDBSCAN (within 0.01 BCubed F of the best, which it does not always
+    beat), and clearly above the threshold-graph methods (Chinese whispers, DBSCAN, Leiden). Its margin over
+    agglomerative on real faces is measured on LFW with thresholds tuned on a separate half (BENCHMARKS.md,
+    "Clustering")."""
+    x, labels = make_embeddings(HARD["n"], seed=HARD["seed"], noise=HARD["noise"])
+    best = {}
+    for m in METHODS:
+        best[m] = max(clustering_metrics(labels, cluster(x, m, **setting))["bcubed_f"] for setting in GRID[m])
+    top = max(best.values())
+    assert best["knn_average"] >= top - 0.01, best
+    graph = max(best[m] for m in ("chinese_whispers", "dbscan", "leiden"))
+    assert best["knn_average"] >= graph + 0.02, best
+    assert min(best["agglomerative"], best["hdbscan"]) >= top - 0.015, best  # the top group, as stated
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

@@ -87,8 +87,7 @@ def test_nonnegative_solver_matches_scipy():
         assert np.allclose(x, ref, atol=1e-6)
 
 
-@pytest.mark.parametrize("folder", ["hrn_celebahq_same_person", "emma_watson_3ddfa"])
-def test_fused_fit_explains_every_view_better_than_any_other_single_view(folder):
+def _views(folder):
     from facedata.recon3d.reconstruct import View
 
     rec = reconstructor()
@@ -98,9 +97,38 @@ def test_fused_fit_explains_every_view_better_than_any_other_single_view(folder)
         r = rec.faces([rgb], [boxes_of(str(path))[:1]])[0][0]
         assert r.dense is not None, r.reason
         views.append(View.from_result(rgb, r, path.name))
+    return rec, views
+
+
+@pytest.mark.parametrize("folder", ["hrn_celebahq_same_person", "emma_watson_3ddfa"])
+def test_fusion_is_judged_on_views_the_fit_did_not_see(folder):
+    """Leave one view out: the other views fused vs their single-view fits, all judged on the left-out view
+    (the old check judged the fused fit on views it had seen against fits that had not). What is true on
+    these two sets: fusion wins on the CelebA-HQ man's three views; on Emma Watson's (yaw 33-57 degrees) it
+    wins on at least two of three. Larger sets: BENCHMARKS.md, "Multi-view fusion"."""
+    rec, views = _views(folder)
     fused = rec.fuse(views)
-    assert len(fused.view_errors) == 3
-    for mine, best_other in zip(fused.view_errors, fused.best_single_errors, strict=True):
-        assert mine < best_other
-    assert fused.better_than_single
+    assert len(fused.view_errors) == len(fused.heldout_errors) == len(fused.single_heldout_errors) == 3
+    lms = [v.landmarks for v in views]
+    held = rec.explain(rec.fit_views([lms[1], lms[2]]).shape, lms[0])
+    single = np.mean([rec.explain(views[j].shape, lms[0]) for j in (1, 2)])
+    assert fused.heldout_errors[0] == pytest.approx(held) and fused.single_heldout_errors[0] == pytest.approx(
+        single
+    )
+    # on average a fit judged on views it saw looks better than on views it did not: why the old check, which
+    # judged the fused fit on views it had seen, flattered fusion
+    assert np.mean(fused.view_errors) < np.mean(fused.heldout_errors)
+    wins = [f < s for f, s in zip(fused.heldout_errors, fused.single_heldout_errors, strict=True)]
+    assert sum(wins) >= (3 if folder == "hrn_celebahq_same_person" else 2), (
+        fused.heldout_errors,
+        fused.single_heldout_errors,
+    )
+    assert fused.better_than_single is all(wins)
     assert fused.texture.shape == (256, 256, 3) and (fused.texture_weight > 0).mean() > 0.3
+
+
+def test_two_views_fuse_without_a_held_out_check():
+    rec, views = _views("hrn_celebahq_same_person")
+    fused = rec.fuse(views[:2])
+    assert fused.heldout_errors is None and fused.better_than_single is None
+    assert len(fused.view_errors) == 2

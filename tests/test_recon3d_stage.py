@@ -93,11 +93,15 @@ def test_stage_writes_a_row_and_files_per_face_and_a_fused_mesh_per_identity(pro
         assert r["lineage"]["stage"] == "reconstruct3d" and r["lineage"]["model_name"] == "3ddfa-v2-mb05+sfm-3448"
     assert set(fused) == {"man", "emma"}  # 'solo' has one view
     for r in fused.values():
-        assert r["n_views"] == 3 and r["fused_better"] and (root / r["obj_path"]).is_file()
-        assert all(f < s for f, s in zip(r["view_errors"], r["best_single_errors"], strict=True))
+        assert r["n_views"] == 3 and (root / r["obj_path"]).is_file()
+        assert len(r["heldout_errors"]) == len(r["single_heldout_errors"]) == 3
+        wins = [f < s for f, s in zip(r["heldout_errors"], r["single_heldout_errors"], strict=True)]
+        assert r["fused_better"] is all(wins) and (r["reason"] is None) is all(wins)
         assert set(r["face_ids"]) <= {d["face_id"] for d in dataset}
+    assert fused["man"]["fused_better"]  # leave-one-view-out on every view (see test_recon3d_dense)
     metrics = json.loads((root / "data" / "metrics" / "reconstruct3d.json").read_text())
-    assert metrics["ok"] and metrics["n_faces"] == 7 and metrics["n_fused_better_than_single"] == 2
+    assert metrics["ok"] and metrics["n_faces"] == 7 and metrics["n_fused_checked"] == 2
+    assert metrics["n_fused_better_than_single"] == sum(r["fused_better"] for r in fused.values())
 
 
 def test_stage_report_is_a_prefect_artifact_page(project, monkeypatch):
@@ -166,7 +170,7 @@ def _train(root, out, steps, **kw):
     return train(root, out, cfg, log=lambda m: None)
 
 
-def test_train_3d_learns_and_resumes_exactly(project, tmp_path):
+def test_train_3d_resumes_exactly(project, tmp_path):
     import torch
 
     from facedata.recon3d import train as tr
@@ -183,21 +187,33 @@ def test_train_3d_learns_and_resumes_exactly(project, tmp_path):
     wb = torch.load(tmp_path / "b" / tr.MODEL, weights_only=True)["state_dict"]
     assert all(torch.equal(wa[k], wb[k]) for k in wb)
     assert not all(torch.equal(wa[k], v) for k, v in load_checkpoint(default_weights()).state_dict().items())
-    # it learns: the landmark error on its own faces drops
-    _train(root, tmp_path / "c", 8, batch_size=7, jitter=0.0, teacher_weight=0.0)
-    samples = tr.load_samples(root)
-    x, target = tr.make_batch(samples, tr._Images(), None, 0.0)
-    bases = tr._TorchBases("cpu")
-
-    def nme(weights):
-        with torch.no_grad():
-            pred = bases.landmarks_xy(load_checkpoint(weights)(torch.from_numpy(x))).numpy()
-        return tr.nme_frame(pred, target)
-
-    assert nme(tmp_path / "c" / tr.MODEL) < nme(default_weights())
     # a checkpoint from another configuration is refused, not silently mixed
     with pytest.raises(tr.TrainError):
         _train(root, tmp_path / "a", 3, lr=5e-6)
+
+
+def test_train_3d_is_scored_on_faces_it_never_trained_on(project, tmp_path):
+    """Trained on two people, scored on a third it never saw. What is true at this size (8 steps, 4 faces): it
+    fits its training faces better, and the held-out number is reported as measured (here it does not
+    improve; the benchmark measures it at a useful size, BENCHMARKS.md "train 3d")."""
+    from facedata.recon3d import train as tr
+    from facedata.recon3d.mobilenet import load_checkpoint
+
+    root, dataset, _ = project
+    who = {r["face_id"]: r["identity"] for r in dataset}
+    samples = tr.load_samples(root)
+    train_set = [s for s in samples if who[s.face_id] != "emma"]
+    held_out = [s for s in samples if who[s.face_id] == "emma"]
+    assert len(train_set) == 4 and len(held_out) == 3
+    cfg = tr.TrainConfig(steps=8, batch_size=4, jitter=0.0, teacher_weight=0.0, checkpoint_every=8, device="cpu")
+    m = tr.train_samples(train_set, held_out, tmp_path / "c", cfg, log=lambda m: None)
+    assert m["n_train"] == 4 and m["n_val"] == 3 and m["n_train_scored"] == 4
+    assert m["train_nme_after"] < m["train_nme_before"]  # it learns what it is shown
+    # the reported held-out NME is the fine-tuned network's on exactly the held-out faces
+    batch = tr.make_batch(held_out, tr._Images(), None, 0.0)
+    model = load_checkpoint(tmp_path / "c" / tr.MODEL)
+    assert m["val_nme_after"] == pytest.approx(tr.landmark_nme(model, batch, tr._TorchBases("cpu")), abs=1e-4)
+    assert m["val_nme_before"] != m["val_nme_after"]
 
 
 def test_train_3d_command_needs_the_stage_output(tmp_path):

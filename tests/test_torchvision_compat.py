@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from facedata import torchvision_compat
 from facedata.torchvision_compat import ensure_torchvision, nms_reference
 
 
@@ -56,3 +57,8 @@ def test_torchvision_ops_work_after_ensure():
         idx = torch.nonzero(groups == g).flatten()
         expected += [int(idx[i]) for i in brute_force_nms(boxes[idx], scores[idx], 0.5)]
     assert sorted(kept.tolist()) == sorted(expected)
+
+
+def test_fallback_flag_says_whether_our_kernel_is_registered():
+    ensure_torchvision()
+    assert torchvision_compat.FALLBACK_ACTIVE is (not torchvision_compat._compiled_ops_load())

@@ -264,8 +264,9 @@ SCHEMAS["meshes"] = pa.schema(
         _f("gaze_pitch", _F32),
         _f("fit_error", _F32),  # dense fit: mean landmark error, % of the face size (fused: worst view)
         _f("view_errors", pa.list_(_F32)),  # per view (fused), or [fit_error]
-        _f("best_single_errors", pa.list_(_F32)),  # fused: per view, the best error of another view's single fit
-        _f("fused_better", pa.bool_()),  # fused: lower error than every single-view fit on every view
+        _f("heldout_errors", pa.list_(_F32)),  # fused, >= 3 views: per view, the fit fused without it, on it
+        _f("single_heldout_errors", pa.list_(_F32)),  # ... and the other views' single fits on it (mean)
+        _f("fused_better", pa.bool_()),  # fused, >= 3 views: heldout < single_heldout on every view
         _f("box", pa.list_(_F32, 4)),  # detector box in the photo
         _f("crop", pa.list_(_F32, 4)),  # final regressor crop: cx, cy, side, theta
         _f("landmarks68", pa.list_(_F32)),  # regressor: 68 x (x, y, z) photo pixels

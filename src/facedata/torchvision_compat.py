@@ -21,7 +21,7 @@ import torch
 
 _lock = threading.Lock()
 _done = False
-#: True once our fallback kernels are registered (for tests and `facedata doctor`).
+#: True once this process registered our fallback kernels (so a caller or a bug report can tell which NMS runs).
 FALLBACK_ACTIVE = False
 
 

@@ -192,10 +192,15 @@ def _fuse(rec, views, out: Path, render: bool, n_images: int) -> dict:
         "dir": str(out / "fused"),
         "views": [n for n, _ in views],
         "view_errors": [round(e, 3) for e in fused.view_errors],
-        "best_other_single_view_errors": [round(e, 3) for e in fused.best_single_errors],
-        "fused_better_on_every_view": fused.better_than_single,
+        "heldout_errors": _round(fused.heldout_errors),
+        "single_heldout_errors": _round(fused.single_heldout_errors),
+        "fused_better_on_every_heldout_view": fused.better_than_single,
         "files": sorted(p.name for p in files.values()),
     }
+
+
+def _round(values: list[float] | None) -> list[float] | None:
+    return None if values is None else [round(v, 3) for v in values]
 
 
 def _print_table(report: dict) -> None:
@@ -222,9 +227,15 @@ def _print_table(report: dict) -> None:
     fused = report.get("fused")
     if fused:
         if fused["status"] == "ok":
+            check = (
+                f"leave-one-view-out: fused from the other views {fused['heldout_errors']} vs their single-view "
+                f"fits {fused['single_heldout_errors']}"
+                if fused["heldout_errors"] is not None
+                else "leave-one-view-out check needs 3 views"
+            )
             click.echo(
                 f"fused mesh of {len(fused['views'])} views -> {fused['dir']}: per-view error "
-                f"{fused['view_errors']} vs best other single view {fused['best_other_single_view_errors']}"
+                f"{fused['view_errors']}; {check} (% of the face size)"
             )
         else:
             click.echo(f"fusion: {fused['status']} ({fused['reason']})")

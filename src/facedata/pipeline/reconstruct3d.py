@@ -128,6 +128,7 @@ def run(ctx: StageContext) -> dict:
         "median_fit_error_percent": round(float(np.median(errs)), 4) if errs else None,
         "n_gaze_ok": sum(1 for r in face_rows if r["gaze_status"] == "ok"),
         "n_fused": len(fused_rows),
+        "n_fused_checked": sum(1 for r in fused_rows if r["fused_better"] is not None),
         "n_fused_better_than_single": sum(1 for r in fused_rows if r["fused_better"]),
     }
     ctx.run.update(
@@ -195,10 +196,12 @@ def _fuse_identities(ctx, face_rows, current, old, fused_dir, reconstructor, lin
         good = r["status"] in ("ok", "extreme_pose") and r["fit_error"] is not None and r["identity"]
         if good and r["fit_error"] <= p["max_fit_error"] and r["landmarks68"] and r["shape_coeffs"]:
             usable[r["identity"]].append(r)
-    old_fused = {
-        r["mesh_id"]: r
-        for r in reusable(old, ctx, lambda r: r["kind"] == "fused" and rows.files_present(r, root), model)
-    }
+
+    def reuse(r: dict) -> bool:  # rows from before the leave-one-view-out check are redone
+        checked = r["n_views"] < 3 or r["heldout_errors"] is not None
+        return r["kind"] == "fused" and checked and rows.files_present(r, root)
+
+    old_fused = {r["mesh_id"]: r for r in reusable(old, ctx, reuse, model)}
     out_rows, results = [], []
     for identity in sorted(usable):
         cands = sorted(usable[identity], key=lambda r: r["face_id"])

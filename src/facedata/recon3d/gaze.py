@@ -16,13 +16,17 @@ Method (a geometric eyeball model, no learning)
    the same signs as head pose; (0, 0) is looking along the camera axis, i.e. into a distant camera.
 
 Calibration: the radius is anatomical (12 mm eyeball radius / 30 mm eye opening); the neutral offsets and the
-depth were fitted on 30 LFW identities (press photos: people mostly look into the camera) and checked on 30
-others, where the gaze is much closer to the camera axis than the head pose is (docs/3d.md has the numbers).
+depth were fitted on LFW press photos, assuming that people in them mostly look into the camera.
 
-Limits: no per-person calibration (expect errors of ~5-10 degrees), eyes must be open and visible (status
-`eyes_closed` / `eyes_not_found`), heads turned beyond `MAX_HEAD_YAW` are refused (`head_turned`), and
-glasses with reflections or small faces (eyes under `MIN_EYE_PX` pixels wide: `eyes_too_small`) defeat iris
-localisation.
+Accuracy: unmeasured. No gaze ground truth is available here, so no error figure is claimed (docs/3d.md,
+"Gaze", lists what can be measured: mirror consistency, a lower bound). Its error sources: iris and eye-corner
+localisation by FaceMesh (a pixel of iris error is a larger angle on a smaller eye); the eyeball radius and
+neutral offsets are population averages, not calibrated per person; the visual axis differs from the eye's
+optical axis by a person-specific angle that is not modelled; head-pose errors of the regressor move the
+eyeball centre; the camera is treated as distant (a face near the edge of a wide-angle photo looks at the lens
+at an angle this ignores); eyelids, glasses and reflections hide or fake the iris. Eyes must be open and
+visible (status `eyes_closed` / `eyes_not_found`); heads turned beyond `MAX_HEAD_YAW` are refused
+(`head_turned`), and eyes under `MIN_EYE_PX` pixels wide too (`eyes_too_small`).
 """
 
 from __future__ import annotations

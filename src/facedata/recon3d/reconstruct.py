@@ -13,7 +13,9 @@ a status, and only `ok` faces get mesh files:
 - `ok`             mesh, texture and landmark files written.
 
 Several views of one person fuse into one mesh (`fuse`): one identity shape, a camera and expression per
-view, the texture merged per texel by how squarely each view sees it.
+view, the texture merged per texel by how squarely each view sees it. Every fusion of 3 or more views is
+checked leave-one-view-out: the fused fit made *without* view i, judged on view i, against the single-view
+fits of the other views judged on view i (a fit never judged on a view it saw).
 """
 
 from __future__ import annotations
@@ -156,20 +158,27 @@ class FusedResult:
     views: list[View]
     texture: np.ndarray
     texture_weight: np.ndarray
-    view_errors: list[float]  # fused fit's error on each view (% of face size)
-    best_single_errors: list[float]  # per view: the lowest error any *other* view's single fit reaches on it
+    view_errors: list[float]  # the fused fit's error on each view it was fitted to (% of the face size)
+    # Leave-one-view-out, per view i (None with 2 views, where "fused without i" is one single view):
+    heldout_errors: list[float] | None = None  # the fused fit made without view i, judged on view i
+    single_heldout_errors: list[float] | None = None  # the other views' single-view fits on view i, mean
     files: dict[str, Path] = field(default_factory=dict)
 
     @property
-    def better_than_single(self) -> bool:
-        return all(f < s for f, s in zip(self.view_errors, self.best_single_errors, strict=True))
+    def better_than_single(self) -> bool | None:
+        """Fused without view i beats the other views' single fits on view i, for every view (None: untested,
+        fewer than 3 views)."""
+        if self.heldout_errors is None or self.single_heldout_errors is None:
+            return None
+        return all(f < s for f, s in zip(self.heldout_errors, self.single_heldout_errors, strict=True))
 
     def summary(self) -> dict:
         return {
             "n_views": len(self.views),
             "view_errors_percent": _r(self.view_errors, 4),
-            "best_other_single_view_errors_percent": _r(self.best_single_errors, 4),
-            "fused_better_on_every_view": self.better_than_single,
+            "heldout_errors_percent": _r(self.heldout_errors, 4),
+            "single_heldout_errors_percent": _r(self.single_heldout_errors, 4),
+            "fused_better_on_every_heldout_view": self.better_than_single,
             "shape": _r(self.dense.shape, 5),
             "cameras": [v.camera.to_dict() for v in self.dense.views],
             "files": {k: p.name for k, p in self.files.items()},
@@ -258,7 +267,7 @@ class Reconstructor:
             r.status = "cut_by_border"
             r.reason = f"{outside:.0%} of the landmarks fall outside the photo (max {s.max_outside_fraction:.0%})"
             return
-        r.dense = dense.fit(self.sfm, [lm], s.fit_iterations, s.lambda_shape, s.lambda_expression)
+        r.dense = self.fit_views([lm])
         if abs(yaw) > s.max_yaw or abs(pitch) > s.max_pitch:
             r.status = "extreme_pose"
             r.reason = f"yaw {yaw:.0f}, pitch {pitch:.0f} degrees (max {s.max_yaw:g}, {s.max_pitch:g})"
@@ -284,26 +293,40 @@ class Reconstructor:
         return r.files
 
     # -- several views -------------------------------------------------------------------------------------
+    def fit_views(self, landmarks: list[np.ndarray]) -> dense.DenseFit:
+        """The dense fit of one or several views of one person (one identity shape, a camera and expression
+        per view)."""
+        s = self.settings
+        return dense.fit(self.sfm, landmarks, s.fit_iterations, s.lambda_shape, s.lambda_expression)
+
+    def explain(self, shape: np.ndarray, landmarks: np.ndarray) -> float:
+        """How well an identity shape explains a view: the view's fit error (% of the face size) with that
+        shape fixed, camera and expression refitted."""
+        s = self.settings
+        fit = dense.fit(self.sfm, [landmarks], s.fit_iterations, s.lambda_shape, s.lambda_expression, shape=shape)
+        return float(fit.views[0].error)
+
+    def heldout_check(self, landmarks: list[np.ndarray], single_shapes: list[np.ndarray]):
+        """Leave one view out: per view i, (error on i of the fused fit of the other views, mean error on i of
+        the other views' single-view shapes). No fit is judged on a view it saw."""
+        fused, single = [], []
+        for i, lm in enumerate(landmarks):
+            others = [j for j in range(len(landmarks)) if j != i]
+            fused.append(self.explain(self.fit_views([landmarks[j] for j in others]).shape, lm))
+            single.append(float(np.mean([self.explain(single_shapes[j], lm) for j in others])))
+        return fused, single
+
     def fuse(self, views: list[View]) -> FusedResult:
         """One mesh from several photos of one person: one identity shape, a camera and expression per view,
-        the texture merged by view angle. Also measures, per view, how well every *other* view's single-view
-        shape explains it (camera and expression refitted), which the fused shape must beat."""
-        s = self.settings
+        the texture merged by view angle. With 3 or more views, also the leave-one-view-out check (see
+        `heldout_check`)."""
         if len(views) < 2:
             raise ValueError(f"fusion needs at least 2 views, got {len(views)}")
         lms = [v.landmarks for v in views]
-        fused = dense.fit(self.sfm, lms, s.fit_iterations, s.lambda_shape, s.lambda_expression)
-        view_errors = [v.error for v in fused.views]
-        best_single = []
-        for i, lm in enumerate(lms):
-            others = [
-                dense.fit(self.sfm, [lm], s.fit_iterations, s.lambda_shape, s.lambda_expression, shape=o.shape)
-                .views[0]
-                .error
-                for j, o in enumerate(views)
-                if j != i
-            ]
-            best_single.append(float(min(others)))
+        fused = self.fit_views(lms)
+        heldout = single = None
+        if len(views) >= 3:
+            heldout, single = self.heldout_check(lms, [v.shape for v in views])
         cols, weights = [], []
         for i, v in enumerate(views):
             c, w = texture.sample_view(
@@ -311,8 +334,8 @@ class Reconstructor:
             )
             cols.append(c)
             weights.append(w)
-        tex, best = texture.merge(cols, weights, s.texture_sharpness)
-        return FusedResult(fused, list(views), tex, best, view_errors, best_single)
+        tex, best = texture.merge(cols, weights, self.settings.texture_sharpness)
+        return FusedResult(fused, list(views), tex, best, [v.error for v in fused.views], heldout, single)
 
     def write_fused(
         self, f: FusedResult, out_dir: str | Path, extra: dict | None = None, extra_files: dict | None = None

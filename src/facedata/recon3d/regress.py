@@ -8,8 +8,9 @@ The recipe, per face (all faces of all images go through each step as one batch)
 3. in the last pass, also regress on the mirrored crop and average the two (`flip`), which cancels part of
    the network's left/right bias.
 
-On the 8 AFLW2000-3D images in ../shared this takes mean NME from 3.86% (one pass from the box, 3DDFA_V2's
-recipe with our detector) to under 3.5% (see BENCHMARKS.md, "3D faces").
+The number of refinement passes, the upright turn and the flip were chosen on the 8 AFLW2000-3D images in
+../shared, the only ones with ground truth here: their NME on those images is a development figure, not a
+test result (BENCHMARKS.md, "3D faces", has the numbers and what the choice on those images is worth).
 
 The network is ours (`mobilenet.py`, plain torch). On a CPU it runs through onnxruntime, exported from the
 torch module at start-up, because torch's depth-wise convolutions are several times slower on CPUs; on a GPU

@@ -88,12 +88,17 @@ def write_report(
                 "",
                 f"![turntable](data:image/gif;base64,{base64.b64encode(small).decode()})",
                 "",
-                "| view | fused fit error % | best other single-view fit % |",
-                "|---|---|---|",
+                "Error on each view, % of the face size. Held out: the fit fused from the *other* views, and",
+                "those views' single fits (mean), each judged on a view it did not see.",
+                "",
+                "| view | fused fit (saw it) | held out: fused others | held out: single others |",
+                "|---|---|---|---|",
             ]
+            held = f.heldout_errors or [None] * len(f.view_errors)
+            single = f.single_heldout_errors or [None] * len(f.view_errors)
             lines += [
-                f"| {i} | {a:.3f} | {b:.3f} |"
-                for i, (a, b) in enumerate(zip(f.view_errors, f.best_single_errors, strict=True))
+                f"| {i} | {a:.3f} | {_pct(b)} | {_pct(c)} |"
+                for i, (a, b, c) in enumerate(zip(f.view_errors, held, single, strict=True))
             ]
         status = {"renders": len(written), "render_files": written}
     except render.RenderUnavailable as exc:
@@ -101,3 +106,7 @@ def write_report(
         status = {"renders": len(written), "render_files": written, "render_error": str(exc)}
     atomic.write_text(report_dir / f"{stage}.artifact.md", "\n".join(lines) + "\n")
     return status
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"

@@ -54,7 +54,8 @@ def face_row(r: FaceResult, face: dict, root: Path, mesh_dir: Path, lineage: dic
         "gaze_pitch": None if g is None else g.pitch,
         "fit_error": r.fit_error,
         "view_errors": None if r.fit_error is None else [r.fit_error],
-        "best_single_errors": None,
+        "heldout_errors": None,
+        "single_heldout_errors": None,
         "fused_better": None,
         "box": _flat(r.box),
         "crop": None if fit is None else _flat(fit.crop),
@@ -108,17 +109,31 @@ def fused_row(
         "image_ids": image_ids,
         "identity": identity,
         "status": "ok",
-        "reason": None if f.better_than_single else "fused fit is not better than a single view on every view",
+        "reason": _fused_reason(f),
         "n_views": len(f.views),
         "fit_error": float(max(f.view_errors)),
         "view_errors": [float(e) for e in f.view_errors],
-        "best_single_errors": [float(e) for e in f.best_single_errors],
-        "fused_better": bool(f.better_than_single),
+        "heldout_errors": _floats(f.heldout_errors),
+        "single_heldout_errors": _floats(f.single_heldout_errors),
+        "fused_better": f.better_than_single,
         "shape_coeffs": _flat(f.dense.shape),
         **_file_columns(f.files, mesh_dir, root),
         "seconds": float(seconds),
         "lineage": lineage,
     }
+
+
+def _floats(values: list[float] | None) -> list[float] | None:
+    return None if values is None else [float(v) for v in values]
+
+
+def _fused_reason(f: FusedResult) -> str | None:
+    if f.better_than_single is None:
+        return "2 views: no leave-one-view-out check"
+    if f.better_than_single:
+        return None
+    worse = [i for i, (a, b) in enumerate(zip(f.heldout_errors, f.single_heldout_errors, strict=True)) if a >= b]
+    return f"held-out view(s) {worse}: the other views fused explain it no better than their single fits"
 
 
 def files_present(row: dict, root: Path) -> bool:

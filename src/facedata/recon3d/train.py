@@ -10,7 +10,7 @@ on the kind of photos the project actually has (its cast, its cameras) distils t
   distance of the normalised parameters to the starting network's, so shape and expression stay plausible
   where the 2D landmarks say little (depth).
 - Optimiser: SGD with momentum and a small learning rate. The starting network is already close to the
-  labels (~1.5% NME), and Adam's first steps (about `lr` on every weight whatever the gradient) knocked it far
+  labels, and Adam's first steps (about `lr` on every weight whatever the gradient) knocked it far
   off in our trials; SGD descends smoothly from there.
 - Augmentation: crops from the labels with random shift/scale (`jitter`), random mirroring.
 - Batch norm statistics stay frozen (small batches of one domain would skew them).
@@ -18,7 +18,11 @@ on the kind of photos the project actually has (its cast, its cameras) distils t
   (seed, k), and a checkpoint (weights, optimiser, step, history) is written atomically every
   `checkpoint_every` steps, so a killed run resumed from its checkpoint ends with the same weights as an
   uninterrupted one.
-- Validation: faces held out by a hash of their id; mean NME against their labels before and after.
+- Held-out faces: whole photos (all frames of a video count as one photo) are held out by a hash, so no face
+  the network is scored on, nor a near-identical frame of it, is ever trained on. The metrics give the mean
+  NME against the labels on those held-out faces and on (up to 256 of) the training faces, before and after:
+  the first says whether it generalises, the second only whether it fits. People held out entirely and
+  AFLW2000-3D ground truth are measured by `python -m benchmarks 3d -- --only train` (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ class Sample:
     face_id: str
     image_path: Path
     label: np.ndarray  # (68, 2) photo pixels
+    group: str = ""  # faces held out together: one photo, or every frame of one video ("" = the face alone)
 
 
 def load_samples(root: str | Path) -> list[Sample]:
@@ -85,24 +90,27 @@ def load_samples(root: str | Path) -> list[Sample]:
 
     root = Path(root)
     meshes = manifest.read("meshes", root).to_pylist()
-    images = {r["image_id"]: r["store_path"] for r in manifest.read("images", root, missing_ok=True).to_pylist()}
+    images = {r["image_id"]: r for r in manifest.read("images", root, missing_ok=True).to_pylist()}
     if not images:
-        images = {r["image_id"]: r["store_path"] for r in manifest.read("dataset", root).to_pylist()}
+        images = {r["image_id"]: r for r in manifest.read("dataset", root).to_pylist()}
     out = []
     for r in meshes:
         if r["kind"] != "face" or r["status"] != "ok" or not r["fit_landmarks68"] or r["image_id"] not in images:
             continue
         label = np.asarray(r["fit_landmarks68"], dtype=np.float64).reshape(68, 2)
         if np.isfinite(label).all():
-            out.append(Sample(r["face_id"], root / images[r["image_id"]], label))
+            image = images[r["image_id"]]
+            group = f"video:{image['video_id']}" if image.get("video_id") else f"image:{r['image_id']}"
+            out.append(Sample(r["face_id"], root / image["store_path"], label, group))
     return sorted(out, key=lambda s: s.face_id)
 
 
 def split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Held-out faces chosen by a hash of (seed, face id): stable when faces are added."""
+    """Held-out faces: whole groups (a photo, or a video's frames) chosen by a hash of (seed, group), stable
+    when faces are added."""
 
     def u(s: Sample) -> float:
-        h = hashlib.sha256(f"{seed}\x1f{s.face_id}".encode()).digest()
+        h = hashlib.sha256(f"{seed}\x1f{s.group or s.face_id}".encode()).digest()
         return int.from_bytes(h[:8], "big") / 2**64
 
     val = [s for s in samples if u(s) < val_fraction]
@@ -203,13 +211,8 @@ def train(
     progress=None,
     log=print,
 ) -> dict:
-    """Fine-tune; returns the metrics written to `out_dir/train3d.json`. `progress(total)` may return a
-    tqdm-like bar."""
-    import torch
-
-    from facedata.device import resolve_device
-
-    out = Path(out_dir)
+    """Fine-tune on the project's labelled faces, holding out `cfg.val_fraction` of its photos; returns the
+    metrics written to `out_dir/train3d.json`. `progress(total)` may return a tqdm-like bar."""
     samples = load_samples(root)
     if max_faces:
         samples = samples[:max_faces]
@@ -218,21 +221,40 @@ def train(
             f"{len(samples)} labelled face(s) in the meshes manifest of {root}: run the pipeline through stage "
             "reconstruct3d first (`dvc repro reconstruct3d` or `facedata build`)"
         )
+    train_set, val_set = split(samples, cfg.val_fraction, cfg.seed)
+    return train_samples(train_set, val_set, out_dir, cfg, resume, progress, log)
+
+
+def train_samples(
+    train_set: list[Sample],
+    val_set: list[Sample],
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    resume: bool = True,
+    progress=None,
+    log=print,
+) -> dict:
+    """Fine-tune on `train_set`; `val_set` (never trained on) is only scored. Returns the metrics."""
+    import torch
+
+    from facedata.device import resolve_device
+
+    if not train_set:
+        raise TrainError("no faces left to train on (every face is held out: lower train3d.val_fraction)")
     device = resolve_device(cfg.device)
     threads_before = torch.get_num_threads()
     try:
-        return _train(root, out, cfg, resume, samples, device, progress, log)
+        return _train(Path(out_dir), cfg, resume, train_set, val_set, device, progress, log)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _train(root, out: Path, cfg: TrainConfig, resume: bool, samples: list[Sample], device: str, progress, log):
+def _train(out: Path, cfg: TrainConfig, resume: bool, train_set, val_set, device: str, progress, log) -> dict:
     import torch
 
     from facedata.recon3d.mobilenet import load_checkpoint
     from facedata.recon3d.regress import default_weights
 
-    train_set, val_set = split(samples, cfg.val_fraction, cfg.seed)
     if device == "cpu":
         # depth-wise convolutions gain little from threads, and on a busy machine torch's spinning worker
         # threads stall: one step took 5-7 s with 2 threads and 0.07 s with 1 on the 2-core machine here
@@ -260,17 +282,17 @@ def _train(root, out: Path, cfg: TrainConfig, resume: bool, samples: list[Sample
         start, history = int(ckpt["step"]), list(ckpt["history"])
         log(f"resuming from step {start} ({ckpt_path})")
     images = _Images()
-    val_inputs = make_batch(val_set, images, None, 0.0) if val_set else None
+    # scored without augmentation: every held-out face, and a fixed subset of the training faces
+    seen = [train_set[i] for i in sorted(np.random.default_rng(cfg.seed).permutation(len(train_set))[:256])]
+    scored = {"val": make_batch(val_set, images, None, 0.0) if val_set else None}
+    scored["train"] = make_batch(seen, images, None, 0.0)
 
-    def evaluate(model) -> float | None:
-        if val_inputs is None:
+    def evaluate(model, which: str) -> float | None:
+        if scored[which] is None:
             return None
-        model.eval()
-        with torch.no_grad():
-            pred = bases.landmarks_xy(model(torch.from_numpy(val_inputs[0]).to(device))).cpu().numpy()
-        return round(nme_frame(pred, val_inputs[1]), 4)
+        return round(landmark_nme(model, scored[which], bases, device), 4)
 
-    val_before = evaluate(teacher)
+    before = {w: evaluate(teacher, w) for w in scored}
     bar = progress(cfg.steps) if progress else None
     if bar is not None:
         bar.update(start)
@@ -298,13 +320,13 @@ def _train(root, out: Path, cfg: TrainConfig, resume: bool, samples: list[Sample
             _save_checkpoint(ckpt_path, net, opt, step + 1, history, cfg)
     if bar is not None:
         bar.close()
-    val_after = evaluate(net)
+    after = {w: evaluate(net, w) for w in scored}
     atomic.write_with(
         out / MODEL, lambda tmp: torch.save({"state_dict": net.state_dict(), "meta": asdict(cfg)}, tmp)
     )
     losses = [h["landmark_loss"] for h in history]
     metrics = {
-        "n_faces": len(samples),
+        "n_faces": len(train_set) + len(val_set),
         "n_train": len(train_set),
         "n_val": len(val_set),
         "steps": cfg.steps,
@@ -313,13 +335,26 @@ def _train(root, out: Path, cfg: TrainConfig, resume: bool, samples: list[Sample
         "seconds": round(time.perf_counter() - t0, 2),
         "first_landmark_loss": round(losses[0], 6) if losses else None,
         "last_landmark_loss": round(float(np.mean(losses[-10:])), 6) if losses else None,
-        "val_nme_before": val_before,
-        "val_nme_after": val_after,
+        "val_nme_before": before["val"],
+        "val_nme_after": after["val"],
+        "n_train_scored": len(seen),
+        "train_nme_before": before["train"],
+        "train_nme_after": after["train"],
         "model": str(out / MODEL),
         "config": asdict(cfg),
     }
     atomic.write_text(out / METRICS, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
+
+
+def landmark_nme(model, batch: tuple[np.ndarray, np.ndarray], bases: _TorchBases, device: str = "cpu") -> float:
+    """Mean NME (%) of a network's single pass on `make_batch` output (inputs, crop-frame targets)."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        pred = bases.landmarks_xy(model(torch.from_numpy(batch[0]).to(device))).cpu().numpy()
+    return nme_frame(pred, batch[1])
 
 
 def _save_checkpoint(path: Path, net, opt, step: int, history: list[dict], cfg: TrainConfig) -> None:
