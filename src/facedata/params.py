@@ -191,6 +191,19 @@ SPEC: dict[str, Spec] = {
     "cluster.relax": Spec(
         0.01, NUM, _in(0, 1), "0..1", "knn_average: cosine threshold eased by this for large clusters"
     ),
+    "cluster.link": Spec(
+        True, (bool,), None, "", "knn_average: second level linking the clusters of one person (see docs)"
+    ),
+    "cluster.link_k": Spec(20, (int,), _in(1, 1000), "1..1000", "link: each face's nearest faces that vote"),
+    "cluster.link_vote": Spec(
+        0.7, NUM, _in(0, 1), "0..1", "link: share of B's outside neighbours (beyond chance) that must be in A"
+    ),
+    "cluster.link_gap": Spec(
+        0.16, NUM, _in(0, 2), "0..2", "link: centre distance allowed between two parts of one person"
+    ),
+    "cluster.link_z": Spec(
+        1.6, NUM, _in(0, 10), "0..10", "link: plus this many standard errors of the centres (from their spread)"
+    ),
     "cluster.refine": Spec(True, (bool,), None, "", "knn_average: eject outliers, let stragglers join"),
     "cluster.join_threshold": Spec(0.32, NUM, _in(0, 2), "0..2", "refine: max distance to a cluster's centre"),
     "cluster.join_max_size": Spec(
