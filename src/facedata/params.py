@@ -214,7 +214,7 @@ SPEC: dict[str, Spec] = {
     "cluster.cannot_link": Spec(True, (bool,), None, "", "two faces of one image are never one cluster"),
     "cluster.must_link_tracks": Spec(True, (bool,), None, "", "faces tracked across video frames start together"),
     "cluster.track_min_iou": Spec(0.3, NUM, _in(0, 1), "0..1", "box overlap linking faces of adjacent frames"),
-    "cluster.track_max_distance": Spec(0.55, NUM, _in(0, 2), "0..2", "track links need faces this close"),
+    "cluster.track_max_distance": Spec(0.4, NUM, _in(0, 2), "0..2", "track links need faces this close"),
     "cluster.min_samples": Spec(1, (int,), _pos, "> 0", "dbscan / hdbscan min_samples"),
     "cluster.min_cluster_size": Spec(2, (int,), _in(2, 10**9), ">= 2", "hdbscan min_cluster_size"),
     "cluster.resolution": Spec(1.0, NUM, _pos, "> 0", "leiden resolution"),

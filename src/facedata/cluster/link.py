@@ -25,10 +25,10 @@ pieces of evidence agree:
 
 Rounds repeat until nothing links (each cluster takes part in at most one link per round; the larger side
 stays put). Cannot-links (two faces of one image) block a link between small clusters; between two clusters
-of at least `SOFT_CANNOT_SIZE` faces with such pairs for at most half of the smaller one (a collage of
-one actor, two shots side by side) the evidence of the whole clusters wins, and afterwards the face of each conflicting
-pair farther from the cluster's centre leaves it (with its video track), so no cluster ever holds two faces of
-one image. Must-link groups (video tracks) are never split.
+of at least `SOFT_CANNOT_SIZE` faces with such pairs for at most half of the smaller one (a collage of one
+actor, two shots side by side) the evidence of the whole clusters wins, and afterwards the face of each
+conflicting pair farther from the cluster's centre leaves it (with its video track), so no cluster ever holds
+two faces of one image. Must-link groups (video tracks) are never split.
 
 Everything is vectorised over the kNN edges: O(n k) per round, no quadratic step.
 """
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facedata.cluster.graph import compact, pair_keys
+from facedata.cluster.graph import compact
 
 #: Cannot-links between two clusters of at least this many faces (conflicting pairs touching at most half of
 #: the smaller one) do not block their link; the conflicting faces are split off afterwards.
@@ -135,7 +135,9 @@ def link_clusters(x: np.ndarray, labels: np.ndarray, idx: np.ndarray, opts) -> n
     return compact(lab)
 
 
-def face_link_target(x_face: np.ndarray, nb_labels: np.ndarray, sums: np.ndarray, counts: np.ndarray, n: int, opts) -> int:
+def face_link_target(
+    x_face: np.ndarray, nb_labels: np.ndarray, sums: np.ndarray, counts: np.ndarray, n: int, opts
+) -> int:
     """The cluster one lone face links to under the test `link_clusters` applies to a singleton (its nearest
     faces' clusters vote, its distance to the centre within the allowance), or -1: incremental adds use it so
     a new straggler joins its person as a full recluster would put it there. `nb_labels`: the clusters of its
