@@ -13,7 +13,9 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 from PIL import Image
@@ -302,6 +304,7 @@ def write_project(root, params: dict) -> None:
 def fast_crawl_params(**crawl) -> dict:
     """Fast, strict crawl settings for tests (the real defaults are slower and politer)."""
     base = {
+        "contact": CONTACT,
         "per_host_interval_s": 0.0,
         "per_host_concurrency": 4,
         "max_concurrency": 8,
@@ -317,3 +320,235 @@ def fast_crawl_params(**crawl) -> dict:
     }
     base.update(crawl)
     return base
+
+
+#: The operator contact every test crawl names (web sources refuse to run without one).
+CONTACT = "facedata-tests@facedata.test"
+
+
+# ------------------------------------------------------------------------------------ a fake MediaWiki
+
+
+@dataclass
+class FakeFile:
+    """One Commons file: its upload history (newest first) and what its description page states."""
+
+    title: str  # "File:Ada Lovelace 1840.jpg"
+    pageid: int
+    versions: list[str]  # upload timestamps, newest first, ISO 8601 ("2019-05-01T10:00:00Z")
+    mime: str = "image/jpeg"
+    artist: str | None = '<a href="//commons.wikimedia.org/wiki/User:Jane" title="User:Jane">Jane Roe</a>'
+    credit: str = '<span class="int-own-work" lang="en">Own work</span>'
+    user: str = "Uploader Bot"
+    license: str = "CC BY-SA 4.0"
+    license_url: str = "https://creativecommons.org/licenses/by-sa/4.0"
+    usage_terms: str = "Creative Commons Attribution-Share Alike 4.0"
+    attribution_required: str = "true"
+    restrictions: str = ""  # "personality", "personality|trademarked"...
+
+    @property
+    def stem(self) -> str:
+        return self.title.split(":", 1)[1].replace(" ", "_")
+
+
+class FakeMediaWiki:
+    """Commons' and Wikidata's APIs as they answer (formatversion=2), on a LocalServer.
+
+    Commons: `generator=search` (File: namespace) with `prop=imageinfo`, `titles=` lookups (missing files
+    answer `missing` and an empty `imagerepository`), `iiprop` and `iiextmetadatafilter` honoured (only the
+    requested fields come back), `gsrlimit` capped at `max_limit`, and continuation the way MediaWiki's
+    ApiContinuationManager and ApiQueryImageInfo do it: while imageinfo has more to give for a batch that
+    holds exactly one file with older versions, `continue` carries `iistart` plus the *current* generator
+    parameters, repeating the same search; naming `imageinfo` after `||` in `continue` marks it finished.
+    A `maxlag` error can be sent once first (`lag_headers`). Wikidata: `wbgetclaims` with ranked P18 claims.
+    `calls` holds the parameters of every API call; image URLs (one per version and width) are served.
+    """
+
+    def __init__(self, server: LocalServer, max_limit: int = 50):
+        self.server = server
+        self.max_limit = max_limit
+        self.files: dict[str, FakeFile] = {}
+        self.searches: dict[str, list[str]] = {}  # gsrsearch -> titles in rank order
+        self.failing: set[str] = set()  # gsrsearch values answered with an internal_api_error
+        self.claims: dict[str, list[tuple[str, str]]] = {}  # entity -> [(file name, rank)]
+        self.lag_headers: dict | None = None
+        self.calls: list[dict] = []
+        server.routes["/commons/w/api.php"] = self._commons
+        server.routes["/wikidata/w/api.php"] = self._wikidata
+        # robots.txt governs crawlers of pages, not the API: the API paths are disallowed, images are not
+        server.routes["/robots.txt"] = static(
+            b"User-agent: *\nDisallow: /commons/w/\nDisallow: /wikidata/w/\n", "text/plain"
+        )
+
+    @property
+    def api(self) -> str:
+        return self.server.url("/commons/w/api.php")
+
+    @property
+    def wikidata_api(self) -> str:
+        return self.server.url("/wikidata/w/api.php")
+
+    def add(self, title: str, versions: int = 1, **kw) -> FakeFile:
+        stamps = [f"20{20 - i:02d}-01-01T00:00:00Z" for i in range(versions)]
+        f = FakeFile(title, 1000 + len(self.files), stamps, **kw)
+        self.files[title] = f
+        return f
+
+    def thumb_path(self, f: FakeFile, version: int, width: int) -> str:
+        from urllib.parse import quote
+
+        if version == 0:
+            return quote(f"/thumb/{f.stem}/{width}px-{f.stem}")
+        stamp = f.versions[version].replace("-", "").replace(":", "").replace("T", "").rstrip("Z")
+        return quote(f"/thumb/archive/{stamp}!{f.stem}/{width}px-{f.stem}")
+
+    def image_requests(self) -> list[str]:
+        return [p for p in self.server.record.paths() if p.startswith("/thumb/")]
+
+    # ----------------------------------------------------------------------------------------- answers
+
+    def _imageinfo(self, f: FakeFile, version: int, q: dict) -> dict:
+        from urllib.parse import quote
+
+        width = int(q.get("iiurlwidth", "-1"))
+        props = set(q.get("iiprop", "timestamp|user").split("|"))
+        info: dict = {}
+        if "timestamp" in props:
+            info["timestamp"] = f.versions[version]
+        if "user" in props:
+            info["user"] = f.user
+        if "size" in props:
+            info.update(size=123456, width=2000, height=1500)
+        if "url" in props:
+            if width > 0:
+                path = self.thumb_path(f, version, width)
+                self.server.routes[path] = static(jpeg(5000 + f.pageid * 10 + version))
+                info.update(thumburl=self.server.url(path), thumbwidth=width, thumbheight=width * 3 // 4)
+            info["url"] = self.server.url(f"/orig/{quote(f.stem)}")
+            page = quote(f.title.replace(" ", "_"), safe=";@$!*(),/~:")  # MediaWiki's wfUrlencode
+            info["descriptionurl"] = f"https://commons.wikimedia.org/wiki/{page}"
+            info["descriptionshorturl"] = f"https://commons.wikimedia.org/w/index.php?curid={f.pageid}"
+        if "mime" in props:
+            info["mime"] = f.mime
+        if "extmetadata" in props:
+            fields = {
+                "LicenseShortName": f.license,
+                "LicenseUrl": f.license_url,
+                "UsageTerms": f.usage_terms,
+                "AttributionRequired": f.attribution_required,
+                "Artist": f.artist,
+                "Credit": f.credit,
+                "Restrictions": f.restrictions,
+            }
+            wanted = q.get("iiextmetadatafilter")
+            info["extmetadata"] = {
+                k: {"value": v, "source": "commons-desc-page", "hidden": ""}
+                for k, v in fields.items()
+                if v is not None and (wanted is None or k in wanted.split("|"))
+            }
+        return info
+
+    def _page_infos(self, pages: list[dict], q: dict, run_imageinfo: bool) -> str | None:
+        """imageinfo for each page; returns the `iistart` continuation when ApiQueryImageInfo sets one."""
+        if not run_imageinfo:
+            return None
+        start = q.get("iistart")
+        cont = None
+        for page in pages:
+            f = self.files.get(page["title"])
+            if f is None:
+                continue
+            versions = [i for i, stamp in enumerate(f.versions) if start is None or stamp <= start]
+            page["imagerepository"] = "local"
+            if versions:
+                page["imageinfo"] = [self._imageinfo(f, versions[0], q)]
+            if len(versions) > 1 and len(pages) == 1:  # iilimit=1: one more version, and only one title
+                cont = f.versions[versions[1]]
+        return cont
+
+    def _commons(self, req) -> None:
+        q = {k: v[0] for k, v in parse_qs(urlsplit(req.path).query).items()}
+        self.calls.append(q)
+        if self.lag_headers is not None:
+            headers, self.lag_headers = self.lag_headers, None
+            body = b'{"error": {"code": "maxlag", "info": "Waiting for a database server: 6 seconds lagged"}}'
+            send(req, 200, body, "application/json", headers)
+            return
+        if "titles" in q:
+            return json_route(self._titles(q))(req)
+        if q.get("gsrsearch") in self.failing:
+            return json_route({"error": {"code": "internal_api_error", "info": "search backend down"}})(req)
+        return json_route(self._search(q))(req)
+
+    def _titles(self, q: dict) -> dict:
+        pages, normalized = [], []
+        for asked in q["titles"].split("|"):
+            title = asked.replace("_", " ")
+            if title != asked:
+                normalized.append({"fromencoded": False, "from": asked, "to": title})
+            f = self.files.get(title)
+            if f is None:
+                pages.insert(0, {"ns": 6, "title": title, "missing": True, "imagerepository": ""})
+            else:
+                pages.append({"pageid": f.pageid, "ns": 6, "title": title})
+        cont = self._page_infos([p for p in pages if "missing" not in p], q, True)
+        doc: dict = {"query": {"pages": pages}}
+        if normalized:
+            doc["query"]["normalized"] = normalized
+        if cont and len(pages) == 1:
+            doc["continue"] = {"iistart": cont, "continue": "||"}
+        else:
+            doc["batchcomplete"] = True
+        return doc
+
+    def _search(self, q: dict) -> dict:
+        generator_keys: list[str] = []
+        skip: list[str] = []
+        generator_done = False
+        if q.get("continue"):
+            generator, sep, finished = q["continue"].partition("||")
+            if not sep:
+                return {"error": {"code": "badcontinue", "info": "Invalid continue param."}}
+            generator_done = generator == "-"
+            skip = finished.split("|")
+            generator_keys = [k for k in generator.split("|") if k and k in q] if not generator_done else []
+        titles = self.searches.get(q.get("gsrsearch", ""), [])
+        offset = int(q.get("gsroffset", "0"))
+        limit = min(int(q.get("gsrlimit", "10")), self.max_limit)
+        batch = [] if generator_done else titles[offset : offset + limit]
+        pages = [
+            {"pageid": self.files[t].pageid, "ns": 6, "title": t, "index": offset + i + 1}
+            for i, t in enumerate(batch)
+        ]
+        iistart = self._page_infos(pages, q, "imageinfo" not in skip and not generator_done)
+        doc: dict = {"query": {"pages": pages}} if pages else {}
+        if iistart is not None:  # imageinfo unfinished: repeat this batch (ApiContinuationManager)
+            doc["continue"] = {"iistart": iistart, **{k: q[k] for k in generator_keys}}
+            doc["continue"]["continue"] = "|".join(generator_keys) + "||"
+        elif not generator_done and offset + limit < len(titles):
+            doc["continue"] = {"gsroffset": offset + limit, "continue": "gsroffset||"}
+            doc["batchcomplete"] = True
+        else:
+            doc["batchcomplete"] = True
+        return doc
+
+    def _wikidata(self, req) -> None:
+        q = {k: v[0] for k, v in parse_qs(urlsplit(req.path).query).items()}
+        self.calls.append(q)
+        assert q["action"] == "wbgetclaims" and q["property"] == "P18"
+        statements = [
+            {
+                "mainsnak": {
+                    "snaktype": "value",
+                    "property": "P18",
+                    "hash": f"{i:040x}",
+                    "datavalue": {"value": name, "type": "string"},
+                    "datatype": "commonsMedia",
+                },
+                "type": "statement",
+                "id": f"{q['entity']}${i:08d}-0000-0000-0000-000000000000",
+                "rank": rank,
+            }
+            for i, (name, rank) in enumerate(self.claims.get(q["entity"], []))
+        ]
+        json_route({"claims": {"P18": statements} if statements else {}})(req)

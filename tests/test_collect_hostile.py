@@ -16,6 +16,7 @@ from facedata import manifest
 from facedata.cli import main as cli
 
 from .collect_servers import (
+    CONTACT,
     HTML,
     SVG,
     LocalServer,
@@ -41,7 +42,7 @@ from .collect_servers import (
     write_project,
 )
 
-UA = "facedata-test/1.0 (+https://example.invalid/tests)"
+UA = f"facedata-test/1.0 ({CONTACT})"
 MAX_BYTES = 2_000_000
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from facedata.cli import main as cli
 from facedata.sources.robots import parse, product_token, url_path
 
-from .collect_servers import LocalServer, fast_crawl_params, jpeg, send, static, write_project
+from .collect_servers import CONTACT, LocalServer, fast_crawl_params, jpeg, send, static, write_project
 
 ROBOTS = """\
 # comments and blank lines are fine
@@ -79,7 +79,7 @@ def _project(tmp_path, server, **crawl):
         project,
         {
             "crawl": fast_crawl_params(
-                user_agent="facedata-test/1.0", allow_hosts=[f"127.0.0.1:{server.port}"], **crawl
+                user_agent=f"facedata-test/1.0 ({CONTACT})", allow_hosts=[f"127.0.0.1:{server.port}"], **crawl
             )
         },
     )

@@ -21,7 +21,7 @@ import yaml
 
 from facedata import manifest
 
-from .collect_servers import LocalServer, jpeg, static, write_project
+from .collect_servers import CONTACT, LocalServer, jpeg, static, write_project
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -104,7 +104,7 @@ def test_schedule_creates_a_deployment_whose_scheduled_run_crawls(tmp_path):
             (project / "urls.txt").write_text("".join(web.url(f"/{i}.jpg") + "\n" for i in range(3)))
             params = yaml.safe_load((project / "params.yaml").read_text())
             params["sources"]["url_lists"] = [{"path": "urls.txt", "name": "Scheduled Person"}]
-            params["crawl"].update(allow_hosts=[f"127.0.0.1:{web.port}"], per_host_interval_s=0.0)
+            params["crawl"].update(allow_hosts=[f"127.0.0.1:{web.port}"], per_host_interval_s=0.0, contact=CONTACT)
             (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
             def healthy():

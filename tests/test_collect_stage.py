@@ -18,7 +18,7 @@ from facedata.pipeline.ingest import crawl_report_markdown
 from facedata.pipeline.runner import run_stage
 from facedata.sources.base import SourceItem
 
-from .collect_servers import LocalServer, fast_crawl_params, jpeg, noise_image, static, write_project
+from .collect_servers import CONTACT, LocalServer, fast_crawl_params, jpeg, noise_image, static, write_project
 from .conftest import fixed_lineage
 
 
@@ -120,7 +120,7 @@ def test_interrupted_ingest_checkpoints(tmp_path):
 
 
 def test_one_writer_at_a_time(tmp_path, capsys):
-    write_project(tmp_path, {})
+    write_project(tmp_path, {"crawl": {"contact": CONTACT}})
     urls = tmp_path / "u.txt"
     urls.write_text("http://127.0.0.1:9/a.jpg\n")
     with ingest_lock(tmp_path):
@@ -129,3 +129,13 @@ def test_one_writer_at_a_time(tmp_path, capsys):
     assert result.exit_code == 2 and "another ingest" in result.output
     assert stage_rc == 2
     assert "IngestBusy: another ingest" in capsys.readouterr().err
+
+
+def test_ingest_urls_needs_a_contact(tmp_path):
+    """Web sources refuse to run until crawl.contact names the operator, and say how to set it (issue 14)."""
+    write_project(tmp_path, {})
+    urls = tmp_path / "u.txt"
+    urls.write_text("http://127.0.0.1:9/a.jpg\n")
+    result = CliRunner().invoke(cli, ["ingest-urls", str(urls), "--root", str(tmp_path)])
+    assert result.exit_code == 2 and "crawl.contact" in result.output and "params.yaml" in result.output
+    assert not (tmp_path / "data" / "manifests" / "crawl_log.parquet").exists()

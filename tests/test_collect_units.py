@@ -199,6 +199,8 @@ def test_params_checks():
             "{query}",
         ),
         ({"crawl": {"allow_hosts": ["not a host"]}}, "HOST[:PORT]"),
+        ({"crawl": {"browser_args": ["--proxy-server=direct://"]}}, "policy proxy"),
+        ({"crawl": {"browser_args": ["--no-proxy-server"]}}, "policy proxy"),
         ({"crawl": {"max_concurrency": 0}}, "1..256"),
         ({"ingest": {"video_faces_only": 1}}, "bool"),
     ]:

@@ -114,10 +114,10 @@ def ingest_url_list(
 ) -> tuple[dict, ManualRun]:
     """Fetch every URL of a list file into the project; returns the JSON report and the run. `label` is the
     list's path as the user wrote it (the rows' source_name)."""
+    settings = CrawlSettings.from_params(params, extra_allow=allow_hosts)  # refuses to run without a contact
     entries = read_url_list(path, name)
     source_name = label or str(path)
     tasks = [FetchTask(e.url, e.name, "url", source_name, error=e.error) for e in entries]
-    settings = CrawlSettings.from_params(params, extra_allow=allow_hosts)
     with Crawler(settings) as crawler:
         run = run_manual(
             root, params, "ingest-urls", lambda prev: crawler.run(tasks, done=prev.done), on_progress=on_progress

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from facedata import ids, imageio, store
-from facedata.manifest import SOURCE_COLUMNS
+from facedata.manifest import RIGHTS_COLUMNS, SOURCE_COLUMNS
 from facedata.sources.base import SourceItem
 
 # Source details a fetcher may know (URL, HTTP and video fields), copied from the item into its image row.
@@ -55,6 +55,7 @@ RETRY_NEXT_RUN = frozenset(
         "page_failed",
         "api_error",
         "no_results",
+        "restricted",
     }
 )
 
@@ -198,7 +199,8 @@ def ingest_items(
     on_item: Callable[[SourceItem, dict], None] | None = None,
 ) -> IngestResult:
     """Process `items` in order. `previous` maps log_id -> (log row, image row or None) from earlier runs whose
-    params hash matches; those items are reused untouched. `known` holds image rows already in the project
+    params hash matches; those items are reused (a stored image's row takes the rights its source states now,
+    see `_current_rights`). `known` holds image rows already in the project
     (not part of this result) that new items are exact duplicates of. `checkpoint` is called every
     `checkpoint_seconds` with the partial result, and once more when the run is interrupted, so a killed run
     keeps its work. `on_item(item, log_row)` sees each item's final log row (for reports)."""
@@ -219,6 +221,8 @@ def ingest_items(
             if prev is not None and _reusable(prev, item, seen):
                 log_row, image_row = prev
                 result.log.append(log_row)
+                if log_row["status"] == "stored":
+                    image_row = _current_rights(image_row, item)
                 if image_row is not None and image_row["image_id"] not in seen:
                     seen[image_row["image_id"]] = image_row
                     result.images.append(image_row)
@@ -240,6 +244,17 @@ def ingest_items(
         raise
     mark_near_duplicates(result.images, params["near_dup_bits"], earlier=list(known.values()))
     return result
+
+
+def _current_rights(image_row: dict | None, item: SourceItem) -> dict | None:
+    """A reused image row with the rights its source states today (a license corrected, a personality-rights
+    tag added since the last run), when the source states any; the bytes and lineage stay as they were."""
+    if image_row is None or not any(k in item.extra for k in RIGHTS_COLUMNS):
+        return image_row
+    now = {k: item.extra.get(k) for k in RIGHTS_COLUMNS}
+    if all(image_row.get(k) == v for k, v in now.items()):
+        return image_row
+    return {**image_row, **now}
 
 
 def _unfetched(item: SourceItem) -> SourceItem:

@@ -52,8 +52,12 @@ _SOURCE_FIELDS = [
     _f("content_type", pa.string()),
     _f("etag", pa.string()),
     _f("last_modified", pa.string()),
-    _f("license", pa.string()),
-    _f("author", pa.string()),
+    _f("license", pa.string()),  # short name, e.g. "CC BY-SA 4.0"
+    _f("author", pa.string()),  # the creator (Commons: Artist, else the uploader), HTML stripped
+    _f("license_url", pa.string()),
+    _f("usage_terms", pa.string()),  # the license's long name, e.g. "Creative Commons Attribution-Share Alike 4.0"
+    _f("attribution_required", pa.bool_()),
+    _f("restrictions", pa.list_(pa.string())),  # e.g. ["personality", "trademarked"] (Commons' warning templates)
     _f("video_id", pa.string()),  # sha256 of the video file
     _f("frame_index", pa.int64()),
     _f("timestamp_s", pa.float64()),
@@ -62,6 +66,8 @@ _SOURCE_FIELDS = [
 
 #: Names of the source-side columns, in schema order (copied from `images` into `dataset` rows).
 SOURCE_COLUMNS = tuple(f.name for f in _SOURCE_FIELDS)
+#: The rights a source states for an image: what a dataset card lists and a user must honour.
+RIGHTS_COLUMNS = ("license", "author", "license_url", "usage_terms", "attribution_required", "restrictions")
 
 SCHEMAS: dict[str, pa.Schema] = {
     "images": pa.schema(

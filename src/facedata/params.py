@@ -90,12 +90,22 @@ SPEC: dict[str, Spec] = {
     "ingest.video_dup_bits": Spec(
         5, (int,), _in(-1, 64), "-1..64", "drop frames this close (phash bits) to a kept one; -1: keep all"
     ),
-    "crawl.user_agent": Spec(
-        "facedata/0.1 (+https://github.com/facedata/facedata; face dataset research crawler)",
+    "crawl.contact": Spec(
+        "",
         (str,),
-        lambda v: bool(v.strip()),
-        "non-empty",
-        "sent with every request; its first token is matched against robots.txt",
+        None,
+        "an email or http(s) URL",
+        "who runs the crawl (email or URL), sent in the User-Agent; web sources refuse to run without it",
+    ),
+    "crawl.user_agent": Spec(
+        "",
+        (str,),
+        None,
+        "empty, or a string holding crawl.contact",
+        "empty: facedata/VERSION (CONTACT) python-requests/VERSION; its first token is matched against robots.txt",
+    ),
+    "crawl.exclude_restricted": Spec(
+        True, (bool,), None, "", "skip Commons files tagged with personality-rights restrictions (status rows)"
     ),
     "crawl.allow_hosts": Spec(
         [], (list,), None, "", "HOST[:PORT] allowed even on private/loopback addresses (intranet archives)"

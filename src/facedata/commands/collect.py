@@ -83,6 +83,7 @@ def ingest_urls(file, name, allow_hosts, json_out, root) -> None:
     from tqdm import tqdm
 
     from facedata.collect import ingest_url_list
+    from facedata.params import ParamsError
     from facedata.sources.netpolicy import parse_allow_host
     from facedata.sources.urllist import UrlListError
 
@@ -93,7 +94,7 @@ def ingest_urls(file, name, allow_hosts, json_out, root) -> None:
         except ValueError as exc:
             _fail(str(exc))
     with (
-        _resumable("URLs", UrlListError, RuntimeError),
+        _resumable("URLs", UrlListError, ParamsError, RuntimeError),
         tqdm(desc="ingest-urls", unit="url", file=sys.stderr, disable=None) as bar,
     ):
         report, run = ingest_url_list(

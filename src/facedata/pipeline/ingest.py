@@ -50,10 +50,13 @@ def web_tasks(ctx: StageContext, crawler: Crawler) -> Iterator[FetchTask]:
             continue
         for line in lines:
             yield FetchTask(line.url, line.name, "url", name, error=line.error)
+    crawl = ctx.params["crawl"]
     for entry in src["wikimedia"]:
-        yield from iter_wikimedia_tasks(crawler, entry, names_for(entry, cast), source_name="wikimedia")
+        yield from iter_wikimedia_tasks(
+            crawler, entry, names_for(entry, cast), "wikimedia", exclude_restricted=crawl["exclude_restricted"]
+        )
     for entry in src["web_pages"]:
-        yield from iter_page_tasks(crawler, entry, names_for(entry, cast), ctx.params["crawl"])
+        yield from iter_page_tasks(crawler, entry, names_for(entry, cast), crawl)
 
 
 def _named(items: Iterable[SourceItem], source_name: str) -> Iterator[SourceItem]:
@@ -188,7 +191,7 @@ def run(ctx: StageContext) -> dict:
         manual_log, manual_images = split_rows(log_rows, image_rows)
         old_images = {r["image_id"]: r for r in image_rows}
         stats: dict = {}
-        settings = CrawlSettings.from_params(ctx.params)
+        settings = CrawlSettings.from_params(ctx.params, require_contact=has_web_sources(ctx.params))
         with (
             Crawler(settings) as crawler,
             ctx.progress(total=count_sources(ctx), desc="ingest", unit="img") as bar,

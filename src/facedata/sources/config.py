@@ -5,13 +5,46 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+from facedata import __version__
+from facedata.params import ParamsError
 from facedata.sources.netpolicy import parse_allow_host
 
 WIKIDATA_ID = re.compile(r"^Q[1-9][0-9]*$")
 COMMONS_API = "https://commons.wikimedia.org/w/api.php"
 WIKIDATA_API = "https://www.wikidata.org/w/api.php"
 DEFAULT_ATTRIBUTES = ["data-src", "data-lazy-src", "data-original", "srcset", "src"]
+#: The only thumbnail widths Wikimedia renders (its `$wgThumbnailSteps`, https://w.wiki/GHai); other widths
+#: are rounded up or refused.
+WIKIMEDIA_WIDTHS = (20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840)
+
+#: Chromium flags that would let the browser around the policy proxy (facedata.sources.browserproxy).
+BROWSER_NETWORK_FLAGS = (
+    "--proxy",
+    "--no-proxy-server",
+    "--host-rules",
+    "--force-webrtc-ip-handling-policy",
+    "--enable-quic",
+    "--origin-to-force-quic-on",
+)
+
+# Defaults of the optional keys of a source entry (the keys themselves are checked below).
+WIKIMEDIA_DEFAULTS = {
+    "api": COMMONS_API,
+    "wikidata_api": WIKIDATA_API,
+    "max_per_name": 20,
+    "thumb_width": 1280,
+    "search": "{name} filetype:bitmap",
+}
+WEB_PAGE_DEFAULTS = {
+    "attributes": DEFAULT_ATTRIBUTES,
+    "wait_s": 10.0,
+    "max_scrolls": 10,
+    "scroll_pause_s": 2.0,
+    "idle_scrolls": 2,
+    "max_per_name": 50,
+}
 
 # key -> (types, required)
 FOLDER_KEYS = {"root": (str, True), "names": (list, False), "max_per_name": (int, False), "labeled": (bool, False)}
@@ -58,6 +91,11 @@ def cast_members(entries: list) -> list[CastMember]:
         else:
             out.append(CastMember(str(entry["name"]).strip(), entry.get("wikidata")))
     return out
+
+
+def with_defaults(entry: dict, defaults: dict) -> dict:
+    """A source entry with its optional keys filled in."""
+    return {**defaults, **entry}
 
 
 def names_for(entry: dict, cast: list[CastMember]) -> list[CastMember]:
@@ -124,6 +162,13 @@ def check_sources(params: dict) -> None:
     for i, entry in enumerate(src["web_pages"]):
         if "{query}" not in entry["url_template"]:
             raise ValueError(f"sources.web_pages[{i}].url_template must contain {{query}} (the URL-encoded name)")
+    for i, entry in enumerate(src["wikimedia"]):
+        width = entry.get("thumb_width", WIKIMEDIA_DEFAULTS["thumb_width"])
+        if width not in WIKIMEDIA_WIDTHS:
+            raise ValueError(
+                f"sources.wikimedia[{i}].thumb_width must be one of Wikimedia's standard thumbnail widths "
+                f"{', '.join(map(str, WIKIMEDIA_WIDTHS))} (got {width}; other widths are rounded up or refused)"
+            )
     names = {e["name"] for e in src["web_pages"]}
     if len(names) != len(src["web_pages"]):
         raise ValueError("sources.web_pages entries need distinct `name`s")
@@ -141,3 +186,65 @@ def check_sources(params: dict) -> None:
         parse_allow_host(host)
     if not all(isinstance(a, str) for a in crawl.get("browser_args", [])):
         raise ValueError("crawl.browser_args must be a list of strings")
+    confining = [a for a in crawl.get("browser_args", []) if a.startswith(BROWSER_NETWORK_FLAGS)]
+    if confining:
+        raise ValueError(
+            f"crawl.browser_args may not change how Chromium reaches the network ({', '.join(confining)}): every "
+            "request of the browser goes through facedata's policy proxy (see docs/collect.md)"
+        )
+    contact = crawl.get("contact", "")
+    if contact.strip() and (why := contact_problem(contact.strip())):
+        raise ValueError(f"crawl.contact {contact!r} {why}")
+
+
+# ------------------------------------------------------------------------------------- who is crawling
+
+_EMAIL = re.compile(r"^[^@\s]+@([A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}$")
+#: Domains reserved for documentation (RFC 2606): a contact there reaches nobody.
+_PLACEHOLDER_DOMAINS = re.compile(r"(^|\.)(example\.(com|net|org)|example|invalid)$", re.IGNORECASE)
+
+CONTACT_HELP = (
+    "web sources (url_lists, wikimedia, web_pages, `facedata ingest-urls`) need crawl.contact: an email "
+    "address or URL where the operators of the sites you crawl can reach you. It goes into the User-Agent "
+    "of every request (Wikimedia requires this and rate-limits, then blocks, clients without it). Set it in "
+    "params.yaml, e.g.\n  crawl:\n    contact: data-team@your-org.org"
+)
+
+
+def contact_problem(contact: str) -> str | None:
+    """Why `contact` cannot identify an operator (None when it can): an email address or an http(s) URL."""
+    if any(c in contact for c in "()\r\n;"):
+        return "must not contain parentheses, semicolons or line breaks (it goes into the User-Agent)"
+    if contact.lower().startswith(("http://", "https://")):
+        host = urlsplit(contact).hostname or ""
+        if "." not in host:
+            return "is not a URL with a host name"
+    elif _EMAIL.match(contact):
+        host = contact.rsplit("@", 1)[1]
+    else:
+        return "is neither an email address nor an http(s) URL"
+    if _PLACEHOLDER_DOMAINS.search(host.rstrip(".")):
+        return f"uses {host}, a domain reserved for examples: give one where you can be reached"
+    return None
+
+
+def user_agent(crawl: dict, required: bool = True) -> str:
+    """The User-Agent of every request: `crawl.user_agent` when set (it must name `crawl.contact`), else
+    `facedata/VERSION (CONTACT) python-requests/VERSION`, the form Wikimedia's User-Agent policy asks for.
+    Raises ParamsError saying what to set when web sources need a contact (`required`) and none is set."""
+    import requests
+
+    contact = str(crawl.get("contact") or "").strip()
+    given = str(crawl.get("user_agent") or "").strip()
+    if not contact:
+        if required:
+            raise ParamsError(CONTACT_HELP)
+        return given or f"facedata/{__version__}"
+    if not given:
+        return f"facedata/{__version__} ({contact}) python-requests/{requests.__version__}"
+    if contact not in given:
+        raise ParamsError(
+            f"crawl.user_agent {given!r} does not include crawl.contact {contact!r}: sites must be able to reach "
+            "you from the User-Agent; add it, or leave crawl.user_agent empty to have it built from the contact"
+        )
+    return given

@@ -31,9 +31,10 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
-from facedata import ids
+from facedata import __version__, ids
 from facedata.params import default
 from facedata.sources.base import SourceItem
+from facedata.sources.config import user_agent
 from facedata.sources.fetch import FetchConfig, Fetcher, FetchResult
 from facedata.sources.netpolicy import NetPolicy, Target, UrlRefused, check_url, redact_url
 from facedata.sources.robots import RobotsCache
@@ -51,7 +52,7 @@ SKIP_CODES = frozenset({"robots", "cap_per_name", "cap_per_run"})
 class CrawlSettings:
     """The crawl section of params.yaml (defaults from the params spec) plus the download size cap."""
 
-    user_agent: str = default("crawl.user_agent")
+    user_agent: str = f"facedata/{__version__}"  # built from crawl.contact by `from_params`
     allow_hosts: tuple[str, ...] = ()
     max_concurrency: int = default("crawl.max_concurrency")
     per_host_concurrency: int = default("crawl.per_host_concurrency")
@@ -71,11 +72,16 @@ class CrawlSettings:
     lookahead: int = 2000  # URLs buffered ahead of the fetchers (not a user setting)
 
     @classmethod
-    def from_params(cls, params: dict, extra_allow: Iterable[str] = ()) -> CrawlSettings:
+    def from_params(
+        cls, params: dict, extra_allow: Iterable[str] = (), require_contact: bool = True
+    ) -> CrawlSettings:
+        """Settings from params.yaml; raises ParamsError when `crawl.contact` is needed (`require_contact`:
+        any web source) and not set."""
         c = params["crawl"]
-        given = {k: c[k] for k in cls.__dataclass_fields__ if k in c and k != "allow_hosts"}
+        given = {k: c[k] for k in cls.__dataclass_fields__ if k in c and k not in ("allow_hosts", "user_agent")}
         return cls(
             **given,
+            user_agent=user_agent(c, required=require_contact),
             allow_hosts=tuple(c["allow_hosts"]) + tuple(extra_allow),
             max_bytes=params["ingest"]["max_bytes"],
         )
