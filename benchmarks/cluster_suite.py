@@ -43,7 +43,7 @@ KEYS = (
 
 
 def _t(lo: float, hi: float, step: float) -> list[float]:
-    return [round(v, 3) for v in np.arange(lo, hi + 1e-9, step)]
+    return [round(float(v), 3) for v in np.arange(lo, hi + 1e-9, step)]
 
 
 #: What each method may be tuned over. Thresholds span both kinds of data (press photos ~0.3, web photos ~0.4).
