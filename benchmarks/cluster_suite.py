@@ -49,9 +49,10 @@ def _t(lo: float, hi: float, step: float) -> list[float]:
 #: What each method may be tuned over. Thresholds span both kinds of data (press photos ~0.3, web photos ~0.4).
 GRID: dict[str, list[dict]] = {
     "knn_average": [
-        {"threshold": t, "join_threshold": t, "link_gap": g, "link_z": z}
+        {"threshold": t, "join_threshold": t, "link_gap": g, "link_z": z, "link_reach": r}
         for t in (0.30, 0.31, 0.32)
         for g, z in ((0.18, 1.6), (0.2, 1.4), (0.22, 1.2), (0.24, 1.0))
+        for r in (0.40, 0.44)
     ],
     "knn_average before": [{"link": False, "threshold": t, "join_threshold": t} for t in _t(0.30, 0.44, 0.02)],
     "agglomerative": [{"threshold": t} for t in _t(0.30, 0.46, 0.02)],

@@ -197,3 +197,35 @@ def test_incremental_adds_use_the_link():
     assert stats["n_joined"] == 3 and set(out[160:]) == {0}
     out, stats = add_faces(old, labels, new, "knn_average", Options(link=False))
     assert stats["n_joined"] < 3  # average linkage alone finds a widely spread person too far
+
+
+def test_an_open_run_takes_its_stragglers_and_a_crowded_one_does_not():
+    from facedata.cluster.knn import knn
+    from facedata.cluster.link import is_open_run
+
+    rng = np.random.default_rng(5)
+    centres = [_unit(rng.normal(size=64)) for _ in range(3)]
+    people = np.vstack([_person(rng, c, 80, 0.2) for c in centres])
+    # A straggler of the first person (a profile, an old photo) 0.40 from the person's centre: past the
+    # spread-based allowance (~0.35 for this spread), within link_reach.
+    centre = _unit(people[:80].sum(0))
+    away = rng.normal(size=64)
+    away = _unit(away - (away @ centre) * centre)
+    straggler = _unit(centre + 0.426 * away)[None].astype(np.float32)
+    x = np.vstack([people, straggler])
+    first = np.r_[np.repeat(np.arange(3), 80), 3]
+    idx, _ = knn(x, 20)
+    assert 0.39 < np.linalg.norm(straggler[0] - centre) < 0.41
+    closed = link_clusters(x, first, idx, Options(link_open_share=0.0))
+    assert closed[-1] != closed[0]
+    opened = link_clusters(x, first, idx, Options())  # 1 face of 241 left over: an open run
+    assert opened[-1] == opened[0] and len(set(opened)) == 3
+    # The same straggler among 200 lone strangers: a crowded run, nothing reaches past the allowance.
+    strangers = np.stack([_unit(rng.normal(size=64)) for _ in range(200)]).astype(np.float32)
+    crowd = np.vstack([x, strangers])
+    labels = np.r_[first, 4 + np.arange(200)]
+    out = link_clusters(crowd, labels, knn(crowd, 20)[0], Options())
+    assert out[240] != out[0]
+    assert is_open_run(np.array([80, 80, 80, 1]), Options()) and not is_open_run(
+        np.r_[80, 80, 80, np.ones(200)], Options()
+    )

@@ -214,6 +214,12 @@ SPEC: dict[str, Spec] = {
     "cluster.link_z": Spec(
         1.4, NUM, _in(0, 10), "0..10", "link: plus this many standard errors of the centres (from their spread)"
     ),
+    "cluster.link_open_share": Spec(
+        0.1, NUM, _in(0, 1), "0..1", "link: runs with at most this share of faces in small clusters are open"
+    ),
+    "cluster.link_reach": Spec(
+        0.44, NUM, _in(0, 2), "0..2", "link, open runs: small clusters join the cluster they vote for this near"
+    ),
     "cluster.refine": Spec(True, (bool,), None, "", "knn_average: eject outliers, let stragglers join"),
     "cluster.join_threshold": Spec(0.31, NUM, _in(0, 2), "0..2", "refine: max distance to a cluster's centre"),
     "cluster.join_max_size": Spec(

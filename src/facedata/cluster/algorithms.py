@@ -59,6 +59,8 @@ class Options:
     link_vote: float = default("cluster.link_vote")
     link_gap: float = default("cluster.link_gap")
     link_z: float = default("cluster.link_z")
+    link_open_share: float = default("cluster.link_open_share")
+    link_reach: float = default("cluster.link_reach")
     refine: bool = default("cluster.refine")
     jaccard_k: int = default("cluster.jaccard_k")
     jaccard_weight: float = default("cluster.jaccard_weight")
