@@ -47,6 +47,7 @@ from __future__ import annotations
 import numpy as np
 
 from facedata.cluster.graph import compact
+from facedata.cluster.refine import centroids
 
 #: Cannot-links between two clusters of at least this many faces (conflicting pairs touching at most half of
 #: the smaller one) do not block their link; the conflicting faces are split off afterwards.
@@ -96,10 +97,8 @@ def link_clusters(x: np.ndarray, labels: np.ndarray, idx: np.ndarray, opts) -> n
     lab = compact(np.asarray(labels)).astype(np.int64)
     if n < 2:
         return lab
-    m = int(lab.max()) + 1
-    sums = np.zeros((m, x.shape[1]), dtype=np.float64)
-    np.add.at(sums, lab, x)
-    counts = np.bincount(lab, minlength=m).astype(np.int64)
+    sums, counts = centroids(x, lab)
+    m = counts.size
     # Independent samples per cluster: the frames of one video track are one look of the person, so a track
     # counts once in the centres' standard errors (faces still count in the votes and spreads).
     samples = np.bincount(lab[_sample_heads(n, opts.must_link)], minlength=m).astype(np.int64)
@@ -258,9 +257,8 @@ def split_conflicts(
         bad = cannot[lab[cannot[:, 0]] == lab[cannot[:, 1]]]
         if bad.size == 0:
             return lab
-        m = int(lab.max()) + 1
-        sums = np.zeros((m, x.shape[1]), dtype=np.float64)
-        np.add.at(sums, lab, x)
+        sums, _ = centroids(x, lab)
+        m = len(sums)
         unit = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
         cos = np.einsum("ij,ij->i", x, unit[lab])
         # A unit is a group's faces within one cluster (a track split by a cannot-link spans two clusters).
