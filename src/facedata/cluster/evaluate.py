@@ -310,27 +310,27 @@ def kept_for_names(
     vectors: dict[str, np.ndarray],
     p: dict,
 ) -> dict[str, set[str]]:
-    """Per queried name, the images the cluster stage keeps for it: every image with a face in the name's
-    dominant cluster (whoever it was collected for) and the images the cluster absorbs (see
-    `facedata.cluster.identities`)."""
+    """Per queried name, the faces the cluster stage gives its identity: every face of the name's dominant
+    cluster (whoever's image it is in) and the faces the cluster absorbs (see `facedata.cluster.identities`)."""
     rows = dominant_clusters(query_images, face_cluster, face_image, p["min_confidence"])
     absorbed = absorb_faces(rows, query_images, face_cluster, face_image, vectors, p["absorb_threshold"])
     kept: dict[str, set[str]] = {name: set() for name in query_images}
     owner = {r["cluster_id"]: r["query_name"] for r in rows if r["status"] in ("ok", "weak") and r["cluster_id"]}
     for fid, c in face_cluster.items():
         if c in owner:
-            kept[owner[c]].add(face_image[fid])
+            kept[owner[c]].add(fid)
     for fid, name in absorbed.items():
-        kept[name].add(face_image[fid])
+        kept[name].add(fid)
     return kept
 
 
 def per_name(ls: LabeledSet, items: np.ndarray, p: dict, face_cluster: dict[str, str]) -> dict:
     """The dataset a labelled folder would give, one queried name per identity: per name, the precision and
-    recall of the images kept for it (`kept_for_names`), and `merges` = how many other clusters hold its
-    images that were not kept (what a reviewer merges to complete the person; images without a usable face
-    cannot be merged and are counted in `no_face`). `name_precision` / `name_recall` are means over names,
-    `merges_to_complete` the total."""
+    recall of the images whose subject (primary face, the one the label is about) gets the name
+    (`kept_for_names`; other faces in a photo are people nobody labelled), and `merges` = how many other
+    clusters hold the subjects of its images that did not (what a reviewer merges to complete the person;
+    an image without a usable subject cannot be merged and is counted in `no_face`). `name_precision` /
+    `name_recall` are means over names, `merges_to_complete` the total."""
     rows_of = ls.rows_of_images()
     query_images: dict[str, set[str]] = defaultdict(set)
     for i in items:
@@ -339,18 +339,18 @@ def per_name(ls: LabeledSet, items: np.ndarray, p: dict, face_cluster: dict[str,
     images = set().union(*query_images.values()) if query_images else set()
     face_image = {ls.faces.face_ids[r]: img for img in images for r in rows_of.get(img, [])}
     vectors = {ls.faces.face_ids[r]: ls.faces.x[r] for img in images for r in rows_of.get(img, [])}
-    kept = kept_for_names(query_images, face_cluster, face_image, vectors, p)
+    kept_faces = kept_for_names(query_images, face_cluster, face_image, vectors, p)
+    subject = {img: ls.faces.face_ids[ls.primary[img]] for img in images if img in ls.primary}
     label_of_image = {ls.image_ids[i]: ls.labels[i] for i in items if ls.image_ids[i] is not None}
     n_items = defaultdict(int)
     for i in items:
         n_items[ls.labels[i]] += 1
     rows = []
     for name in sorted(n_items):
-        k = kept.get(name, set())
+        k = {img for img, f in subject.items() if f in kept_faces.get(name, ())}
         hits = sum(1 for img in k if label_of_image.get(img) == name)
-        missed = query_images.get(name, set()) - k
-        prim = [ls.primary.get(img) for img in missed]
-        others = {face_cluster[ls.faces.face_ids[r]] for r in prim if r is not None}
+        missed = [img for img in query_images.get(name, set()) - k if img in subject]
+        others = {face_cluster[subject[img]] for img in missed}
         rows.append(
             {
                 "name": name,
@@ -359,7 +359,7 @@ def per_name(ls: LabeledSet, items: np.ndarray, p: dict, face_cluster: dict[str,
                 "precision": hits / len(k) if k else 1.0,
                 "recall": hits / n_items[name],
                 "merges": len(others),
-                "no_face": n_items[name] - len(query_images.get(name, ())) + sum(r is None for r in prim),
+                "no_face": n_items[name] - sum(1 for img in query_images.get(name, ()) if img in subject),
             }
         )
     return {
@@ -398,7 +398,9 @@ def crawl(
         qimgs = {ls.image_ids[i] for i in query if ls.image_ids[i] is not None}
         face_image = {ls.faces.face_ids[r]: img for img in qimgs for r in rows_of.get(img, [])}
         vectors = {ls.faces.face_ids[r]: ls.faces.x[r] for img in qimgs for r in rows_of.get(img, [])}
-        kept_images = kept_for_names({name: qimgs}, face_cluster, face_image, vectors, p)[name]
+        kept_images = {
+            face_image[f] for f in kept_for_names({name: qimgs}, face_cluster, face_image, vectors, p)[name]
+        }
         kept = [ls.image_ids[i] in kept_images for i in query]
         prec, rec = crawl_scores([ls.labels[i] for i in query], kept, name)
         precisions.append(prec)
