@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facedata.cluster.graph import compact
+from facedata.cluster.graph import compact, pair_dots
 from facedata.cluster.refine import centroids
 
 #: Cannot-links between two clusters of at least this many faces (conflicting pairs touching at most half of
@@ -123,13 +123,15 @@ def link_clusters(x: np.ndarray, labels: np.ndarray, idx: np.ndarray, opts) -> n
         bigger = (counts[a] > counts[b]) | ((counts[a] == counts[b]) & (a < b))
         b, a, links = b[bigger], a[bigger], links[bigger]
         vote = chance_corrected_vote(links / np.maximum(n_out[b], 1), counts[a], counts[b], n)
+        voted = vote >= opts.link_vote  # the cheap test first: only these pairs need their centres compared
+        b, a, vote = b[voted], a[voted], vote[voted]
         unit = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-        gap2 = np.clip(2.0 - 2.0 * np.einsum("ij,ij->i", unit[a], unit[b]), 0.0, 4.0)
+        gap2 = np.clip(2.0 - 2.0 * pair_dots(unit, a, b), 0.0, 4.0)
         sp2 = spread2(sums, counts)
         allow = allowance2(samples[a], samples[b], sp2[a], sp2[b], opts.link_gap, opts.link_z)
         if reach is not None:
             allow = np.where((samples[b] <= SMALL) & (samples[a] > SMALL), np.maximum(allow, reach), allow)
-        ok = (vote >= opts.link_vote) & (gap2 <= allow)
+        ok = gap2 <= allow
         b, a, score = b[ok], a[ok], (vote + allow - gap2)[ok]
         if cannot is not None and b.size:
             keep = ~_blocked(b, a, lab, cannot, counts, m)
