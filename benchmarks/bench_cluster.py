@@ -2,10 +2,15 @@
 and scale on synthetic embeddings.
 
     python -m benchmarks cluster -- [--lfw DIR | --project DIR] [--cache-dir DIR]
+                                    [--suite [--webfaces DIR] [--video FILE --video-labels CSV]]
                                     [--quality] [--cv] [--crawl [--crawl-tuning]] [--incremental]
                                     [--scale 100000,1000000] [--knn-recall]
 
-With no section flag every section runs. Quality sections use the project's detect / embed params on the LFW
+`--suite` is issue 17's side-by-side comparison (every method, each tuned on tuning data only, on the LFW test
+half, webfaces cross-validated over people, the Hamilton video frames, simulated crawls, and the per-name
+view on webfaces; see `benchmarks/cluster_suite.py`). With no section flag the suite, crawls (with the
+absorb_threshold tuning), incremental drift, IVF recall and scale run; `--quality` / `--cv` are issue 4's LFW-only
+comparison. Quality sections use the project's detect / embed params on the LFW
 folder (cached like `facedata evaluate clustering`), tune every method's threshold on the `tune` half of the
 identities and report both halves, the `test` half being the one nothing was tuned on. Scale sections run
 each size in a child process (so its peak memory is its own) and time a fixed BLAS workload in the same run
@@ -412,6 +417,12 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--lfw", default=str(REPO.parent / "shared" / "data" / "faces" / "lfw"))
     ap.add_argument("--cache-dir", default=None, help="evaluation cache (see facedata evaluate clustering)")
     ap.add_argument("--project", default=None, help="read LFW faces from this project's manifests instead")
+    ap.add_argument("--webfaces", default=str(REPO.parent / "shared" / "data" / "faces" / "webfaces"))
+    ap.add_argument("--video", default=str(REPO.parent / "shared" / "data" / "video" / "short_hamilton_clip.mp4"))
+    ap.add_argument("--video-labels", default=str(REPO / "benchmarks" / "data" / "hamilton_faces.csv"))
+    ap.add_argument(
+        "--suite", action="store_true", help="issue 17: every method on LFW, webfaces (CV), video, crawls"
+    )
     ap.add_argument("--quality", action="store_true")
     ap.add_argument("--crawl", action="store_true")
     ap.add_argument("--incremental", action="store_true")
@@ -434,15 +445,19 @@ def main(argv: list[str]) -> dict:
         "--synthetic-threshold", type=float, default=None, help="override cluster.threshold for synthetic faces"
     )
     args = ap.parse_args(argv)
-    everything = not (args.quality or args.cv or args.crawl or args.incremental or args.scale or args.knn_recall)
-    if everything:
-        args.quality = args.cv = args.crawl = args.crawl_tuning = args.incremental = args.knn_recall = True
+    sections = (args.suite, args.quality, args.cv, args.crawl, args.incremental, args.scale, args.knn_recall)
+    if not any(sections):
+        args.suite = args.crawl = args.crawl_tuning = args.incremental = args.knn_recall = True
         args.scale = [100_000, 1_000_000]
     params = _params()
     result: dict = {"params_cluster": params["cluster"]}
     ls = _labeled(args, params) if (args.quality or args.cv or args.crawl or args.incremental) else None
     if ls is not None:
         result["lfw"] = {"n_items": len(ls.labels), "n_faces": len(ls.faces)}
+    if args.suite:
+        from benchmarks.cluster_suite import run as suite
+
+        result["suite"] = suite(args, params)
     if args.quality:
         result["quality"] = quality(args, params, ls)
     if args.cv:

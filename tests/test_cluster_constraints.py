@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from facedata.cluster.constraints import cannot_link_pairs, iou, video_tracks
 
@@ -46,3 +47,35 @@ def test_tracks_skip_non_adjacent_frames_and_other_videos():
     x = np.stack([a, a, a])
     # i0 and i2 are not adjacent only if i1 sits between them: it does, so no links; j1 is another video.
     assert video_tracks(frames, rows_of_image, boxes, x, 0.3, 0.5) == []
+
+
+@pytest.mark.shared
+def test_a_cut_to_another_person_in_the_same_place_is_not_a_track(shared):
+    """Hamilton clip sampled once a second: frame 210 shows Lin-Manuel Miranda, frame 216 (after a cut)
+    Barack Obama where he stood. Their boxes overlap (IoU ~0.44) and the two faces are ~0.47 apart, inside the
+    old 0.55 gate: one track (one must-link group) chained the two people. Same-person links in that clip
+    are at most ~0.34 apart; the default gate keeps them and refuses the cut."""
+    import cv2
+
+    from facedata.faces.analyze import FaceAnalyzer
+    from facedata.params import default, defaults
+
+    cap = cv2.VideoCapture(str(shared / "data" / "video" / "short_hamilton_clip.mp4"))
+    frames = []
+    for index in (210, 216):
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, bgr = cap.read()
+        assert ok
+        frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
+    p = defaults()
+    analyzer = FaceAnalyzer({**p["detect"], "device": "cpu"}, {**p["embed"], "device": "cpu"})
+    faces = [next(f for f in fs if f.ok) for fs in analyzer.analyze(frames)]  # the one usable face of each
+    boxes = np.stack([f.box for f in faces]).astype(np.float32)
+    x = np.stack([f.embedding for f in faces])
+    distance = float(np.linalg.norm(x[0] - x[1]))
+    assert iou(boxes[:1], boxes[1:])[0, 0] >= default("cluster.track_min_iou")
+    assert default("cluster.track_max_distance") < distance < 0.55
+    tracks = [("v", 210, "a"), ("v", 216, "b")], {"a": [0], "b": [1]}
+    assert video_tracks(*tracks, boxes, x, default("cluster.track_min_iou"), 0.55) != []  # the old gate
+    gate = default("cluster.track_max_distance")
+    assert video_tracks(*tracks, boxes, x, default("cluster.track_min_iou"), gate) == []

@@ -86,6 +86,95 @@ def test_splits_are_disjoint_stable_halves():
     assert t["n_images"] + s["n_images"] == 401
 
 
+def test_people_folds_are_balanced_and_cover_everyone():
+    names = [f"actor_{i}" for i in range(12)]
+    labels = [n for n in names for _ in range(3)]
+    for seed in (0, 1):
+        folds = ev.people_folds(labels, 2, seed)
+        assert sorted(np.bincount(list(folds.values())).tolist()) == [6, 6]  # a hash alone gives e.g. 4 / 8
+        tune = ev.split_items(labels, "tune", seed, folds=2, fold=1)
+        test = ev.split_items(labels, "test", seed, folds=2, fold=1)
+        assert set(tune).isdisjoint(test) and len(tune) + len(test) == len(labels)
+        assert {labels[i] for i in test} == {n for n, f in folds.items() if f == 1}
+    assert ev.people_folds(labels, 2, 0) != ev.people_folds(labels, 2, 1)
+    with pytest.raises(ev.EvaluationError, match="--fold"):
+        ev.split_items(labels, "test", 0, folds=2, fold=2)
+
+
+def test_per_name_view_scores_the_subjects_each_name_keeps():
+    # Three people, four photos each; photo 0 of each also shows a stranger in the background (face 2 of it).
+    names = ["ann", "bob", "cyd"]
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16))
+    x, image_ids, labels, items_img = [], [], [], []
+    for k, name in enumerate(names):
+        for j in range(4):
+            img = f"{name}{j}"
+            items_img.append(img)
+            labels.append(name)
+            x.append(centres[k] + 0.05 * rng.normal(size=16))
+            image_ids.append(img)
+            if j == 0:
+                x.append(rng.normal(size=16))
+                image_ids.append(img)
+    x = np.asarray(x, dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    fs = FaceSet([f"f{i}" for i in range(len(x))], image_ids, x, np.zeros((len(x), 4), np.float32))
+    primary = {}
+    for r, img in enumerate(image_ids):
+        primary.setdefault(img, r)
+    ls = ev.LabeledSet(labels, items_img, fs, primary)
+    # A clustering: ann's photos together, plus bob's photo 1 (a look-alike); bob 0 and 2 together, bob 3 alone;
+    # cyd together; the strangers behind ann and cyd in ann's cluster (nobody labelled them: cyd0 is not kept for
+    # ann), the other strangers in a cluster of their own.
+    cluster_of_image = {"ann0": "A", "ann1": "A", "ann2": "A", "ann3": "A", "bob0": "B", "bob1": "A", "bob2": "B",
+                        "bob3": "B3", "cyd0": "C", "cyd1": "C", "cyd2": "C", "cyd3": "C"}  # fmt: skip
+    face_cluster = {}
+    for r, img in enumerate(image_ids):
+        face_cluster[fs.face_ids[r]] = (
+            cluster_of_image[img] if primary[img] == r else ("A" if img in ("ann0", "cyd0") else "S")
+        )
+    p = {**cluster_params(), "absorb_threshold": 0.0}
+    out = ev.per_name(ls, np.arange(len(labels)), p, face_cluster)
+    rows = {r["name"]: r for r in out["names"]}
+    assert rows["ann"]["kept"] == 5 and rows["ann"]["precision"] == pytest.approx(4 / 5)  # bob1's subject
+    assert rows["ann"]["recall"] == 1.0 and rows["ann"]["merges"] == 0
+    assert rows["bob"]["kept"] == 2 and rows["bob"]["recall"] == pytest.approx(2 / 4)  # its dominant cluster B
+    assert rows["bob"]["precision"] == 1.0 and rows["bob"]["merges"] == 2  # A and B3 hold the rest
+    assert rows["cyd"]["precision"] == rows["cyd"]["recall"] == 1.0
+    assert out["merges_to_complete"] == 2 and out["name_precision"] == pytest.approx((0.8 + 1 + 1) / 3)
+    view = ev.json_view({**ev.evaluate(ls, cluster_params(), names=True)})
+    assert tuple(view) == (*ev.JSON_KEYS, *ev.NAME_KEYS, "names")
+
+
+def test_video_faces_count_each_labelled_box_once(tmp_path):
+    x, lab = make_embeddings(60, seed=3)
+    fs = FaceSet([f"f{i}" for i in range(60)], [f"img{i}" for i in range(60)], x, np.zeros((60, 4), np.float32))
+    lf = ev.LabeledFaces([f"id{k}" for k in lab] + ["ghost"], list(range(60)) + [None], fs)
+    out = ev.evaluate_faces(lf, cluster_params())
+    assert out["n_images"] == 61 and out["n_no_face"] == 1 and out["n_identities"] == len(set(lab)) + 1
+    assert out["bcubed_f"] > 0.9
+    bad = tmp_path / "labels.csv"
+    bad.write_text("frame,box\n1,2\n")
+    with pytest.raises(ev.EvaluationError, match="frame_index,x1,y1,x2,y2,label"):
+        ev.read_face_labels(bad)
+    good = tmp_path / "ok.csv"
+    good.write_text("frame_index,x1,y1,x2,y2,label\n3,1,2,30,40, lin \n")
+    [(frame, box, label)] = ev.read_face_labels(good)
+    assert frame == 3 and box.tolist() == [1, 2, 30, 40] and label == "lin"
+
+
+def test_cli_needs_exactly_one_source(tmp_path):
+    from facedata.cli import main
+
+    res = CliRunner().invoke(main, ["evaluate", "clustering"])
+    assert res.exit_code == 2 and "exactly one of --labeled-dir and --video" in res.output
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    res = CliRunner().invoke(main, ["evaluate", "clustering", "--video", str(video)])
+    assert res.exit_code == 2 and "--video needs --labels" in res.output
+
+
 def test_simulated_crawl_keeps_the_dominant_cluster():
     ls = labeled_set(faceless=0)
     out = ev.evaluate(ls, cluster_params(), seed=0, simulate_crawl=0.3)

@@ -93,6 +93,16 @@ def test_primary_face_is_large_and_central():
     assert quality.primary_index(np.zeros((0, 4)), 10, 10) == -1
 
 
+def test_primary_face_is_never_a_weak_candidate_when_a_sure_face_exists():
+    # A web photo: the real face small and high (score 1.0), a torso-sized false candidate below it (0.6).
+    boxes = np.array([[100, 20, 160, 80], [70, 110, 200, 260]], np.float64)
+    scores = np.array([1.0, 0.6])
+    assert quality.primary_index(boxes, 260, 300) == 1  # size alone picks the torso
+    assert quality.primary_index(boxes, 260, 300, scores, min_score=0.9) == 0
+    # Only weak candidates: the usual rule among them (the face is filtered later, with its reason).
+    assert quality.primary_index(boxes, 260, 300, np.array([0.6, 0.7]), min_score=0.9) == 1
+
+
 def test_frontal_landmarks_give_a_frontal_pose():
     lms = np.array([[100, 100], [160, 100], [130, 135], [108, 165], [152, 165]], np.float64)
     yaw, pitch, roll = head_pose(lms, 260, 260)

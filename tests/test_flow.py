@@ -43,7 +43,9 @@ def artifacts(flow_run_id) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def flow_project(tmp_path_factory, lfw):
-    return make_project(tmp_path_factory.mktemp("flow") / "proj", lfw, names=SAMPLE_NAMES[:2], per_name=3)
+    # Two people whose first three photos cluster at any cut from 0.30 to 0.32 (Bill Clinton's sit 0.31-0.36
+    # apart: a sample on the edge of the threshold would test the clustering defaults, not the flow).
+    return make_project(tmp_path_factory.mktemp("flow") / "proj", lfw, names=SAMPLE_NAMES[1:3], per_name=3)
 
 
 def test_build_flow_runs_every_stage_in_dag_order(prefect_harness, flow_project):

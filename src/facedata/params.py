@@ -151,7 +151,7 @@ SPEC: dict[str, Spec] = {
     "detect.max_side": Spec(1920, (int,), _nonneg, ">= 0", "larger images are shrunk for detection (0: never)"),
     "detect.candidate_score": Spec(0.5, NUM, _in(0, 1), "0..1", "detector floor: weaker candidates are no faces"),
     "detect.min_score": Spec(0.9, NUM, _in(0, 1), "0..1", "faces with a lower detector score are filtered"),
-    "detect.min_face_px": Spec(40, NUM, _nonneg, ">= 0", "faces whose box is smaller are filtered"),
+    "detect.min_face_px": Spec(20, NUM, _nonneg, ">= 0", "faces whose box is smaller are filtered"),
     "detect.max_outside": Spec(0.25, NUM, _in(0, 1), "0..1", "faces with more of the box off-image are filtered"),
     "detect.min_blur": Spec(6.0, NUM, _nonneg, ">= 0", "faces whose crop is blurrier are filtered"),
     "detect.max_abs_yaw": Spec(75.0, NUM, _in(0, 180), "0..180", "faces turned further are filtered (deg)"),
@@ -189,7 +189,7 @@ SPEC: dict[str, Spec] = {
     # --- cluster (issue 4); distances are L2 between unit vectors (cosine = 1 - d^2/2) ---
     "cluster.method": Spec("knn_average", (str,), *_CLUSTER, "clustering algorithm (baselines for comparison)"),
     "cluster.threshold": Spec(
-        0.32,
+        0.31,
         NUM,
         _in(0, 2),
         "0..2",
@@ -209,8 +209,27 @@ SPEC: dict[str, Spec] = {
     "cluster.relax": Spec(
         0.01, NUM, _in(0, 1), "0..1", "knn_average: cosine threshold eased by this for large clusters"
     ),
+    "cluster.link": Spec(
+        True, (bool,), None, "", "knn_average: second level linking the clusters of one person (see docs)"
+    ),
+    "cluster.link_k": Spec(20, (int,), _in(1, 1000), "1..1000", "link: each face's nearest faces that vote"),
+    "cluster.link_vote": Spec(
+        0.7, NUM, _in(0, 1), "0..1", "link: share of B's outside neighbours (beyond chance) that must be in A"
+    ),
+    "cluster.link_gap": Spec(
+        0.2, NUM, _in(0, 2), "0..2", "link: centre distance allowed between two parts of one person"
+    ),
+    "cluster.link_z": Spec(
+        1.4, NUM, _in(0, 10), "0..10", "link: plus this many standard errors of the centres (from their spread)"
+    ),
+    "cluster.link_open_share": Spec(
+        0.1, NUM, _in(0, 1), "0..1", "link: runs with at most this share of faces in small clusters are open"
+    ),
+    "cluster.link_reach": Spec(
+        0.44, NUM, _in(0, 2), "0..2", "link, open runs: small clusters join the cluster they vote for this near"
+    ),
     "cluster.refine": Spec(True, (bool,), None, "", "knn_average: eject outliers, let stragglers join"),
-    "cluster.join_threshold": Spec(0.32, NUM, _in(0, 2), "0..2", "refine: max distance to a cluster's centre"),
+    "cluster.join_threshold": Spec(0.31, NUM, _in(0, 2), "0..2", "refine: max distance to a cluster's centre"),
     "cluster.join_max_size": Spec(
         1, (int,), _pos, "> 0", "refine: clusters up to this size may join a bigger one"
     ),
@@ -219,7 +238,7 @@ SPEC: dict[str, Spec] = {
     "cluster.cannot_link": Spec(True, (bool,), None, "", "two faces of one image are never one cluster"),
     "cluster.must_link_tracks": Spec(True, (bool,), None, "", "faces tracked across video frames start together"),
     "cluster.track_min_iou": Spec(0.3, NUM, _in(0, 1), "0..1", "box overlap linking faces of adjacent frames"),
-    "cluster.track_max_distance": Spec(0.55, NUM, _in(0, 2), "0..2", "track links need faces this close"),
+    "cluster.track_max_distance": Spec(0.4, NUM, _in(0, 2), "0..2", "track links need faces this close"),
     "cluster.min_samples": Spec(1, (int,), _pos, "> 0", "dbscan / hdbscan min_samples"),
     "cluster.min_cluster_size": Spec(2, (int,), _in(2, 10**9), ">= 2", "hdbscan min_cluster_size"),
     "cluster.resolution": Spec(1.0, NUM, _pos, "> 0", "leiden resolution"),

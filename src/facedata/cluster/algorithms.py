@@ -54,6 +54,13 @@ class Options:
     min_samples: int = default("cluster.min_samples")
     min_cluster_size: int = default("cluster.min_cluster_size")
     resolution: float = default("cluster.resolution")
+    link: bool = default("cluster.link")
+    link_k: int = default("cluster.link_k")
+    link_vote: float = default("cluster.link_vote")
+    link_gap: float = default("cluster.link_gap")
+    link_z: float = default("cluster.link_z")
+    link_open_share: float = default("cluster.link_open_share")
+    link_reach: float = default("cluster.link_reach")
     refine: bool = default("cluster.refine")
     jaccard_k: int = default("cluster.jaccard_k")
     jaccard_weight: float = default("cluster.jaccard_weight")
@@ -154,6 +161,10 @@ def knn_average(x: np.ndarray, opts: Options) -> np.ndarray:
         bonus=bonus,
         relax=opts.relax,
     )
+    if opts.link:
+        from facedata.cluster.link import link_clusters
+
+        labels = link_clusters(x, labels, idx, opts)
     if opts.refine:
         from facedata.cluster.refine import refine
 

@@ -30,7 +30,8 @@ def pair_keys(a: np.ndarray, b: np.ndarray, m: int) -> np.ndarray:
     return lo.astype(np.int64) * m + hi
 
 
-def _dots(sums: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def pair_dots(sums: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sums[a[i]] . sums[b[i]] for every i, in chunks (never an (edges x dim) array at once)."""
     out = np.empty(a.size, dtype=np.float64)
     for s in range(0, a.size, _CHUNK):
         sa, sb = sums[a[s : s + _CHUNK]], sums[b[s : s + _CHUNK]]
@@ -41,7 +42,7 @@ def _dots(sums: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _link(sums: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray, bonus=None) -> np.ndarray:
     """Average linkage between clusters a[i] and b[i]: the mean over their pairs of faces of cosine similarity
     plus the pair's bonus (bonus = the sum of the bonuses of their pairs)."""
-    dots = _dots(sums, a, b)
+    dots = pair_dots(sums, a, b)
     if bonus is not None:
         dots = dots + bonus
     return dots / (counts[a].astype(np.float64) * counts[b])

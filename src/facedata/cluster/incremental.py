@@ -1,8 +1,10 @@
 """Adding faces to an existing clustering without reclustering everything.
 
 A new face whose mean similarity to one existing cluster passes the merge threshold (the same test average
-linkage applies to a singleton and a cluster), clearly better than to any other cluster (`join_margin`), and
-without a cannot-link conflict, simply joins it. The remaining new faces are *doubtful*: their neighbourhood,
+linkage applies to a singleton and a cluster), clearly better than to any other cluster (`join_margin`), or
+that passes the second-level link test for a lone face (`facedata.cluster.link.face_link_target`: its nearest
+faces vote for the cluster and it sits within the cluster's spread-based allowance), and has no cannot-link
+conflict there, simply joins it. The remaining new faces are *doubtful*: their neighbourhood,
 meaning the clusters of their nearest faces plus the other doubtful new faces near them, is reclustered from
 scratch with the full method, and only those labels change. Everything else keeps its cluster.
 
@@ -23,6 +25,7 @@ import numpy as np
 
 from facedata.cluster.algorithms import Options, cluster, cos_of
 from facedata.cluster.graph import compact
+from facedata.cluster.link import face_link_target
 
 #: How far below the merge similarity a doubtful face's neighbour still pulls its cluster into the recluster.
 NEIGHBOURHOOD_SLACK = 0.02
@@ -84,8 +87,10 @@ def add_faces(
         order = np.argsort(-link)
         best, best_link = int(cands[order[0]]), float(link[order[0]])
         second = float(link[order[1]]) if cands.size > 1 else -1.0
-        conflict = any(labels[j] == best for j in partners.get(r, ()))
-        if best_link >= cos_thr and best_link - second >= opts.join_margin and not conflict:
+        if not (best_link >= cos_thr and best_link - second >= opts.join_margin):
+            # Not by average linkage; a person's straggler may still link by the second-level test.
+            best = face_link_target(x[r], labels[nb], sums, counts, n_old + 1, opts) if opts.link else -1
+        if best >= 0 and not any(labels[j] == best for j in partners.get(r, ())):
             labels[r] = best
             sums[best] += x[r]
             counts[best] += 1

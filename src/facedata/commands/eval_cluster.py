@@ -13,9 +13,22 @@ from facedata.commands import json_option, project_params, set_option
 @click.command("clustering")
 @click.option(
     "--labeled-dir",
-    required=True,
     type=click.Path(exists=True, file_okay=False),
+    default=None,
     help="a folder <identity>/<images>: the sub-folder names are the ground truth",
+)
+@click.option(
+    "--video",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="instead of a folder: a video whose sampled frames are clustered (needs --labels)",
+)
+@click.option(
+    "--labels",
+    "labels_csv",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="with --video: CSV frame_index,x1,y1,x2,y2,label of hand-labelled faces (each box counts once)",
 )
 @click.option(
     "--simulate-crawl",
@@ -23,6 +36,12 @@ from facedata.commands import json_option, project_params, set_option
     default=None,
     help="also simulate crawls: per identity with >= 5 images, add this fraction of distractor images from "
     "other identities, keep the dominant cluster, report crawl_precision / crawl_recall",
+)
+@click.option(
+    "--per-name",
+    is_flag=True,
+    help="also the dataset view: each identity queried by its name, the precision and recall of the images kept "
+    "for it, and how many clusters a reviewer would merge to complete it",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="shuffles the input order and distractors")
 @json_option("write the metrics here")
@@ -35,6 +54,15 @@ from facedata.commands import json_option, project_params, set_option
     "other",
 )
 @click.option("--split-seed", type=int, default=0, show_default=True, help="which halves --split makes")
+@click.option(
+    "--folds",
+    type=click.IntRange(0, None),
+    default=0,
+    show_default=True,
+    help="split the people into this many balanced folds instead of hash halves: --split test is fold --fold, "
+    "tune the others (cross-validation over people)",
+)
+@click.option("--fold", type=click.IntRange(0, None), default=0, show_default=True, help="the test fold")
 @set_option()
 @click.option(
     "--cache-dir",
@@ -42,8 +70,23 @@ from facedata.commands import json_option, project_params, set_option
     default=None,
     help="where detections and embeddings are cached (default $FACEDATA_CACHE/evaluate or ~/.cache/facedata)",
 )
-def clustering(labeled_dir, simulate_crawl, seed, json_out, split, split_seed, set_values, cache_dir) -> None:
-    """Cluster a labelled folder with the project's detect / embed / cluster params and report the metrics.
+def clustering(
+    labeled_dir,
+    video,
+    labels_csv,
+    simulate_crawl,
+    per_name,
+    seed,
+    json_out,
+    split,
+    split_seed,
+    folds,
+    fold,
+    set_values,
+    cache_dir,
+) -> None:
+    """Cluster a labelled folder (or a video with hand-labelled faces) with the project's detect / embed /
+    cluster params and report the metrics.
 
     \b
     Detections and embeddings are cached per folder, so evaluating other clustering params is fast. Faces go
@@ -51,25 +94,49 @@ def clustering(labeled_dir, simulate_crawl, seed, json_out, split, split_seed, s
     (n_no_face). Example, tuning on one half of LFW and reporting the other:
       facedata evaluate clustering --labeled-dir ../shared/data/faces/lfw --split tune --json tune.json
       facedata evaluate clustering --labeled-dir ../shared/data/faces/lfw --split test --simulate-crawl 0.3
+    Cross-validation over people (two balanced folds, report fold 1) and the per-name dataset view:
+      facedata evaluate clustering --labeled-dir ../shared/data/faces/webfaces --folds 2 --fold 1 --split test
+      --per-name
+    A video (frames sampled as params.yaml's ingest section says, e.g. --set ingest.video_fps=10):
+      facedata evaluate clustering --video clip.mp4 --labels clip_faces.csv
     """
     from tqdm import tqdm
 
     from facedata import atomic
-    from facedata.cluster.evaluate import EvaluationError, evaluate, json_view, prepare
+    from facedata.cluster.evaluate import (
+        EvaluationError,
+        evaluate,
+        evaluate_faces,
+        json_view,
+        prepare,
+        prepare_video,
+    )
 
+    if (labeled_dir is None) == (video is None):
+        raise click.UsageError("give exactly one of --labeled-dir and --video")
+    if video is not None and (labels_csv is None or simulate_crawl is not None or per_name or split != "all"):
+        raise click.UsageError("--video needs --labels, and takes no --simulate-crawl, --per-name or --split")
     params, where = project_params(set_values=set_values)
     click.echo(f"params: {where}", err=True)
     try:
-        ls = prepare(labeled_dir, params, cache_dir)
+        if video is not None:
+            out = json_view(
+                evaluate_faces(prepare_video(video, labels_csv, params, cache_dir), params["cluster"], seed)
+            )
+            result = {}
+        else:
+            ls = prepare(labeled_dir, params, cache_dir)
 
-        def progress(seq):
-            return tqdm(seq, desc="simulated crawls", unit="name", file=sys.stderr)
+            def progress(seq):
+                return tqdm(seq, desc="simulated crawls", unit="name", file=sys.stderr)
 
-        result = evaluate(ls, params["cluster"], seed, simulate_crawl, split, split_seed, progress)
+            result = evaluate(
+                ls, params["cluster"], seed, simulate_crawl, split, split_seed, progress, folds, fold, per_name
+            )
+            out = json_view(result)
     except EvaluationError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
-    out = json_view(result)
     if json_out:
         atomic.write_json(json_out, out)
     worst = sorted(result.get("crawl_identities", []), key=lambda r: r[2] + r[3])[:5]

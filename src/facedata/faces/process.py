@@ -47,7 +47,7 @@ def analyze_faces(rgb: np.ndarray, dets: Detections, params: dict, template: str
     h, w = rgb.shape[:2]
     dets = dets.order_by_score()
     n = min(len(dets), params["max_faces_per_image"])
-    primary = quality.primary_index(dets.boxes[:n], w, h)
+    primary = quality.primary_index(dets.boxes[:n], w, h, dets.scores[:n], params["min_score"])
     faces = []
     for k in range(n):
         box, score, lms = dets.boxes[k], float(dets.scores[k]), dets.landmarks[k]

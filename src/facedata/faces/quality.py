@@ -40,15 +40,23 @@ def outside_fraction(box: np.ndarray, width: int, height: int) -> float:
     return float(1.0 - ix * iy / area)
 
 
-def primary_index(boxes: np.ndarray, width: int, height: int) -> int:
+def primary_index(
+    boxes: np.ndarray, width: int, height: int, scores: np.ndarray | None = None, min_score: float = 0.0
+) -> int:
     """The photo's subject: the face with the best mix of size and closeness to the centre.
 
     Score = area / (1 + (distance of box centre to image centre / half the image diagonal)^2 * 4). On news
     photos the subject is large and central; a big face at the edge still beats a tiny one in the middle.
+    With `scores`, only detections scoring >= `min_score` compete when there are any: a weak candidate is
+    often no face at all (on web photos, a torso or a dress below the real face is a big central box), and
+    the subject must not be one of those.
     """
     if len(boxes) == 0:
         return -1
     b = np.asarray(boxes, dtype=np.float64)
+    if scores is not None and np.any(np.asarray(scores) >= min_score):
+        sure = np.flatnonzero(np.asarray(scores) >= min_score)
+        return int(sure[primary_index(b[sure], width, height)])
     area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
     cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
     half_diag = 0.5 * np.hypot(width, height)
