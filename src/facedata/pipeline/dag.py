@@ -26,6 +26,7 @@ class StageDef:
     outs: tuple[str, ...]
     persist: tuple[str, ...] = ()  # outs kept between runs (incremental stages)
     uncached: tuple[str, ...] = ()  # outs kept out of the DVC cache (small reports)
+    plots: tuple[str, ...] = ()  # DVC plots files (kept in git like metrics; drawn by PLOTS)
     desc: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -87,6 +88,17 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         ("data/dataset",),
         desc="ImageFolder of aligned crops + dataset.parquet with lineage",
     ),
+    # Recognizer (issue 18): trained on the exported dataset; its checkpoint (data/cache/train) is no out, so
+    # that DVC does not delete it before a rerun and a killed run resumes.
+    StageDef(
+        "train",
+        ("pipeline/train.py", "train", "embed", "faces", "imageio.py", "models.py", "device.py"),
+        ("data/dataset", f"{M}/embeddings.parquet"),
+        ("train", "embed", "detect"),
+        ("data/models/recognizer",),
+        plots=("data/plots/train.csv",),
+        desc="a recognizer for the cast: trained, evaluated, exported (model.pt, model.onnx, model card)",
+    ),
     # 3D faces (issue 6): after export, because fusing a person's views needs the dataset's identities and
     # `facedata train 3d` fine-tunes on exactly the dataset's faces.
     StageDef(
@@ -99,6 +111,24 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         uncached=("data/reports/reconstruct3d",),
         desc="3DMM landmarks, pose, gaze, dense textured meshes per face; one fused mesh per identity",
     ),
+)
+
+#: How `dvc plots show` draws the plots files (top-level `plots:` of dvc.yaml).
+PLOTS = (
+    {
+        "train top-1": {
+            "x": "epoch",
+            "y": {"data/plots/train.csv": ["train_top1", "val_top1"]},
+            "title": "recognizer top-1 by epoch (train split; val split)",
+        }
+    },
+    {
+        "train loss": {
+            "x": "epoch",
+            "y": {"data/plots/train.csv": ["train_loss", "val_loss"]},
+            "title": "recognizer margin loss by epoch",
+        }
+    },
 )
 
 #: Code every stage shares: a change to these reruns everything.
@@ -139,7 +169,9 @@ def render_dvc_yaml(code_deps: bool) -> str:
             "outs": outs,
             "metrics": [{f"data/metrics/{s.name}.json": {"cache": False}}],
         }
-    return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=110)
+        if s.plots:
+            stages[s.name]["plots"] = [{p: {"cache": False}} for p in s.plots]
+    return HEADER + yaml.safe_dump({"stages": stages, "plots": list(PLOTS)}, sort_keys=False, width=110)
 
 
 def read_dag(dvc_yaml: str | Path) -> list[str]:
