@@ -381,5 +381,25 @@ def main(argv: list[str]) -> dict:
                     f"TAR@1e-2 {r['tar_at_far_1e-2']:.4f} TAR@1e-3 {r['tar_at_far_1e-3']:.4f}",
                     flush=True,
                 )
+        if d == "lfw":
+            out["gallery_threshold"] = gallery_threshold(sets["clean"], groups["tune"][:20], test_ls, unknown_x)
         out["results"][d] = res
     return out
+
+
+def gallery_threshold(clean, names: list[str], test_ls, unknown_x: np.ndarray) -> dict:
+    """How params.yaml `identify.gallery_threshold` was chosen: the cosine to a 20-person gallery's mean
+    embeddings (clean labels, LFW tune half) that lets 1% of the strangers in."""
+    from facedata.train.evaluate import identification
+    from facedata.train.heads import class_means
+
+    index = {c: i for i, c in enumerate(names)}
+    x, labels = clean
+    keep = np.asarray([n in index for n in labels])
+    y = np.asarray([index[n] for n in labels if n in index])
+    protos = class_means(x[keep], y, np.ones(len(y)), len(names))
+    tx, tn, missed = probes(test_ls, names)
+    m = identification(
+        tx @ protos.T, np.asarray([index[n] for n in tn]), (unknown_x @ protos.T).max(1), n_missed=missed
+    )
+    return {"n_identities": len(names), **m}

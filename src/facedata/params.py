@@ -132,7 +132,7 @@ _TRAIN_SPEC: dict[str, Spec] = {
         1, (int,), _pos, "> 0", "torch CPU threads (weights are identical at equal threads)", perf=True
     ),
     "identify.gallery_threshold": Spec(
-        0.9,
+        0.94,
         NUM,
         _in(-1, 1),
         "-1..1",

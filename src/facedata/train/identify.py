@@ -115,7 +115,7 @@ def identify_files(
     from facedata.faces.analyze import analyze_files
 
     for res in analyze_files(list(paths), detect, gallery.embed_params, workers, root=root, progress=progress):
-        names, scores = gallery.name(np.array([f.embedding for f in res.faces]).reshape(len(res.faces), -1))
+        names, scores = gallery.name(np.array([f.embedding for f in res.faces], dtype=np.float32))
         faces = [
             {
                 "box": [round(float(v), 1) for v in f.box],
