@@ -236,3 +236,22 @@ def test_dvc_repro_runs_train_and_plots_show_renders(tmp_path):
     assert html.returncode == 0 and "val_loss" in (tmp_path / "plots" / "index.html").read_text()
     metrics = run("metrics", "show", "--json")
     assert "top1" in metrics.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_finetune_verifies_the_new_embedding_on_lfw_pairs(tmp_path, lfw):
+    pairs = lfw / "pairs_shared.txt"
+    root = synthetic_project(
+        tmp_path / "p",
+        n_ids=2,
+        per_id=4,
+        crops=True,
+        train={"mode": "finetune", "epochs": 1, "eval_pairs": str(pairs), "eval_pairs_limit": 6},
+    )
+    assert run_stage("train", root) == 0
+    v = json.loads((root / "data" / "metrics" / "train.json").read_text())["verification"]
+    assert "6 pairs" in v["pairs"]
+    for key in ("before", "after"):
+        assert v[key]["n_pairs"] == 6 and v[key]["n_failed_pairs"] == 0 and 0 <= v[key]["accuracy"] <= 1
+    assert "LFW-style pairs" in (root / "data" / "models" / "recognizer" / "MODEL_CARD.md").read_text()

@@ -377,6 +377,14 @@ def default(key: str) -> Any:
     return copy.deepcopy(SPEC[key].default)
 
 
+def settings(cls, section: dict, **override):
+    """An instance of the settings dataclass `cls` from a params section (keys `cls` lacks are ignored) and
+    the overrides that are not None (command-line options)."""
+    values = {k: section[k] for k in cls.__dataclass_fields__ if k in section}
+    values.update({k: v for k, v in override.items() if v is not None})
+    return cls(**values)
+
+
 def defaults() -> dict:
     """Every parameter at its default, as `load` returns them: for library callers outside a project."""
     out: dict = {}

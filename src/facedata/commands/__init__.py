@@ -29,6 +29,17 @@ def json_option(help: str = "also write the result to this JSON file"):  # noqa:
     return click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help=help)
 
 
+def out_option(default: str):
+    """`--out DIR` (parameter `out_dir`): where a command writes its files; `default` says where otherwise."""
+    return click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help=f"output folder (default: {default})",
+    )
+
+
 def set_option():
     """`--set SECTION.KEY=VALUE` (parameter `set_values`, repeatable): a parameter override for this run only."""
     return click.option(

@@ -9,18 +9,12 @@ from pathlib import Path
 
 import click
 
-from facedata.commands import project_params, set_option
+from facedata.commands import out_option, project_params, set_option
 
 
 @click.command("recognizer")
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="project directory (default: here)")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="output folder (default: the stage's data/models/recognizer)",
-)
+@out_option("the stage's data/models/recognizer")
 @click.option(
     "--mode", type=click.Choice(["head", "finetune", "centroid"]), default=None, help="default: train.mode"
 )

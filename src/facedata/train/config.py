@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from facedata.params import default
+from facedata.params import default, settings
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,7 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, p: dict, **override) -> TrainConfig:
-        values = {k: p[k] for k in cls.__dataclass_fields__ if k in p}
-        values.update({k: v for k, v in override.items() if v is not None})
-        return cls(**values)
+        return settings(cls, p, **override)
 
     def identity(self) -> dict:
         """What must match for a checkpoint to be resumed: everything that shapes the weights (not where or how
