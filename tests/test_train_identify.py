@@ -38,6 +38,13 @@ def test_train_metrics_with_distractors(trained):
     assert m["open_set_protocol"].startswith("distractors") and m["n_negatives"] > 0
     assert m["test"]["n_impostors"] > 0 and m["n_classes"] == len(SAMPLE_NAMES)
     assert m["top1"] == 1.0
+    cached = list((trained / "data" / "cache" / "train").glob("distractors-*.npz"))
+    assert len(cached) == 1  # the distractors' faces are kept for the next training
+    stamp = cached[0].stat().st_mtime_ns
+    assert run_stage("train", trained) == 0
+    assert cached[0].stat().st_mtime_ns == stamp
+    again = json.loads((trained / "data" / "metrics" / "train.json").read_text())
+    assert again["n_negatives"] == m["n_negatives"] and again["test"] == m["test"]
 
 
 def _known_photo(lfw, name: str):

@@ -70,12 +70,57 @@ class Distractors:
         return hashlib.sha256(np.ascontiguousarray(self.x[rows]).tobytes()).hexdigest()[:16]
 
 
-def distractor_faces(files: list[Path], detect: dict, embed: dict, root: Path, seed: int) -> Distractors:
+def distractor_faces(
+    files: list[Path], detect: dict, embed: dict, root: Path, seed: int, cache_dir: Path, crops: bool
+) -> Distractors:
+    """The distractor photos' primary usable faces (with aligned crops when `crops`), cached in `cache_dir` by
+    the files (path, size, mtime) and every detect/embed setting that changes results, so a retraining does
+    not detect them again."""
+    import json
+
+    from facedata.params import SPEC
+
+    def results_only(section: str, p: dict) -> dict:
+        return {k: v for k, v in p.items() if not getattr(SPEC.get(f"{section}.{k}"), "perf", False)}
+
+    stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    key = json.dumps([stats, results_only("detect", detect), results_only("embed", embed), crops], default=str)
+    cache = cache_dir / f"distractors-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            x, people, c = z["x"], [str(v) for v in z["people"]], list(z["crops"]) if crops else []
+    else:
+        x, c, people = _detect_primary_faces(files, detect, embed, root, crops)
+        if not len(x):
+            raise TrainDataError(f"no usable face in the {len(files)} train.distractors photos")
+        arrays = {"x": x, "people": np.asarray(people), "crops": np.asarray(c) if crops else np.zeros(0)}
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a temporary name
+                np.savez(fh, **arrays)
+
+        atomic.write_with(cache, save)
+    half = np.asarray([int(hashlib.sha256(f"{seed}\x1f{n}".encode()).hexdigest()[:8], 16) % 2 for n in people])
+    return Distractors(np.asarray(x, dtype=np.float32), c, people, half == 0)
+
+
+def _detect_primary_faces(files: list[Path], detect: dict, embed: dict, root: Path, crops: bool):
+    """(vectors, crops, people) of the photos' primary usable faces: over the worker pool, or in this process
+    when the aligned crops are wanted too."""
+    xs, cs, people = [], [], []
+    if not crops:
+        from facedata.faces.analyze import analyze_files
+
+        for f, res in zip(files, analyze_files(files, detect, embed, detect["workers"], root=root), strict=True):
+            face = next((x for x in res.faces if x.is_primary and x.ok), None)
+            if face is not None:
+                xs.append(face.embedding)
+                people.append(f.parent.name)
+        return np.asarray(xs, dtype=np.float32), cs, people
     from facedata.faces.analyze import FaceAnalyzer
     from facedata.imageio import ImageRejected, read_image_file
 
     analyzer = FaceAnalyzer(detect, embed, root)
-    xs, crops, people = [], [], []
     for s in range(0, len(files), 8):
         batch = []
         for p in files[s : s + 8]:
@@ -87,12 +132,9 @@ def distractor_faces(files: list[Path], detect: dict, embed: dict, root: Path, s
             f = next((f for f in faces if f.is_primary and f.ok), None)
             if f is not None:
                 xs.append(f.embedding)
-                crops.append(f.crop)
+                cs.append(f.crop)
                 people.append(p.parent.name)
-    if not xs:
-        raise TrainDataError(f"no usable face in the {len(files)} train.distractors photos")
-    half = np.asarray([int(hashlib.sha256(f"{seed}\x1f{n}".encode()).hexdigest()[:8], 16) % 2 for n in people])
-    return Distractors(np.asarray(xs, dtype=np.float32), crops, people, half == 0)
+    return np.asarray(xs, dtype=np.float32), cs, people
 
 
 def make_net(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, w: np.ndarray, n_classes: int, device: str):
@@ -218,7 +260,15 @@ def train_project(
     if cfg.distractors:
         files = distractor_files(cfg.distractors, set(data.classes), cfg.seed, root)
         log(f"embedding {len(files)} distractor photos (people not in the cast)")
-        dis = distractor_faces(files, params["detect"], {**embed_params, "device": device}, root, cfg.seed)
+        dis = distractor_faces(
+            files,
+            params["detect"],
+            {**embed_params, "device": device},
+            root,
+            cfg.seed,
+            checkpoint.parent,
+            crops=cfg.mode == "finetune",
+        )
     neg = np.flatnonzero(dis.negatives) if dis is not None else np.zeros(0, dtype=np.int64)
     imp = np.flatnonzero(~dis.negatives) if dis is not None else np.zeros(0, dtype=np.int64)
     t0 = time.perf_counter()
