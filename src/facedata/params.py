@@ -92,7 +92,7 @@ _TRAIN_SPEC: dict[str, Spec] = {
     "train.hidden_dim": Spec(256, (int,), _pos, "> 0", "width of the projection MLP"),
     "train.epochs": Spec(15, (int,), _pos, "> 0", "passes over the train split"),
     "train.batch_size": Spec(64, (int,), _pos, "> 0", "faces per step"),
-    "train.lr": Spec(0.01, NUM, _pos, "> 0", "SGD (momentum 0.9) learning rate of the head, cosine-decayed"),
+    "train.lr": Spec(0.005, NUM, _pos, "> 0", "SGD (momentum 0.9) learning rate of the head, cosine-decayed"),
     "train.backbone_lr": Spec(0.001, NUM, _pos, "> 0", "finetune: learning rate of the backbone"),
     "train.weight_decay": Spec(5e-4, NUM, _nonneg, ">= 0", "L2 penalty on the weights"),
     "train.augment": Spec(True, (bool,), None, "", "finetune: random mirror, shift, scale, brightness, contrast"),
