@@ -255,3 +255,16 @@ def test_finetune_verifies_the_new_embedding_on_lfw_pairs(tmp_path, lfw):
     for key in ("before", "after"):
         assert v[key]["n_pairs"] == 6 and v[key]["n_failed_pairs"] == 0 and 0 <= v[key]["accuracy"] <= 1
     assert "LFW-style pairs" in (root / "data" / "models" / "recognizer" / "MODEL_CARD.md").read_text()
+
+
+def test_train_recognizer_command(tmp_path):
+    root = synthetic_project(tmp_path / "p")
+    out = tmp_path / "centroid"
+    cmd = [str(BIN / "facedata"), "train", "recognizer", "--root", str(root), "--mode", "centroid"]
+    proc = subprocess.run([*cmd, "--out", str(out), "--json"], env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads(proc.stdout)
+    assert m["mode"] == "centroid" and m["epochs_run"] == 0 and m["top1"] == m["baseline"]["top1"]
+    assert (out / "model.pt").is_file() and (out / "model.onnx").is_file() and (out / "metrics.json").is_file()
+    bad = subprocess.run([*cmd, "--set", "train.margin=5"], env=env(), capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "train.margin must be 0..1" in bad.stderr
