@@ -261,7 +261,9 @@ def test_train_recognizer_command(tmp_path):
     root = synthetic_project(tmp_path / "p")
     out = tmp_path / "centroid"
     cmd = [str(BIN / "facedata"), "train", "recognizer", "--root", str(root), "--mode", "centroid"]
-    proc = subprocess.run([*cmd, "--out", str(out), "--json"], env=env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [*cmd, "--out", str(out), "--json"], env=env(), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr
     m = json.loads(proc.stdout)
     assert m["mode"] == "centroid" and m["epochs_run"] == 0 and m["top1"] == m["baseline"]["top1"]
