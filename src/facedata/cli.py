@@ -256,6 +256,11 @@ def _print_summary(root: Path) -> None:
     click.echo(
         f"  validation     {root / 'data' / 'reports' / 'validate.html'}  (passed: {m('validate', 'passed')})"
     )
+    if "train" in metrics:
+        click.echo(
+            f"  recognizer     {root / 'data' / 'models' / 'recognizer'}  (test top-1 {m('train', 'top1')}, "
+            f"TAR @ FAR 1e-2 {m('train', 'tar_at_far_1e-2')}; `facedata identify PHOTO`)"
+        )
     click.echo("\nsummary")
     click.echo(
         f"  images {m('ingest', 'n_images')} ({m('ingest', 'n_video_frames')} video frames, "

@@ -65,6 +65,81 @@ _CLUSTER = _one_of("knn_average", "agglomerative", "chinese_whispers", "dbscan",
 
 NUM = (int, float)
 
+
+def _distractor_folders(v: Any) -> bool:
+    return all(
+        isinstance(d, dict) and isinstance(d.get("root"), str) and set(d) <= {"root", "max_images"} for d in v
+    )
+
+
+_TRAIN_SPEC: dict[str, Spec] = {
+    "train.mode": Spec(
+        "head",
+        (str,),
+        *_one_of("head", "finetune", "centroid"),
+        "head: margin head on the frozen embeddings (CPU, minutes); finetune: the dlib ResNet end to end on the "
+        "crops (meant for a GPU); centroid: no training, each identity's mean embedding",
+    ),
+    "train.loss": Spec("arcface", (str,), *_one_of("cosface", "arcface"), "margin loss"),
+    "train.scale": Spec(32.0, NUM, _pos, "> 0", "logit scale s of the margin loss"),
+    "train.margin": Spec(0.1, NUM, _in(0, 1), "0..1", "cosface: cosine margin; arcface: angular margin (rad)"),
+    "train.projection": Spec(
+        "mlp",
+        (str,),
+        *_one_of("none", "mlp"),
+        "none: class prototypes in the embedding space; mlp: a residual MLP",
+    ),
+    "train.hidden_dim": Spec(256, (int,), _pos, "> 0", "width of the projection MLP"),
+    "train.epochs": Spec(15, (int,), _pos, "> 0", "passes over the train split"),
+    "train.batch_size": Spec(64, (int,), _pos, "> 0", "faces per step"),
+    "train.lr": Spec(0.005, NUM, _pos, "> 0", "SGD (momentum 0.9) learning rate of the head, cosine-decayed"),
+    "train.backbone_lr": Spec(0.001, NUM, _pos, "> 0", "finetune: learning rate of the backbone"),
+    "train.weight_decay": Spec(5e-4, NUM, _nonneg, ">= 0", "L2 penalty on the weights"),
+    "train.augment": Spec(True, (bool,), None, "", "finetune: random mirror, shift, scale, brightness, contrast"),
+    "train.weight_reviewed": Spec(1.0, NUM, _nonneg, ">= 0", "sample weight of faces a reviewer accepted"),
+    "train.weight_unreviewed": Spec(1.0, NUM, _nonneg, ">= 0", "sample weight of faces nobody reviewed..."),
+    "train.confidence_weighting": Spec(
+        True, (bool,), None, "", "...times their clustering confidence (auto_confidence) when the dataset has it"
+    ),
+    "train.negative_weight": Spec(
+        1.0,
+        NUM,
+        _nonneg,
+        ">= 0",
+        "weight of the unknown-class loss on half of the train.distractors faces (0: train on the cast alone)",
+    ),
+    "train.far": Spec(
+        0.01, NUM, _in(1e-6, 0.5), "1e-6..0.5", "the model's 'unknown' threshold lets this share of strangers in"
+    ),
+    "train.distractors": Spec(
+        [],
+        (list,),
+        _distractor_folders,
+        "a list of {root, max_images}",
+        "folders <person>/<photos> of people NOT in the cast: half (by person) trains the unknown class, half "
+        "measures open-set rejection and sets the threshold",
+    ),
+    "train.eval_pairs": Spec(
+        "", (str,), None, "", "finetune: LFW-style pairs file to verify the new embedding on"
+    ),
+    "train.eval_pairs_limit": Spec(0, (int,), _nonneg, ">= 0", "use the first N pairs (0: all)"),
+    "train.seed": Spec(0, (int,), None, "", "initialisation, data order and augmentation seed"),
+    "train.checkpoint_every": Spec(
+        1, (int,), _pos, "> 0", "epochs between checkpoints (resume points)", perf=True
+    ),
+    "train.device": Spec("auto", (str,), *_DEVICE, "auto uses a GPU when one is present", perf=True),
+    "train.threads": Spec(
+        1, (int,), _pos, "> 0", "torch CPU threads (weights are identical at equal threads)", perf=True
+    ),
+    "identify.gallery_threshold": Spec(
+        0.94,
+        NUM,
+        _in(-1, 1),
+        "-1..1",
+        "`facedata identify --gallery`: cosine similarity to an identity's mean embedding needed to name a face",
+    ),
+}
+
 #: Every parameter, by dotted key. Lists of sources are checked by `_check_sources`.
 SPEC: dict[str, Spec] = {
     # --- sources / ingest / crawl (issue 5; lists of sources are checked by facedata.sources.config) ---
@@ -318,6 +393,8 @@ SPEC: dict[str, Spec] = {
     "train3d.seed": Spec(0, (int,), None, "", "data order and augmentation seed"),
     "train3d.device": Spec("auto", (str,), *_DEVICE, "", perf=True),
     "train3d.threads": Spec(1, (int,), _pos, "> 0", "torch CPU threads (more stall on a busy machine)", perf=True),
+    # --- stage train (issue 18): a recognizer for the dataset's identities; `facedata identify` uses it --------
+    **_TRAIN_SPEC,
 }
 
 
@@ -325,6 +402,14 @@ def default(key: str) -> Any:
     """The default of one dotted key: library-level settings (dataclasses callers build without a params.yaml)
     take theirs from here, so a default is written once."""
     return copy.deepcopy(SPEC[key].default)
+
+
+def settings(cls, section: dict, **override):
+    """An instance of the settings dataclass `cls` from a params section (keys `cls` lacks are ignored) and
+    the overrides that are not None (command-line options)."""
+    values = {k: section[k] for k in cls.__dataclass_fields__ if k in section}
+    values.update({k: v for k, v in override.items() if v is not None})
+    return cls(**values)
 
 
 def defaults() -> dict:

@@ -21,6 +21,7 @@ GITIGNORE = """\
 # facedata: data/ is DVC-managed; stage metrics stay in git so `dvc metrics diff` can compare runs.
 /data/*
 !/data/metrics/
+!/data/plots/
 __pycache__/
 .venv/
 """

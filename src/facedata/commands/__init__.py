@@ -48,6 +48,17 @@ def exit_for(n_failed: int) -> None:
     sys.exit(1 if n_failed else 0)
 
 
+def out_option(default: str):
+    """`--out DIR` (parameter `out_dir`): where a command writes its files; `default` says where otherwise."""
+    return click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help=f"output folder (default: {default})",
+    )
+
+
 def set_option():
     """`--set SECTION.KEY=VALUE` (parameter `set_values`, repeatable): a parameter override for this run only."""
     return click.option(

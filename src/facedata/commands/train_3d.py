@@ -8,16 +8,12 @@ from pathlib import Path
 
 import click
 
+from facedata.commands import out_option
+
 
 @click.command("3d")
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="project directory (default: here)")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="output folder (default: data/models/recon3d in the project)",
-)
+@out_option("data/models/recon3d in the project")
 @click.option("--steps", type=int, default=None, help="optimiser steps (default: params train3d.steps)")
 @click.option("--batch-size", type=int, default=None, help="faces per step (default: train3d.batch_size)")
 @click.option("--lr", type=float, default=None, help="learning rate (default: train3d.lr)")

@@ -171,7 +171,11 @@ def build_module(weights: DlibResNetWeights):
 
         def forward(self, rgb_uint8):
             """(N, 150, 150, 3) uint8 RGB -> (N, 128) float32, dlib's raw (unnormalised) descriptor."""
-            x = (rgb_uint8.permute(0, 3, 1, 2).float() - self.mean) / 256.0
+            return self.forward_normalized((rgb_uint8.permute(0, 3, 1, 2).float() - self.mean) / 256.0)
+
+        def forward_normalized(self, x):
+            """The same from (N, 3, 150, 150) float input already normalised as dlib does ((rgb - mean) / 256):
+            what fine-tuning (float augmentations) and its ONNX export (input spec: `normalization`) take."""
             x = F.max_pool2d(F.relu(self._ca(0, x)), 3, 2)
             k = 1
             for n_blocks, down in LEVELS:
@@ -186,6 +190,18 @@ def build_module(weights: DlibResNetWeights):
             return x.mean(dim=(2, 3)) @ self.fc
 
     return DlibResNet().eval()
+
+
+def normalization(weights: DlibResNetWeights) -> dict:
+    """The input spec (`embed.onnx` keys) of a model taking `forward_normalized` input."""
+    return {
+        "template": "dlib150",
+        "size": 150,
+        "mean": [float(v) for v in weights.mean_rgb],
+        "std": 256.0,
+        "channels": "rgb",
+        "layout": "nchw",
+    }
 
 
 class DlibResNetEmbedder(TorchEmbedder):

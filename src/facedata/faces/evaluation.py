@@ -124,12 +124,8 @@ def verification_metrics(distances: np.ndarray, same: np.ndarray, folds: np.ndar
         correct = (pred == s[test]) & ~failed[test]
         accs.append(float(correct.mean()))
         ths.append(t)
-    neg = d[~s & ~failed]
     n_neg = int((~s).sum())
-    allowed = math.floor(far * n_neg + 1e-9)
-    neg_sorted = np.sort(neg)
-    # strictest threshold accepting at most `allowed` negatives: just below the (allowed+1)-th smallest
-    t_far = float(neg_sorted[allowed]) if allowed < len(neg_sorted) else float("inf")
+    t_far = distance_at_far(d[~s & ~failed], far, n_neg)
     pos = d[s]
     tar = float(np.mean(pos < t_far)) if len(pos) else 0.0
     return {
@@ -143,6 +139,16 @@ def verification_metrics(distances: np.ndarray, same: np.ndarray, folds: np.ndar
         "n_negative_pairs": n_neg,
         "n_failed_pairs": int(failed.sum()),
     }
+
+
+def distance_at_far(negatives: np.ndarray, far: float, n_negatives: int | None = None) -> float:
+    """The strictest distance threshold t (accept d < t) that accepts at most floor(far * N) negatives: the
+    (k+1)-th smallest negative distance. N is `n_negatives` (negatives that failed count in N but can never be
+    accepted), else len(negatives); +inf when every negative may be accepted."""
+    n = len(negatives) if n_negatives is None else n_negatives
+    allowed = math.floor(far * n + 1e-9)
+    ordered = np.sort(np.asarray(negatives, dtype=np.float64))
+    return float(ordered[allowed]) if allowed < len(ordered) else float("inf")
 
 
 def labelled_face_index(boxes: np.ndarray, width: int, height: int, label_box: np.ndarray | None = None) -> int:

@@ -32,6 +32,7 @@ class StageDef:
     params: tuple[str, ...]
     outs: tuple[str, ...]
     persist: tuple[str, ...] = ()  # outs kept between runs (incremental stages)
+    plots: tuple[str, ...] = ()  # DVC plots files (kept in git like metrics; drawn by PLOTS)
     desc: str = ""
     model: bool = False  # runs a model: `facedata.pipeline.<name>.model_identity(params, project)`
     extra: dict = field(default_factory=dict)
@@ -104,6 +105,17 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         ("data/dataset",),
         desc="ImageFolder of aligned crops + dataset.parquet with lineage",
     ),
+    # Recognizer (issue 18): trained on the exported dataset; its checkpoint (data/cache/train) is no out, so
+    # that DVC does not delete it before a rerun and a killed run resumes.
+    StageDef(
+        "train",
+        ("data/dataset", f"{M}/embeddings.parquet"),
+        ("train", "embed", "detect"),
+        ("data/models/recognizer",),
+        plots=("data/plots/train.csv",),
+        desc="a recognizer for the cast: trained, evaluated, exported (model.pt, model.onnx, model card)",
+        model=True,
+    ),
     # 3D faces (issue 6): after export, because fusing a person's views needs the dataset's identities and
     # `facedata train 3d` fine-tunes on exactly the dataset's faces.
     StageDef(
@@ -123,6 +135,24 @@ VERSIONS = "versions.yaml"
 
 #: The stage command: `stages/run.sh` (written beside the stage modules) picks the Python that has facedata.
 RUNNER = "stages/run.sh"
+
+#: How `dvc plots show` draws the plots files (top-level `plots:` of dvc.yaml).
+PLOTS = (
+    {
+        "train top-1": {
+            "x": "epoch",
+            "y": {"data/plots/train.csv": ["train_top1", "val_top1"]},
+            "title": "recognizer top-1 by epoch (train split; val split)",
+        }
+    },
+    {
+        "train loss": {
+            "x": "epoch",
+            "y": {"data/plots/train.csv": ["train_loss", "val_loss"]},
+            "title": "recognizer margin loss by epoch",
+        }
+    },
+)
 
 HEADER = """\
 # The facedata pipeline, rendered from facedata.pipeline.dag (edit that, then `facedata dvc-yaml --write`).
@@ -210,7 +240,9 @@ def render_dvc_yaml(code_deps: bool) -> str:
             "outs": outs,
             "metrics": [{f"data/metrics/{s.name}.json": {"cache": False}}],
         }
-    return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=110)
+        if s.plots:
+            stages[s.name]["plots"] = [{p: {"cache": False}} for p in s.plots]
+    return HEADER + yaml.safe_dump({"stages": stages, "plots": list(PLOTS)}, sort_keys=False, width=110)
 
 
 def stage_versions(root: str | Path, params: dict, code: bool) -> dict[str, dict[str, str]]:

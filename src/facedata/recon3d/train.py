@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from facedata import atomic
+from facedata.params import settings
 from facedata.recon3d import bfm, crop
 
 CHECKPOINT = "checkpoint.pt"
@@ -64,9 +65,7 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, p: dict, **override) -> TrainConfig:
-        values = {k: p[k] for k in cls.__dataclass_fields__ if k in p}
-        values.update({k: v for k, v in override.items() if v is not None})
-        return cls(**values)
+        return settings(cls, p, **override)
 
     def identity(self) -> dict:
         """What must match for a checkpoint to be resumed (everything except the step count and device)."""
