@@ -147,7 +147,8 @@ def layout(lfw: Path, webfaces: Path, fraction: float, seed: int) -> dict:
 
 
 def _link_tree(folder: Path, groups: dict[str, list[Path]], seed: int) -> dict[str, str]:
-    """`folder/<name>/<opaque>.jpg` symlinks (names say nothing about the person); returns link -> target."""
+    """`folder/<name>/<opaque>.jpg` hard links, or copies across file systems (names say nothing about the
+    person; not symlinks: the folder source refuses links that leave its root); returns file -> original."""
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
@@ -157,7 +158,10 @@ def _link_tree(folder: Path, groups: dict[str, list[Path]], seed: int) -> dict[s
         d.mkdir(parents=True)
         for p in paths:
             link = d / f"{_h(seed, name, p.resolve()):08x}{p.suffix.lower()}"
-            link.symlink_to(p.resolve())
+            try:
+                os.link(p.resolve(), link)
+            except OSError:
+                shutil.copyfile(p.resolve(), link)
             made[str(link)] = str(p.resolve())
     return made
 
@@ -165,7 +169,8 @@ def _link_tree(folder: Path, groups: dict[str, list[Path]], seed: int) -> dict[s
 def materialize(work: Path, plan: dict, seed: int) -> dict:
     """Write the folders of `plan` under `work` (only when the plan changed) and return where they are."""
     work.mkdir(parents=True, exist_ok=True)
-    stamp = hashlib.sha256(json.dumps(plan, default=str, sort_keys=True).encode()).hexdigest()[:16]
+    key = {"plan": plan, "files": "hardlink-or-copy"}
+    stamp = hashlib.sha256(json.dumps(key, default=str, sort_keys=True).encode()).hexdigest()[:16]
     done = work / "layout.json"
     out = {
         "unknown": work / "unknown",

@@ -224,6 +224,7 @@ def test_dvc_repro_runs_train_and_plots_show_renders(tmp_path):
     run = lambda *a: subprocess.run(  # noqa: E731
         [str(BIN / "dvc"), *a], cwd=root, env=env(), capture_output=True, text=True, timeout=600
     )
+    assert run("repro", "--single-item", "check").returncode == 0  # every stage waits for the params check
     out = run("repro", "--single-item", "train")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Running stage 'train'" in out.stdout

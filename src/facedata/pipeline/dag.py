@@ -36,7 +36,6 @@ class StageDef:
     desc: str = ""
     model: bool = False  # runs a model: `facedata.pipeline.<name>.model_identity(params, project)`
     extra: dict = field(default_factory=dict)
-    uncached: tuple[str, ...] = ()  # outs kept out of the DVC cache (small reports)
     params_file: bool = False  # tracks the whole of params.yaml (every key, unknown ones included)
 
 
@@ -50,7 +49,6 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         (),
         (),
         (CHECKED,),
-        uncached=(CHECKED,),
         desc="params.yaml checked (unknown keys, types, ranges, missing sections) before any stage runs",
         params_file=True,
     ),
@@ -229,8 +227,6 @@ def render_dvc_yaml(code_deps: bool) -> str:
             opts = {}
             if o in s.persist:
                 opts["persist"] = True
-            if o in s.uncached:
-                opts["cache"] = False
             outs.append({o: opts} if opts else o)
         stages[s.name] = {
             "desc": s.desc,
