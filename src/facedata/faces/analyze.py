@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facedata.faces.detect import make_detector
+from facedata.faces.detect import Detections, make_detector
 from facedata.faces.process import Face, analyze_faces
 from facedata.imageio import ImageRejected, read_image_file
 
@@ -48,9 +48,15 @@ class FaceAnalyzer:
             self.views = aligner_for(embed_params, self.template, self.crop_size)
 
     def analyze(self, images: list[np.ndarray], keep_crops: bool = True) -> list[list[Face]]:
-        dets = self.detector.detect(images)
+        return self.analyze_detections(images, self.detector.detect(images), keep_crops)
+
+    def analyze_detections(
+        self, images: list[np.ndarray], dets: list[Detections], keep_crops: bool = True, keep_order: bool = False
+    ) -> list[list[Face]]:
+        """`analyze` with the detections given (e.g. faces a caller already found); `keep_order` keeps them
+        in the given order and all of them, instead of best first and at most `max_faces_per_image`."""
         out = [
-            analyze_faces(img, d, self.params, self.template, self.crop_size)
+            analyze_faces(img, d, self.params, self.template, self.crop_size, keep_order)
             for img, d in zip(images, dets, strict=True)
         ]
         if self.embedder is not None:
