@@ -19,7 +19,8 @@ COLIN = "Colin_Powell/Colin_Powell_000{}.jpg"
 def test_import_facedata_loads_no_model_and_no_heavy_library():
     code = (
         "import sys, facedata\n"
-        "heavy = [m for m in ('numpy', 'torch', 'cv2', 'prefect', 'pyarrow', 'facedata.api') if m in sys.modules]\n"
+        "heavy = [m for m in ('numpy', 'torch', 'cv2', 'prefect', 'pyarrow', 'facedata.api')\n"
+        "         if m in sys.modules]\n"
         "print(heavy, 'detect_faces' in dir(facedata), callable(facedata.detect_faces))\n"
         "try:\n    facedata.no_such_thing\nexcept AttributeError as exc:\n    print('AttributeError', exc)\n"
     )
@@ -43,7 +44,7 @@ def test_readme_example_is_ten_lines():
 @pytest.mark.slow
 def test_readme_example_runs_as_written(shared):
     code = readme_example()
-    if SHARED != (REPO.parent / "shared").resolve():  # FACEDATA_SHARED elsewhere: same files, other folder
+    if (REPO.parent / "shared").resolve() != SHARED:  # FACEDATA_SHARED elsewhere: same files, other folder
         code = code.replace('"../shared/', f'"{SHARED}/')
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env(), timeout=600

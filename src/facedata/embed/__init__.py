@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from facedata.params import default
+
 if TYPE_CHECKING:
     from facedata.models import ModelId
 
@@ -88,7 +90,12 @@ def embedder_names() -> list[str]:
     return ["dlib-resnet", "facenet-vggface2", "onnx:<path>"]
 
 
-def make_embedder(name: str, device: str = "auto", flip: bool = False, onnx_spec: dict | None = None) -> Embedder:
+def make_embedder(
+    name: str,
+    device: str = default("embed.device"),
+    flip: bool = default("embed.flip"),
+    onnx_spec: dict | None = None,
+) -> Embedder:
     """The embedder for params.yaml `embed.model` (`dlib-resnet`, `facenet-vggface2` or `onnx:<path>`)."""
     if name == "dlib-resnet":
         from facedata.embed.dlib_resnet import DlibResNetEmbedder
@@ -135,7 +142,9 @@ def embedder_identity(embed_params: dict, root: str | Path | None = None) -> Mod
     return models.combine(base.name, version, parts) if views else models.ModelId(base.name, version, base.sha256)
 
 
-def model_version_label(version: str, flip: bool, views: list[str] | tuple[str, ...] = (), jitter: int = 0) -> str:
+def model_version_label(
+    version: str, flip: bool, views: list[str] | tuple[str, ...] = (), jitter: int = default("embed.jitter")
+) -> str:
     """The version stored with each vector: vectors made with flip averaging, alignment views or jitter
     (`facedata.faces.views`) are not bit-identical to plain ones, so they say so."""
     label = f"{version}+flip" if flip else version

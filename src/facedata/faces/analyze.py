@@ -21,6 +21,7 @@ import numpy as np
 from facedata.faces.detect import Detections, make_detector
 from facedata.faces.process import Face, analyze_faces
 from facedata.imageio import ImageRejected, read_image_file
+from facedata.params import default
 
 
 class FaceAnalyzer:
@@ -130,8 +131,8 @@ def analyze_files(
     paths: Sequence[str | Path],
     detect_params: dict,
     embed_params: dict | None = None,
-    workers: int = 0,
-    batch_size: int = 8,
+    workers: int = default("detect.workers"),
+    batch_size: int = default("detect.batch_size"),
     root: str | Path | None = None,
     progress=None,
 ) -> Iterator[FileResult]:
@@ -158,7 +159,7 @@ def labelled_embeddings(
     paths: Sequence[str | Path],
     detect_params: dict,
     embed_params: dict,
-    workers: int = 0,
+    workers: int = default("detect.workers"),
     progress=None,
 ) -> Iterator[tuple[FileResult, np.ndarray | None]]:
     """Per path, in order: its result and the embedding of its labelled (centred) face, None when there is none.

@@ -29,6 +29,7 @@ import numpy as np
 
 from facedata import models
 from facedata.device import resolve_device
+from facedata.params import default
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,12 @@ class YuNetDetector:
 
     name = "yunet"
 
-    def __init__(self, candidate_score: float = 0.5, nms: float = 0.3, max_side: int = 1920):
+    def __init__(
+        self,
+        candidate_score: float = default("detect.candidate_score"),
+        nms: float = 0.3,
+        max_side: int = default("detect.max_side"),
+    ):
         path = models.locate_file("yunet", "face_detection_yunet_2023mar.onnx")
         self.version = models.get_spec("yunet").version
         self.max_side = max_side
@@ -156,7 +162,13 @@ class RetinaFaceDetector:
     NATIVE_MAX_SIDE = 960
     PYRAMID = (480, 240)  # extra passes, long side in px, for faces beyond the anchors at the first scale
 
-    def __init__(self, device: str = "auto", candidate_score: float = 0.5, nms: float = 0.4, max_side: int = 1920):
+    def __init__(
+        self,
+        device: str = default("detect.device"),
+        candidate_score: float = default("detect.candidate_score"),
+        nms: float = 0.4,
+        max_side: int = default("detect.max_side"),
+    ):
         import torch
 
         from facedata.faces.retinaface import RetinaFaceNet
@@ -243,11 +255,11 @@ class MTCNNDetector:
 
     def __init__(
         self,
-        device: str = "auto",
-        min_face_size: int = 20,
-        thresholds=(0.6, 0.7, 0.7),
-        candidate_score: float = 0.5,
-        max_side: int = 1920,
+        device: str = default("detect.device"),
+        min_face_size: int = default("detect.mtcnn_min_face_size"),
+        thresholds=tuple(default("detect.mtcnn_thresholds")),
+        candidate_score: float = default("detect.candidate_score"),
+        max_side: int = default("detect.max_side"),
     ):
         import torch
 

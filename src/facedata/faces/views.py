@@ -32,7 +32,7 @@ import numpy as np
 
 from facedata.faces.align import align, similarity_transform, warp
 from facedata.faces.align import template as template_points
-from facedata.params import SPEC, defaults
+from facedata.params import SPEC, default, defaults
 
 
 def _perturbations(n: int, seed: int = 12345) -> tuple[tuple[float, float, float, float], ...]:
@@ -67,7 +67,12 @@ class ViewAligner:
     `jitter` perturbed alignments of the face's own landmarks."""
 
     def __init__(
-        self, sources: list[str], template: str, size: int, device: str = "auto", jitter: int = 0
+        self,
+        sources: list[str],
+        template: str,
+        size: int,
+        device: str = default("embed.device"),
+        jitter: int = default("embed.jitter"),
     ) -> None:
         check_sources(sources)
         if isinstance(jitter, bool) or not isinstance(jitter, int) or not SPEC["embed.jitter"].check(jitter):

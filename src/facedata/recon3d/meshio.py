@@ -22,6 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facedata.params import default
+
 FILES = {
     "obj": "mesh.obj",
     "mtl": "mesh.mtl",
@@ -91,7 +93,7 @@ def mesh_files(
     uv: np.ndarray,
     texture_rgb: np.ndarray,
     landmarks: np.ndarray,
-    glb: bool = True,
+    glb: bool = default("recon3d.glb"),
 ) -> dict[str, bytes]:
     """The mesh files' contents, {file name: bytes}. `landmarks` is (68, 3) in the mesh frame (rows with NaN,
     the landmarks the model does not define, are written as `nan nan nan`)."""
