@@ -50,6 +50,11 @@ DIFFERENT = {
     ("facedata.embed.dlib_resnet", "DlibResNetEmbedder", "device"): "the bare network (see make_embedder)",
     ("facedata.embed.facenet", "FacenetEmbedder", "device"): "the bare network (see make_embedder)",
     ("facedata.embed", "model_version_label", "flip"): "required argument",
+    (
+        "facedata.embed",
+        "make_embedder",
+        "flip",
+    ): "the bare network; FaceAnalyzer and the embed stage pass embed.flip",
     ("facedata.faces.align", "align", "detector"): "which landmark convention; None: the template's own",
     ("facedata.faces.align", "template", "detector"): "which landmark convention; None: the template's own",
     ("facedata.faces.pool", "worker_count", "device"): "an already resolved device",

@@ -48,7 +48,7 @@ def test_dlib_resnet_unit_vectors_that_separate_people(lfw_faces):
 
 
 def test_flip_averaging_is_the_mean_of_the_two_views(lfw_faces):
-    plain = make_embedder("dlib-resnet", "cpu", flip=False)
+    plain = make_embedder("dlib-resnet", "cpu")
     flipped = make_embedder("dlib-resnet", "cpu", flip=True)
     crops = _crops(lfw_faces, plain.template, plain.crop_size)
     a = plain.embed(crops)

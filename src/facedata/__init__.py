@@ -26,9 +26,11 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in __all__:
-        from facedata import api
+        import importlib
 
-        return getattr(api, name)
+        # by name, not an import statement: the package's own import graph (stage code deps, facedata.codedeps)
+        # must not grow by the API's dependencies
+        return getattr(importlib.import_module("facedata.api"), name)
     raise AttributeError(f"module 'facedata' has no attribute {name!r}")
 
 

@@ -93,7 +93,7 @@ def embedder_names() -> list[str]:
 def make_embedder(
     name: str,
     device: str = default("embed.device"),
-    flip: bool = default("embed.flip"),
+    flip: bool = False,
     onnx_spec: dict | None = None,
 ) -> Embedder:
     """The embedder for params.yaml `embed.model` (`dlib-resnet`, `facenet-vggface2` or `onnx:<path>`)."""
@@ -116,12 +116,20 @@ def make_embedder(
 VIEW_MODELS = {"retinaface": "retinaface", "yunet": "yunet", "mtcnn": "mtcnn", "dlib5": "dlib-shape5"}
 
 
+def resolve_model_name(name: str, root: str | Path | None) -> str:
+    """`onnx:<path>` with a relative path is relative to the project root."""
+    if name.startswith("onnx:") and root is not None:
+        p = Path(name[len("onnx:") :]).expanduser()
+        if not p.is_absolute():
+            return f"onnx:{Path(root) / p}"
+    return name
+
+
 def embedder_identity(embed_params: dict, root: str | Path | None = None) -> ModelId:
     """The identity of the vectors the `embed:` params make, without loading a network: the recognizer's name,
     its version label (`model_version_label`) and the sha256 of every weights file involved (the recognizer's,
     and the landmark models of `embed.align_views`). A different file behind `onnx:<path>` is another model."""
     from facedata import models
-    from facedata.faces.analyze import resolve_model_name
 
     p = embed_params
     name = resolve_model_name(p["model"], root)

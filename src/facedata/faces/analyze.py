@@ -26,7 +26,7 @@ from facedata.params import default
 
 class FaceAnalyzer:
     def __init__(self, detect_params: dict, embed_params: dict | None = None, root: str | Path | None = None):
-        from facedata.embed import make_embedder
+        from facedata.embed import make_embedder, resolve_model_name
 
         self.params = detect_params
         self.detector = make_detector(detect_params)
@@ -82,15 +82,6 @@ class FaceAnalyzer:
                 for f in fs:
                     f.crop = None
         return out
-
-
-def resolve_model_name(name: str, root: str | Path | None) -> str:
-    """`onnx:<path>` with a relative path is relative to the project root."""
-    if name.startswith("onnx:") and root is not None:
-        p = Path(name[len("onnx:") :]).expanduser()
-        if not p.is_absolute():
-            return f"onnx:{Path(root) / p}"
-    return name
 
 
 @dataclass

@@ -82,7 +82,8 @@ STAGE_DEFS: tuple[StageDef, ...] = (
     ),
     StageDef(
         "cluster",
-        (f"{M}/images.parquet", f"{M}/faces.parquet", f"{M}/embeddings.parquet"),
+        # crawl_log: the labelled metrics count every file of a labelled folder, those that failed to ingest too
+        (f"{M}/images.parquet", f"{M}/crawl_log.parquet", f"{M}/faces.parquet", f"{M}/embeddings.parquet"),
         ("cluster", "embed.model"),
         (f"{M}/clusters.parquet", f"{M}/identities.parquet"),
         persist=(f"{M}/clusters.parquet",),  # the last clustering, so new faces can join it incrementally
