@@ -25,6 +25,13 @@ class ParamsError(ValueError):
     """params.yaml is missing, unreadable, or holds a value that is not allowed."""
 
 
+class DefaultsUsed(UserWarning):
+    """params.yaml lacks some keys, which take their defaults (said once per process: `validate`)."""
+
+
+_WARNED: set[str] = set()
+
+
 @dataclass(frozen=True)
 class Spec:
     default: Any
@@ -463,7 +470,10 @@ def validate(params: dict) -> dict:
     if errors:
         raise ParamsError(errors[0] if len(errors) == 1 else f"{len(errors)} problems: " + "; ".join(errors))
     if missing:
-        warnings.warn(f"params.yaml has no {_summary(missing)}: using the defaults", stacklevel=2)
+        message = f"params.yaml has no {_summary(missing)}: using the defaults"
+        if message not in _WARNED:  # once per process, not once per load
+            _WARNED.add(message)
+            warnings.warn(message, DefaultsUsed, stacklevel=2)
     return checked
 
 
