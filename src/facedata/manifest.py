@@ -247,7 +247,7 @@ WRITER = {
     "dataset": "export",
 }
 
-# --- meshes (issue 6, stage reconstruct3d): one row per dataset face, one per fused identity mesh -------------
+# --- meshes (stage reconstruct3d): one row per dataset face, one per fused identity mesh -------------
 _F32 = pa.float32()
 SCHEMAS["meshes"] = pa.schema(
     [

@@ -36,7 +36,7 @@ from facedata.cluster.identities import absorb_faces, dominant_clusters
 from facedata.cluster.metrics import KEYS as METRIC_KEYS
 from facedata.cluster.metrics import clustering_metrics, crawl_scores, labelled_assignment, labelled_items
 
-JSON_KEYS = (*METRIC_KEYS, "n_images", "n_identities", "n_no_face", "seconds")  # as issue 4 names them
+JSON_KEYS = (*METRIC_KEYS, "n_images", "n_identities", "n_no_face", "seconds")
 CRAWL_KEYS = ("crawl_precision", "crawl_recall")
 NAME_KEYS = ("name_precision", "name_recall", "merges_to_complete")
 

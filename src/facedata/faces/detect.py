@@ -11,11 +11,11 @@ face it rejects. Images larger than `detect.max_side` are shrunk for detection o
 | name         | model                                  | notes                                                   |
 |--------------|----------------------------------------|---------------------------------------------------------|
 | `retinaface` | RetinaFace MobileNet-0.25 (torch)      | the default: best verification; GPU when present        |
-| `yunet`      | YuNet 2023mar via `cv2.FaceDetectorYN` | fastest on CPU (~3 ms for 250x250 on one core)          |
+| `yunet`      | YuNet 2023mar via `cv2.FaceDetectorYN` | fastest on CPU                                          |
 | `mtcnn`      | MTCNN (facenet-pytorch, torch)         | the classic cascade; slowest on CPU                     |
 
-On LFW (BENCHMARKS.md) all three find the labelled face in >= 99.98% of images; on a 68k-pair LFW development
-set, faces aligned with RetinaFace's landmarks verify best (accuracy and TAR at FAR 1e-3).
+How often each finds the labelled LFW face, and how well faces aligned with its landmarks verify, is in
+BENCHMARKS.md (detectors, verification).
 """
 
 from __future__ import annotations

@@ -19,11 +19,9 @@ augmentation (`dlib.jitter_image`: the same ranges, on the chip), made determini
 fixed sequence, and N takes its first N, so the same face always gets the same vector. Each view is cut from the
 source image, not resampled from the chip, whose edges a rotation or shift would have to invent.
 
-Measured on LFW pairs that share no image with the benchmark pairs (BENCHMARKS.md, "Alignment views"): with
-RetinaFace faces and `[yunet, mtcnn, dlib5]`, TAR at FAR 1e-4 goes from 0.797 to 0.819 and the equal error
-rate from 0.86% to 0.81%. It costs a detector pass per source and one embedding per view, 5.2x the time per
-image with those three (2.7x with `[yunet, dlib5]`), so it is off by default. `embed.jitter: 8` alone, on such
-pairs: TAR at FAR 1e-3 +1 point (0.942 -> 0.952), at 9x the embeddings per face ("Jitter" there).
+Both trade time for accuracy: a detector pass per source and one embedding per view, so they are off by
+default. What they are worth, and what they cost, is measured on LFW pairs that share no image with the
+benchmark pairs: BENCHMARKS.md, "Alignment views" and "Jitter".
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         ("data/dataset",),
         desc="ImageFolder of aligned crops + dataset.parquet with lineage",
     ),
-    # Recognizer (issue 18): trained on the exported dataset; its checkpoint (data/cache/train) is no out, so
+    # Recognizer: trained on the exported dataset; its checkpoint (data/cache/train) is no out, so
     # that DVC does not delete it before a rerun and a killed run resumes.
     StageDef(
         "train",
@@ -117,7 +117,7 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         desc="a recognizer for the cast: trained, evaluated, exported (model.pt, model.onnx, model card)",
         model=True,
     ),
-    # 3D faces (issue 6): after export, because fusing a person's views needs the dataset's identities and
+    # 3D faces: after export, because fusing a person's views needs the dataset's identities and
     # `facedata train 3d` fine-tunes on exactly the dataset's faces.
     StageDef(
         "reconstruct3d",

@@ -208,7 +208,7 @@ def fit(
     """
     from threadpoolctl import threadpool_limits
 
-    # the matrices are small: BLAS threads only add synchronisation (3x slower on a busy 2-core machine)
+    # the matrices are small: BLAS threads only add synchronisation (slower on a busy machine)
     with threadpool_limits(1, "blas"):
         return _fit(sfm, landmarks, iterations, lambda_shape, lambda_expression, shape, n_shape)
 

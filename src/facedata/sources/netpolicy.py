@@ -1,6 +1,6 @@
 """Which URLs the crawler may fetch, and which addresses it may connect to.
 
-The rules (issue 5, security): only http(s); no fetch may reach a private, loopback, link-local, multicast,
+The rules (security): only http(s); no fetch may reach a private, loopback, link-local, multicast,
 reserved or unspecified address unless its host is allowed explicitly (`--allow-host HOST[:PORT]` or
 `crawl.allow_hosts`, for tests and intranet archives). A URL check before connecting gives early, readable
 reasons; the decisive check is `check_addresses`, run by the HTTP connection itself on the addresses DNS
