@@ -82,9 +82,9 @@ def test_models_inside_a_project_searches_its_models_dir(project, shared):
         env={**environ, "XDG_CACHE_HOME": str(project / "cache")},  # an empty user cache
     )
     assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
-    assert report["models_dir"] == str(SHARED / "models") and "models.dir of" in report["from"]
-    rows = {r["name"]: r for r in report["models"]}
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["dlib-resnet"]["models_dir"] == str(SHARED / "models")
+    assert "models.dir of" in rows["dlib-resnet"]["models_dir_from"]
     for name in ("retinaface", "dlib-resnet", "3ddfa-v2-mb05", "sfm-3448"):
         assert rows[name]["available"], rows[name]
         assert rows[name]["used_by_project"]

@@ -40,9 +40,9 @@ def models(ctx, as_json, root) -> None:
     for r in rows:
         r["used_by_project"] = r["name"] in used
     if as_json:
-        click.echo(
-            json.dumps({"models_dir": os.environ.get(MODELS_DIR_ENV), "from": where, "models": rows}, indent=2)
-        )
+        for r in rows:
+            r["models_dir"], r["models_dir_from"] = os.environ.get(MODELS_DIR_ENV), where
+        click.echo(json.dumps(rows, indent=2))
         return
     click.echo(f"models dir: {os.environ.get(MODELS_DIR_ENV, '(none)')} ({where}); cache: {cache_dir()}")
     for r in rows:
@@ -79,8 +79,8 @@ def _project_models(root: str | None) -> tuple[str, set[str]]:
         where = f"{project.root / 'params.yaml'} sets no models.dir"
     try:
         p = project.params
-    except ParamsError as exc:
-        raise click.UsageError(str(exc)) from exc
+    except ParamsError:
+        return where + " (its params.yaml has problems: see `facedata check`)", set()
     from facedata.embed import VIEW_MODELS
 
     used = {p["detect"]["detector"], p["embed"]["model"], *(VIEW_MODELS[v] for v in p["embed"]["align_views"])}
