@@ -148,8 +148,8 @@ class RetinaFaceDetector:
     """RetinaFace MobileNet-0.25 in torch; images of the same size are batched (on a GPU, a real speed-up).
 
     This small model was trained on 300 px crops; on inputs much larger than ~1000 px it starts to see faces in
-    textured backgrounds (measured: 10 false positives above 0.5 on a 2000 px press photo at full size, none at
-    960 px), so images are shrunk to at most `NATIVE_MAX_SIDE` for it whatever `detect.max_side` says. Faces
+    textured backgrounds (false positives on large press photos at full size, none once shrunk), so images are
+    shrunk to at most `NATIVE_MAX_SIDE` for it whatever `detect.max_side` says. Faces
     down to ~10 px at that scale are still found.
 
     Its anchors stop at 256 px, so a close-up (a 600 px face in a 1024 px portrait) is never found at 960 px;

@@ -4,7 +4,7 @@ plots, and a turntable of a mesh (PNG frames + GIF).
 pyrender needs `PYOPENGL_PLATFORM=egl` before OpenGL is first imported; this module sets it (unless the user
 chose another platform) and imports pyrender only when a render is asked for. Without an EGL driver
 (Debian: libegl1 libegl-mesa0 libgl1-mesa-dri) rendering raises `RenderUnavailable` with that hint; the
-landmark plots need only OpenCV. A 256x256 render takes ~75 ms on llvmpipe. One renderer serves every size
+landmark plots need only OpenCV. One renderer serves every size
 (pyrender cannot hold two EGL renderers in one process), its viewport resized per picture.
 """
 
