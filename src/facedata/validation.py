@@ -104,6 +104,8 @@ def labelled_metrics_frame(root: str | os.PathLike) -> pd.DataFrame | None:
     face_cluster = {r["face_id"]: r["cluster_id"] for r in manifest.read("clusters", root).to_pylist()}
     log = manifest.read("crawl_log", root, columns=LOG_COLUMNS).to_pylist()
     items = labelled_items(log, {r["image_id"]: r["label"] for r in images})
+    if not items:
+        return None
     truth, pred = labelled_assignment(items, primary, face_cluster)
     return pd.DataFrame([clustering_metrics(truth, pred)])
 

@@ -170,6 +170,7 @@ def labelled_images(
         return None
     ok = faces.filter(pc.and_(pc.equal(faces["status"], "ok"), pc.equal(faces["is_primary"], True)))
     primary = dict(zip(ok["image_id"].to_pylist(), ok["face_id"].to_pylist(), strict=True))
-    log = manifest.read("crawl_log", root, columns=LOG_COLUMNS).to_pylist()
+    log = manifest.read("crawl_log", root, missing_ok=True, columns=LOG_COLUMNS).to_pylist()
     image_label = dict(zip(images["image_id"].to_pylist(), images["label"].to_pylist(), strict=True))
-    return labelled_assignment(labelled_items(log, image_label), primary, face_cluster)
+    items = labelled_items(log, image_label)
+    return labelled_assignment(items, primary, face_cluster) if items else None
