@@ -198,6 +198,20 @@ def test_one_labelled_metric_counts_files_that_failed_to_ingest(tmp_path):
     from facedata.cluster.evaluate import load
 
     b = demo_project(tmp_path)
+    b.log.append(  # the same bytes as one of ann's photos, in an unlabelled folder: not an item
+        {
+            "log_id": ids.log_id("folder", "other/x/copy.jpg", "x"),
+            "query_name": "x",
+            "source_kind": "folder",
+            "source_uri": "other/x/copy.jpg",
+            "source_name": "other",
+            "status": "duplicate",
+            "image_id": b.images[0]["image_id"],
+            "attempts": 1,
+            "fetched_at": NOW,
+            "lineage": b.lineage("ingest"),
+        }
+    )
     uri = "src/ann/broken.jpg"
     b.log.append(
         {

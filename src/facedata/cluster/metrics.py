@@ -37,11 +37,11 @@ LOG_COLUMNS = ["source_kind", "source_name", "source_uri", "status", "image_id"]
 def labelled_items(log: Iterable[Mapping], image_label: Mapping[str, str | None]) -> list[tuple[str, str | None]]:
     """One item per file of a labelled folder source, in `source_uri` order: (its identity, its stored image
     id, None when the file failed to ingest). `log` holds crawl_log rows; `image_label` maps image ids to the
-    images manifest's `label`. A folder source is labelled when its images carry labels; a file's identity is
-    its sub-folder under the source root (as a labelled folder source labels it), so files that failed to
-    ingest keep theirs."""
+    images manifest's `label`. A folder source is labelled when the images it stored carry labels (a duplicate
+    of another source's image says nothing about its own source); a file's identity is its sub-folder under
+    the source root (as a labelled folder source labels it), so files that failed to ingest keep theirs."""
     rows = [r for r in log if r["source_kind"] == "folder" and r.get("source_name")]
-    labelled = {r["source_name"] for r in rows if image_label.get(r["image_id"]) is not None}
+    labelled = {r["source_name"] for r in rows if r["status"] == "stored" and image_label.get(r["image_id"])}
     out: list[tuple[str, str | None]] = []
     for r in sorted(rows, key=lambda r: r["source_uri"]):
         if r["source_name"] not in labelled or r["status"] not in ITEM_STATUSES:
