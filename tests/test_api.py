@@ -147,3 +147,18 @@ def test_project_finds_its_root_and_refuses_unknown_stages(tmp_path, lfw):
     with pytest.raises(ManifestError, match="faces"):
         project.manifest("faces")
     assert project.manifest("faces", missing_ok=True).empty
+
+
+@pytest.mark.shared
+def test_params_choose_the_models_as_in_the_pipeline(fd, lfw):
+    from facedata.faces.detect import YuNetDetector
+    from facedata.params import defaults
+
+    img = fd.load_image(lfw / COLIN.format(1))
+    p = defaults()
+    p["detect"]["detector"] = "yunet"
+    faces = fd.detect_faces(img, params=p)
+    ref = YuNetDetector(p["detect"]["candidate_score"], max_side=p["detect"]["max_side"]).detect([img])[0]
+    assert len(faces) == len(ref) >= 1
+    np.testing.assert_allclose(faces.boxes[0], ref.order_by_score().boxes[0], atol=1e-3)
+    assert not np.allclose(faces.boxes[0], fd.detect_faces(img).boxes[0], atol=0.5)  # not RetinaFace's box
