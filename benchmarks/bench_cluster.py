@@ -81,7 +81,8 @@ def _labeled(args, params):
     """The labelled LFW faces: from an existing project's manifests (`--project`, e.g. one built with
     `facedata init --folder ../shared/data/faces/lfw --labeled`), or detected and embedded in the evaluation
     cache exactly as `facedata evaluate clustering` does."""
-    from facedata.cluster.evaluate import load, prepare
+    from facedata.cluster.evaluate import load
+    from facedata.pipeline.evalcache import prepare
 
     if args.project:
         return load(Path(args.project), params["embed"]["model"])

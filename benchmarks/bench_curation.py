@@ -377,7 +377,7 @@ def main(argv: list[str]) -> dict:
     args = ap.parse_args(argv)
     os.environ.setdefault("FACEDATA_MODELS_DIR", str(SHARED / "models"))
     os.environ.setdefault("FACEDATA_OFFLINE", "1")
-    from facedata.cluster.evaluate import default_cache_dir, prepare
+    from facedata.pipeline.evalcache import default_cache_dir, prepare
 
     work = args.work or default_cache_dir().parent / f"bench_curation-f{args.fraction}-s{args.seed}"
     plan = layout(SHARED / "data/faces/lfw", SHARED / "data/faces/webfaces", args.fraction, args.seed)

@@ -234,7 +234,8 @@ def video_section(video: Path, labels: Path, params: dict, cache_dir, chosen: di
     at its LFW-tune setting."""
     import copy
 
-    from facedata.cluster.evaluate import evaluate_faces, prepare_video
+    from facedata.cluster.evaluate import evaluate_faces
+    from facedata.pipeline.evalcache import prepare_video
 
     p = copy.deepcopy(params)
     p["ingest"].update(video_fps=10.0, video_dup_bits=-1)
@@ -252,7 +253,7 @@ def video_section(video: Path, labels: Path, params: dict, cache_dir, chosen: di
 
 
 def run(args, params) -> dict:
-    from facedata.cluster.evaluate import prepare
+    from facedata.pipeline.evalcache import prepare
 
     base = dict(params["cluster"])
     t0 = time.perf_counter()

@@ -89,10 +89,11 @@ class Builder:
         )
         self.log.append(
             {
-                "log_id": ids.log_id("folder", uri, query),
+                "log_id": ids.log_id("video" if video else "folder", uri, query),
                 "query_name": query,
-                "source_kind": "folder",
+                "source_kind": "video" if video else "folder",
                 "source_uri": uri,
+                "source_name": "src",
                 "status": "stored",
                 "image_id": image_id,
                 "n_bytes": len(data),
@@ -188,6 +189,56 @@ def read(root: Path, name: str) -> list[dict]:
 
 def metrics(root: Path, stage: str) -> dict:
     return json.loads((root / "data" / "metrics" / f"{stage}.json").read_text())
+
+
+def test_one_labelled_metric_counts_files_that_failed_to_ingest(tmp_path):
+    """The cluster stage, validation and `facedata evaluate cluster` score labelled folders with one function:
+    a file of a labelled folder that failed to ingest is a miss in all three (the stage used to drop it)."""
+    from facedata import validation
+    from facedata.cluster.evaluate import load
+
+    b = demo_project(tmp_path)
+    b.log.append(  # the same bytes as one of ann's photos, in an unlabelled folder: not an item
+        {
+            "log_id": ids.log_id("folder", "other/x/copy.jpg", "x"),
+            "query_name": "x",
+            "source_kind": "folder",
+            "source_uri": "other/x/copy.jpg",
+            "source_name": "other",
+            "status": "duplicate",
+            "image_id": b.images[0]["image_id"],
+            "attempts": 1,
+            "fetched_at": NOW,
+            "lineage": b.lineage("ingest"),
+        }
+    )
+    uri = "src/ann/broken.jpg"
+    b.log.append(
+        {
+            "log_id": ids.log_id("folder", uri, "ann"),
+            "query_name": "ann",
+            "source_kind": "folder",
+            "source_uri": uri,
+            "source_name": "src",
+            "status": "failed",
+            "reason": "truncated: image file is truncated",
+            "image_id": None,
+            "attempts": 1,
+            "fetched_at": NOW,
+            "lineage": b.lineage("ingest"),
+        }
+    )
+    b.write()
+    assert run_stage("cluster", tmp_path) == 0
+    lab = metrics(tmp_path, "cluster")["labelled"]
+    assert lab["n_images"] == 6 * 6 + 3 and lab["n_no_face"] == 2
+    frame = validation.labelled_metrics_frame(tmp_path).iloc[0].to_dict()
+    assert {k: round(frame[k], 4) for k in ("purity", "bcubed_f", "nmi")} == {
+        k: lab[k] for k in ("purity", "bcubed_f", "nmi")
+    }
+    ls = load(tmp_path, "dlib-resnet")
+    assert len(ls.labels) == lab["n_images"] and ls.image_ids.count(None) == 1
+    assert sorted(ls.labels) == sorted([*NAMES * 6, "ann", "bob", "ann"])
 
 
 def test_cluster_stage_writes_clusters_identities_and_labelled_metrics(tmp_path):

@@ -122,3 +122,16 @@ def test_bad_params_stop_the_flow_before_any_stage(prefect_harness, tmp_path, lf
     with pytest.raises(ParamsError, match="detect.min_score must be 0..1"):
         state.result()
     assert task_runs(state.state_details.flow_run_id) == {}
+
+
+def test_project_api_builds_and_reads_manifests(prefect_harness, flow_project):
+    """`facedata.Project(path).build()` is the build flow (stage metrics back), `.manifest(name)` a DataFrame."""
+    import facedata as fd
+
+    project = fd.Project(flow_project)
+    results = project.build()
+    assert list(results) == list(STAGES)
+    assert results["export"]["n_faces"] == 6
+    faces = project.manifest("faces")
+    assert (faces["status"] == "ok").sum() == 6
+    assert len(project.manifest("dataset")) == 6

@@ -34,6 +34,11 @@ def test_repo_params_yaml_lists_every_key_and_validates():
     validate(raw)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_warnings(monkeypatch):
+    monkeypatch.setattr(params, "_WARNED", set())  # the once-per-process memory, per test
+
+
 def test_missing_keys_take_defaults_with_one_warning():
     with pytest.warns(UserWarning, match="using the defaults") as rec:
         p = validate({"detect": {"min_score": 0.8}})
@@ -86,3 +91,26 @@ def test_params_hash_ignores_speed_only_keys():
     stricter["detect"]["min_score"] = 0.95
     assert params_hash(stricter, ["detect"]) != base
     assert params_hash(p, ["cluster", "embed.model"]) != params_hash(p, ["cluster"])
+
+
+def test_the_defaults_warning_is_said_once_per_process_and_not_by_stages(tmp_path):
+    """Every stage loaded params.yaml and warned about the same missing keys: once per process now, and the
+    stages leave it to the check stage, which runs before them and reports it."""
+    import warnings
+
+    import yaml
+
+    from facedata.pipeline.runner import make_context
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            validate({"detect": {"min_score": 0.8}})
+    assert len([w for w in rec if issubclass(w.category, params.DefaultsUsed)]) == 1
+    raw = params.defaults()
+    del raw["cluster"]["k"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", params.DefaultsUsed)
+        ctx = make_context("cluster", tmp_path)
+    assert ctx.params["cluster"]["k"] == params.SPEC["cluster.k"].default

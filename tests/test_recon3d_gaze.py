@@ -86,3 +86,25 @@ def test_mirrored_photos_give_mirrored_gaze():
         assert a.pitch == pytest.approx(b.pitch, abs=6)
         checked += 1
     assert checked == 3
+
+
+@pytest.mark.shared
+def test_facemesh_runs_without_the_protobuf_deprecation_flood(shared):
+    """mediapipe's FaceMesh raised protobuf's GetPrototype deprecation warning on every photo (32 of them in
+    one demo build log); it is filtered where it is raised, and only there."""
+    import warnings
+
+    from facedata.recon3d.gaze import GazeEstimator
+
+    from .recon3d_helpers import AFLW, detector, read_rgb
+
+    rgb = read_rgb(AFLW / "image00050.jpg")
+    box = detector().detect([rgb])[0].boxes[0]
+    est = GazeEstimator()
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        assert est.landmarks(rgb, box) is not None
+        assert est.landmarks(rgb, box) is not None
+        warnings.warn("SymbolDatabase.GetPrototype() is deprecated elsewhere", UserWarning, stacklevel=1)
+    est.close()
+    assert [str(w.message) for w in rec] == ["SymbolDatabase.GetPrototype() is deprecated elsewhere"]

@@ -109,13 +109,20 @@ def build(stages, force, wait, root, push) -> None:
         _fail(str(exc))
     if not _report_check(project.root):
         _fail("params.yaml has problems (listed above); nothing was run")
+    if stages:
+        from facedata.api import check_stage_names
+
+        try:
+            check_stage_names(project.root, stages)
+        except ValueError as exc:
+            _fail(f"{exc}; nothing was run")
     busy = holder(project.root)
     if busy and not wait:
         _fail(f"the project is busy: {describe(busy)} is writing its data; wait for it, or pass --wait SECONDS")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Prefect's 20 s default for its temporary server is too short on a busy laptop or CI machine.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from facedata.flow import build_flow, default_remote, push_outputs
+    from facedata.api import load_build_flow
+
+    build_flow = load_build_flow()
+    from facedata.flow import default_remote, push_outputs
     from facedata.interrupt import sigterm_as_interrupt
 
     if push and not default_remote(project.root):
@@ -213,13 +220,43 @@ def lineage(ident, root, as_json) -> None:
 
 
 @main.command()
-def params() -> None:
-    """List every parameter of params.yaml with its default and allowed values."""
-    from facedata.params import describe
+@click.option("--root", type=click.Path(file_okay=False), default=None, help="project directory (default: here)")
+@click.option("--json", "as_json", is_flag=True, help="print as JSON: key, value, from, default, rule, help")
+def params(root, as_json) -> None:
+    """List every parameter with its value and where it came from: inside a project, its params.yaml (`yaml`)
+    or the default (`default`, the key is not in params.yaml); outside one, the defaults. Then what the key
+    does and its allowed values."""
+    import yaml
 
+    from facedata.params import ParamsError, describe, has
+    from facedata.project import Project, ProjectError
+
+    values, raw, where = None, {}, "defaults (no params.yaml here or above)"
+    try:
+        project = Project.find(root)
+        raw = yaml.safe_load((project.root / "params.yaml").read_text(encoding="utf-8")) or {}
+        values, where = project.params, str(project.root / "params.yaml")
+    except ProjectError as exc:
+        if root:
+            _fail(str(exc))
+    except (ParamsError, yaml.YAMLError) as exc:
+        _fail(f"{exc}\n(`facedata check` lists every problem)")
+    rows = []
     for key, default, rule, help_ in describe():
-        extra = f"  [{rule}]" if rule else ""
-        click.echo(f"{key:<34} {json.dumps(default):<22} {help_}{extra}")
+        value, source = default, "default"
+        if values is not None:
+            section, name = key.split(".", 1)
+            value = values[section][name]
+            source = "yaml" if isinstance(raw, dict) and has(raw, key) else "default"
+        rows.append({"key": key, "value": value, "from": source, "default": default, "rule": rule, "help": help_})
+    if as_json:
+        click.echo(json.dumps({"params": where, "values": rows}, indent=2, default=str))
+        return
+    click.echo(f"# {where}", err=True)
+    for r in rows:
+        extra = f"  [{r['rule']}]" if r["rule"] else ""
+        changed = f" (default {json.dumps(r['default'])})" if r["value"] != r["default"] else ""
+        click.echo(f"{r['key']:<34} {json.dumps(r['value']):<22} {r['from']:<7} {r['help']}{extra}{changed}")
 
 
 @main.command()

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from facedata.params import default
+
 # A truncated file must fail, never decode to grey padding.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-DEFAULT_MAX_PIXELS = 50_000_000  # ~7000 x 7000
-DEFAULT_MIN_SIDE = 32
+DEFAULT_MAX_PIXELS = default("ingest.max_pixels")
+DEFAULT_MIN_SIDE = default("ingest.min_side")
 ACCEPTED_FORMATS = {"jpeg", "png", "gif", "webp", "bmp", "tiff"}
 
 

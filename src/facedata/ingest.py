@@ -23,6 +23,7 @@ import numpy as np
 from facedata import ids, imageio, store
 from facedata.lineage import Recipe
 from facedata.manifest import RIGHTS_COLUMNS, SOURCE_COLUMNS
+from facedata.params import default
 from facedata.sources.base import SourceItem
 
 # Source details a fetcher may know (URL, HTTP and video fields), copied from the item into its image row.
@@ -145,7 +146,7 @@ def ingest_items(
     previous: Previous | dict | None = None,
     on_progress: Callable[[int], None] | None = None,
     checkpoint: Callable[[IngestResult], None] | None = None,
-    checkpoint_seconds: float = 30.0,
+    checkpoint_seconds: float = default("crawl.checkpoint_seconds"),
     known: dict[str, dict] | None = None,
     on_item: Callable[[SourceItem, dict], None] | None = None,
 ) -> IngestResult:

@@ -8,10 +8,15 @@ Each manifest has a pyarrow schema, a primary key and a file name under `data/ma
 - Every row carries its parents' ids and a `lineage` struct (see `facedata.lineage`).
 
 Manifests are plain Parquet: `pandas.read_parquet`, `polars.read_parquet` and duckdb's `read_parquet` all work.
+What each column means is in one table here (`COLUMN_DOCS`, `MANIFEST_COLUMN_DOCS`, `PATH_BASES` for the base
+of every path column), written into each file as the fields' `description` metadata: `describe(name)`, or
+`pyarrow.parquet.read_schema(path).field(col).metadata` without facedata.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -42,23 +47,23 @@ def _lineage() -> pa.Field:
 
 # Source-side columns shared by `images` and `dataset`: where an image came from.
 _SOURCE_FIELDS = [
-    _f("query_name", pa.string()),  # the name searched for (cast member); null for untargeted video frames
-    _f("label", pa.string()),  # ground-truth identity when the source is labelled (evaluation only)
-    _f("source_kind", pa.string(), False),  # folder | video | url | web_api | web_page
-    _f("source_uri", pa.string(), False),  # file path (project-relative when possible) or image URL
+    _f("query_name", pa.string()),
+    _f("label", pa.string()),
+    _f("source_kind", pa.string(), False),
+    _f("source_uri", pa.string(), False),
     _f("page_url", pa.string()),
-    _f("final_url", pa.string()),  # after redirects
+    _f("final_url", pa.string()),
     _f("http_status", pa.int32()),
     _f("content_type", pa.string()),
     _f("etag", pa.string()),
     _f("last_modified", pa.string()),
-    _f("license", pa.string()),  # short name, e.g. "CC BY-SA 4.0"
-    _f("author", pa.string()),  # the creator (Commons: Artist, else the uploader), HTML stripped
+    _f("license", pa.string()),
+    _f("author", pa.string()),
     _f("license_url", pa.string()),
-    _f("usage_terms", pa.string()),  # the license's long name, e.g. "Creative Commons Attribution-Share Alike 4.0"
+    _f("usage_terms", pa.string()),
     _f("attribution_required", pa.bool_()),
-    _f("restrictions", pa.list_(pa.string())),  # e.g. ["personality", "trademarked"] (Commons' warning templates)
-    _f("video_id", pa.string()),  # sha256 of the video file
+    _f("restrictions", pa.list_(pa.string())),
+    _f("video_id", pa.string()),
     _f("frame_index", pa.int64()),
     _f("timestamp_s", pa.float64()),
     _f("fetched_at", TS, False),
@@ -72,16 +77,16 @@ RIGHTS_COLUMNS = ("license", "author", "license_url", "usage_terms", "attributio
 SCHEMAS: dict[str, pa.Schema] = {
     "images": pa.schema(
         [
-            _f("image_id", pa.string(), False),  # sha256 of the stored bytes
-            _f("store_path", pa.string(), False),  # project-relative path in the content-addressed store
+            _f("image_id", pa.string(), False),
+            _f("store_path", pa.string(), False),
             _f("format", pa.string(), False),
             _f("width", pa.int32(), False),
             _f("height", pa.int32(), False),
             _f("n_bytes", pa.int64(), False),
-            _f("mode", pa.string(), False),  # colour mode as found (RGB, L, CMYK, I;16, RGBA, P...)
+            _f("mode", pa.string(), False),
             _f("n_frames", pa.int32(), False),
-            _f("phash", pa.string()),  # 64-bit perceptual hash, hex
-            _f("dup_of", pa.string()),  # image_id of a near-identical image kept earlier
+            _f("phash", pa.string()),
+            _f("dup_of", pa.string()),
             *_SOURCE_FIELDS,
             _lineage(),
         ]
@@ -94,16 +99,16 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("source_uri", pa.string(), False),
             _f("page_url", pa.string()),
             _f("final_url", pa.string()),
-            _f("status", pa.string(), False),  # stored | duplicate | failed | skipped
-            _f("reason", pa.string()),  # "code: message" (for stored rows: a note, e.g. a content-type mismatch)
+            _f("status", pa.string(), False),
+            _f("reason", pa.string()),
             _f("image_id", pa.string()),
             _f("http_status", pa.int32()),
             _f("content_type", pa.string()),
             _f("n_bytes", pa.int64()),
-            _f("attempts", pa.int32(), False),  # requests made (0: not fetched: refused, capped, reused)
+            _f("attempts", pa.int32(), False),
             _f("fetched_at", TS, False),
-            _f("source_name", pa.string()),  # which configured source: list file, folder, video, page template
-            _f("video_id", pa.string()),  # for video frames, kept or not: sha256 of the video file
+            _f("source_name", pa.string()),
+            _f("video_id", pa.string()),
             _f("frame_index", pa.int64()),
             _f("timestamp_s", pa.float64()),
             _lineage(),
@@ -113,10 +118,10 @@ SCHEMAS: dict[str, pa.Schema] = {
         [
             _f("image_id", pa.string(), False),
             _f("detector", pa.string(), False),
-            _f("status", pa.string(), False),  # ok | no_face | error
+            _f("status", pa.string(), False),
             _f("reason", pa.string()),
-            _f("n_faces", pa.int32(), False),  # found by the detector
-            _f("n_kept", pa.int32(), False),  # passing the quality filters
+            _f("n_faces", pa.int32(), False),
+            _f("n_kept", pa.int32(), False),
             _lineage(),
         ]
     ),
@@ -124,29 +129,29 @@ SCHEMAS: dict[str, pa.Schema] = {
         [
             _f("face_id", pa.string(), False),
             _f("image_id", pa.string(), False),
-            _f("face_index", pa.int32(), False),  # rank by detector score within the image
+            _f("face_index", pa.int32(), False),
             _f("detector", pa.string(), False),
             _f("x1", pa.float32(), False),
             _f("y1", pa.float32(), False),
             _f("x2", pa.float32(), False),
             _f("y2", pa.float32(), False),
             _f("score", pa.float32(), False),
-            _f("landmarks", pa.list_(pa.float32(), 10), False),  # eyes (l, r), nose, mouth (l, r): x, y pairs
-            _f("is_primary", pa.bool_(), False),  # the image's subject: large and central
-            _f("size_px", pa.float32(), False),  # shorter side of the box
-            _f("outside", pa.float32()),  # share of the box outside the image (cut-off faces)
-            _f("blur", pa.float32(), False),  # variance of the Laplacian of the aligned crop
+            _f("landmarks", pa.list_(pa.float32(), 10), False),
+            _f("is_primary", pa.bool_(), False),
+            _f("size_px", pa.float32(), False),
+            _f("outside", pa.float32()),
+            _f("blur", pa.float32(), False),
             _f("yaw", pa.float32()),
             _f("pitch", pa.float32()),
             _f("roll", pa.float32()),
-            _f("quality", pa.float32()),  # combined score in [0, 1]
-            _f("status", pa.string(), False),  # ok | filtered
-            _f("reason", pa.string()),  # why a face was filtered
-            _f("crop_path", pa.string()),  # project-relative aligned crop
-            _f("crop_sha256", pa.string()),  # its content hash (the store check compares)
+            _f("quality", pa.float32()),
+            _f("status", pa.string(), False),
+            _f("reason", pa.string()),
+            _f("crop_path", pa.string()),
+            _f("crop_sha256", pa.string()),
             _f("crop_size", pa.int32(), False),
             _f("align_template", pa.string(), False),
-            _f("align_matrix", pa.list_(pa.float32(), 6), False),  # 2x3 affine, source image -> crop
+            _f("align_matrix", pa.list_(pa.float32(), 6), False),
             _lineage(),
         ]
     ),
@@ -156,7 +161,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("model", pa.string(), False),
             _f("model_version", pa.string(), False),
             _f("dim", pa.int32(), False),
-            _f("vector", pa.list_(pa.float32()), False),  # L2-normalised
+            _f("vector", pa.list_(pa.float32()), False),
             _lineage(),
         ]
     ),
@@ -168,27 +173,27 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("cluster_size", pa.int32(), False),
             _f("method", pa.string(), False),
             _f("query_name", pa.string()),
-            _f("identity", pa.string()),  # the queried name whose dominant cluster this is, if any
-            _f("absorbed", pa.bool_()),  # kept for `identity` by its name's images, outside the cluster
-            _f("doubt", pa.float32(), False),  # 0 = certain; higher = review first
-            _f("distance", pa.float32()),  # L2 to the centre of the rest of its cluster; null for singletons
-            _f("margin", pa.float32()),  # distance to the next cluster's centre minus `distance`
-            _f("next_cluster_id", pa.string()),  # the nearest other cluster (review: "should it go there?")
+            _f("identity", pa.string()),
+            _f("absorbed", pa.bool_()),
+            _f("doubt", pa.float32(), False),
+            _f("distance", pa.float32()),
+            _f("margin", pa.float32()),
+            _f("next_cluster_id", pa.string()),
             _lineage(),
         ]
     ),
     "identities": pa.schema(
         [
             _f("query_name", pa.string(), False),
-            _f("cluster_id", pa.string()),  # the dominant cluster, null when none could be chosen
-            _f("n_images", pa.int32(), False),  # images collected for this name
-            _f("n_faces", pa.int32(), False),  # usable faces in those images
-            _f("n_in_cluster", pa.int32(), False),  # of those images, how many have a face in the cluster
-            _f("n_members", pa.int32(), False),  # faces in the cluster, any source
-            _f("n_absorbed", pa.int32()),  # more of the name's images whose face joined near the cluster centre
-            _f("confidence", pa.float32(), False),  # n_in_cluster / n_images
-            _f("margin", pa.float32(), False),  # (top - runner-up) / n_images
-            _f("status", pa.string(), False),  # ok | no_faces | weak | conflict
+            _f("cluster_id", pa.string()),
+            _f("n_images", pa.int32(), False),
+            _f("n_faces", pa.int32(), False),
+            _f("n_in_cluster", pa.int32(), False),
+            _f("n_members", pa.int32(), False),
+            _f("n_absorbed", pa.int32()),
+            _f("confidence", pa.float32(), False),
+            _f("margin", pa.float32(), False),
+            _f("status", pa.string(), False),
             _f("reason", pa.string()),
             _lineage(),
         ]
@@ -198,7 +203,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("face_id", pa.string(), False),
             _f("identity", pa.string(), False),
             _f("split", pa.string(), False),
-            _f("file_path", pa.string(), False),  # relative to the dataset directory
+            _f("file_path", pa.string(), False),
             _f("file_sha256", pa.string(), False),
             _f("image_id", pa.string(), False),
             _f("cluster_id", pa.string(), False),
@@ -242,49 +247,213 @@ WRITER = {
     "dataset": "export",
 }
 
-# --- meshes (issue 6, stage reconstruct3d): one row per dataset face, one per fused identity mesh -------------
+# --- meshes (stage reconstruct3d): one row per dataset face, one per fused identity mesh -------------
 _F32 = pa.float32()
 SCHEMAS["meshes"] = pa.schema(
     [
-        _f("mesh_id", pa.string(), False),  # the face_id for a face; "m" + hash of the sorted face ids when fused
-        _f("kind", pa.string(), False),  # face | fused
-        _f("face_id", pa.string()),  # the face (kind face)
+        _f("mesh_id", pa.string(), False),
+        _f("kind", pa.string(), False),
+        _f("face_id", pa.string()),
         _f("image_id", pa.string()),
-        _f("face_ids", pa.list_(pa.string()), False),  # every face it was made from (lineage of a fused mesh)
+        _f("face_ids", pa.list_(pa.string()), False),
         _f("image_ids", pa.list_(pa.string()), False),
         _f("identity", pa.string()),
-        _f("status", pa.string(), False),  # ok | tiny_face | cut_by_border | extreme_pose | fit_failed | error
+        _f("status", pa.string(), False),
         _f("reason", pa.string()),
         _f("n_views", pa.int32(), False),
-        _f("yaw", _F32),  # head pose, degrees (kind face)
+        _f("yaw", _F32),
         _f("pitch", _F32),
         _f("roll", _F32),
         _f("gaze_status", pa.string()),
         _f("gaze_yaw", _F32),
         _f("gaze_pitch", _F32),
-        _f("fit_error", _F32),  # dense fit: mean landmark error, % of the face size (fused: worst view)
-        _f("view_errors", pa.list_(_F32)),  # per view (fused), or [fit_error]
-        _f("heldout_errors", pa.list_(_F32)),  # fused, >= 3 views: per view, the fit fused without it, on it
-        _f("single_heldout_errors", pa.list_(_F32)),  # ... and the other views' single fits on it (mean)
-        _f("fused_better", pa.bool_()),  # fused, >= 3 views: heldout < single_heldout on every view
-        _f("box", pa.list_(_F32, 4)),  # detector box in the photo
-        _f("crop", pa.list_(_F32, 4)),  # final regressor crop: cx, cy, side, theta
-        _f("landmarks68", pa.list_(_F32)),  # regressor: 68 x (x, y, z) photo pixels
-        _f("fit_landmarks68", pa.list_(_F32)),  # dense fit projected: 68 x (x, y), the training pseudo-labels
-        _f("params62", pa.list_(_F32)),  # 3DMM parameters (3DDFA_V2 layout)
-        _f("shape_coeffs", pa.list_(_F32)),  # SFM identity coefficients
-        _f("mesh_dir", pa.string()),  # project-relative folder of the files below
+        _f("fit_error", _F32),
+        _f("view_errors", pa.list_(_F32)),
+        _f("heldout_errors", pa.list_(_F32)),
+        _f("single_heldout_errors", pa.list_(_F32)),
+        _f("fused_better", pa.bool_()),
+        _f("box", pa.list_(_F32, 4)),
+        _f("crop", pa.list_(_F32, 4)),
+        _f("landmarks68", pa.list_(_F32)),
+        _f("fit_landmarks68", pa.list_(_F32)),
+        _f("params62", pa.list_(_F32)),
+        _f("shape_coeffs", pa.list_(_F32)),
+        _f("mesh_dir", pa.string()),
         _f("obj_path", pa.string()),
         _f("glb_path", pa.string()),
         _f("texture_path", pa.string()),
         _f("landmarks_path", pa.string()),
         _f("json_path", pa.string()),
-        _f("seconds", _F32),  # processing time (per face; fused: the fusion)
+        _f("seconds", _F32),
         _lineage(),
     ]
 )
 KEYS["meshes"] = ("mesh_id",)
 WRITER["meshes"] = "reconstruct3d"
+
+# --- what every column means: the one table (written into each file's Parquet field metadata) ---------------
+_PROJECT = "the project root (the folder holding params.yaml)"
+
+#: Column descriptions shared by every manifest that has the column.
+COLUMN_DOCS: dict[str, str] = {
+    "image_id": "sha256 of the stored image bytes: the image's id in every manifest",
+    "face_id": "id of one detected face: hash of its image id, detector and box",
+    "cluster_id": "id of a cluster of faces: hash of its smallest member face id",
+    "log_id": "id of one collection attempt: hash of source kind, source URI and queried name",
+    "mesh_id": "the face_id for a face's mesh; 'm' + hash of the sorted face ids for a fused identity mesh",
+    "store_path": "the image file in the content-addressed store",
+    "format": "image format sniffed from the bytes: jpeg, png, gif, webp, bmp or tiff",
+    "width": "pixels, after EXIF orientation",
+    "height": "pixels, after EXIF orientation",
+    "n_bytes": "size of the downloaded or read file in bytes",
+    "mode": "colour mode as found in the file (RGB, L, CMYK, I;16, RGBA, P...)",
+    "n_frames": "frames in the file (animated GIF/WebP keep the first)",
+    "phash": "64-bit perceptual hash (hex), for near-duplicates",
+    "dup_of": "image_id of a near-identical image kept earlier (ingest.near_dup_bits), else null",
+    "query_name": "the name searched for or given to the source (a cast member); null for untargeted frames",
+    "label": "ground-truth identity when the source is labelled (folder sources with labeled: true); "
+    "evaluation only, never used to build the dataset",
+    "identity": "the queried name this face was assigned to (its dominant cluster or absorbed), else null",
+    "source_kind": "folder | video | url | web_api | web_page",
+    "source_uri": "where the bytes came from: a file path, or the image URL for web sources",
+    "source_name": "which configured source: a folder or video as written in params.yaml, a URL list, a template",
+    "page_url": "the web page the image was found on",
+    "final_url": "the image URL after redirects",
+    "http_status": "HTTP status of the image response",
+    "content_type": "Content-Type the server sent",
+    "etag": "ETag the server sent (revalidation)",
+    "last_modified": "Last-Modified the server sent (revalidation)",
+    "license": "short license name, e.g. CC BY-SA 4.0",
+    "author": "the creator (Commons: Artist, else the uploader), HTML stripped",
+    "license_url": "URL of the license text",
+    "usage_terms": "the license's long name, e.g. Creative Commons Attribution-Share Alike 4.0",
+    "attribution_required": "whether the license requires attribution",
+    "restrictions": "warnings on the file, e.g. personality, trademarked (Commons' templates)",
+    "video_id": "sha256 of the video file a frame came from",
+    "frame_index": "frame number in the video",
+    "timestamp_s": "seconds from the start of the video",
+    "fetched_at": "when the bytes were read or downloaded (UTC)",
+    "lineage": "stage, run id, git revisions, code version and hash, params hash, model name/version/sha256 "
+    "and creation time of the row",
+    "status": "outcome of this row's step (values listed per manifest)",
+    "reason": "why the status is not ok ('code: message')",
+    "attempts": "requests made (0: not fetched: refused, capped or reused)",
+    "detector": "the face detector: retinaface, yunet or mtcnn",
+    "face_index": "rank of the face by detector score within its image (0 = best)",
+    "x1": "face box left edge, image pixels",
+    "y1": "face box top edge, image pixels",
+    "x2": "face box right edge, image pixels",
+    "y2": "face box bottom edge, image pixels",
+    "score": "detector confidence",
+    "landmarks": "5 landmarks, x, y pairs in image pixels: left eye, right eye, nose, mouth corners (l, r)",
+    "is_primary": "the image's subject: its largest, most central usable face",
+    "size_px": "shorter side of the face box in pixels",
+    "outside": "share of the face box outside the image (cut-off faces)",
+    "blur": "variance of the Laplacian of the aligned crop (higher = sharper)",
+    "yaw": "head yaw in degrees (left/right turn)",
+    "pitch": "head pitch in degrees (up/down)",
+    "roll": "head roll in degrees (in-plane tilt)",
+    "quality": "combined face quality in [0, 1]: score, size, sharpness, pose, cut-off",
+    "crop_path": "the aligned face crop (PNG)",
+    "crop_sha256": "sha256 of the crop file (the store check compares)",
+    "crop_size": "aligned crop side in pixels",
+    "align_template": "landmark template of the crop: dlib150, arcface112 or facenet160",
+    "align_matrix": "2x3 affine transform, source image pixels -> crop pixels, row-major",
+    "model": "the recognizer (embed.model): dlib-resnet, facenet-vggface2 or onnx:<path>",
+    "model_version": "recognizer version, with flip/alignment-view/jitter settings",
+    "dim": "vector length",
+    "vector": "the face embedding, L2-normalised (distance = L2, cosine = 1 - d^2/2)",
+    "cluster_size": "faces in the cluster",
+    "method": "clustering method (cluster.method)",
+    "absorbed": "kept for `identity` because one of that name's images had it near the cluster centre, "
+    "though it is outside the cluster",
+    "doubt": "0 = certain; higher = review first (distance and margin to the next cluster combined)",
+    "distance": "L2 distance to the centre of the rest of its cluster; null for singletons",
+    "margin": "distance to the next cluster's centre minus `distance` (small = ambiguous)",
+    "next_cluster_id": "the nearest other cluster (review: should it go there?)",
+    "n_images": "images collected for this name",
+    "n_faces": "usable faces in those images",
+    "n_in_cluster": "of the name's images, how many have a face in its dominant cluster",
+    "n_members": "faces in the dominant cluster, from any source",
+    "n_absorbed": "more of the name's images whose face joined near the cluster centre",
+    "confidence": "n_in_cluster / n_images",
+    "split": "train | val | test (identity-disjoint within the split, leakage-free)",
+    "file_path": "the exported face image",
+    "file_sha256": "sha256 of the exported file",
+    "embedding_model": "recognizer whose vectors clustered this face",
+    "image_lineage": "lineage of the image row",
+    "face_lineage": "lineage of the face row",
+    "embedding_lineage": "lineage of the embedding row",
+    "cluster_lineage": "lineage of the cluster row",
+    "kind": "face (one photo) | fused (one identity, several views)",
+    "face_ids": "every face the mesh was made from",
+    "image_ids": "the images of those faces",
+    "n_views": "photos the mesh was made from",
+    "gaze_status": "ok | eyes_not_found | eyes_closed | eyes_too_small | head_turned",
+    "gaze_yaw": "gaze yaw in degrees, camera frame",
+    "gaze_pitch": "gaze pitch in degrees, camera frame",
+    "fit_error": "dense fit: mean landmark error, % of the face size (fused: worst view)",
+    "view_errors": "per view (fused), or [fit_error]",
+    "heldout_errors": "fused, >= 3 views: per view, error on it of the fit fused without it",
+    "single_heldout_errors": "fused, >= 3 views: per view, mean error on it of the other views' single fits",
+    "fused_better": "fused, >= 3 views: heldout_errors < single_heldout_errors on every view",
+    "box": "detector box in the photo: x1, y1, x2, y2",
+    "crop": "final regressor crop: cx, cy, side, theta",
+    "landmarks68": "regressor: 68 x (x, y, z) in photo pixels",
+    "fit_landmarks68": "dense fit projected: 68 x (x, y) in photo pixels (the training pseudo-labels)",
+    "params62": "3DMM parameters (3DDFA_V2 layout)",
+    "shape_coeffs": "SFM identity shape coefficients",
+    "mesh_dir": "folder of the mesh files",
+    "obj_path": "mesh.obj (with .mtl and texture)",
+    "glb_path": "mesh.glb",
+    "texture_path": "texture PNG",
+    "landmarks_path": "68 3D landmarks (.xyz)",
+    "json_path": "face3d.json / fused3d.json summary",
+    "seconds": "processing time (per face; fused: the fusion)",
+}
+
+#: Where one manifest's column means something more specific than `COLUMN_DOCS` says.
+MANIFEST_COLUMN_DOCS: dict[tuple[str, str], str] = {
+    ("crawl_log", "status"): "stored | duplicate (same bytes as a stored image) | failed | skipped",
+    ("crawl_log", "reason"): "'code: message' (for stored rows: a note, e.g. a content-type mismatch)",
+    ("crawl_log", "image_id"): "the stored image (stored, duplicate), else null",
+    ("detections", "status"): "ok | no_face | error",
+    ("detections", "n_faces"): "faces the detector found in the image",
+    ("detections", "n_kept"): "of those, faces passing the detect.* quality filters",
+    ("faces", "status"): "ok | filtered",
+    ("faces", "reason"): "why the face was filtered (which detect.* threshold)",
+    ("identities", "query_name"): "the queried name (cast member)",
+    ("identities", "cluster_id"): "the name's dominant cluster, null when none could be chosen",
+    ("identities", "margin"): "(top - runner-up cluster's images) / n_images",
+    ("identities", "status"): "ok | no_faces | weak | conflict",
+    ("clusters", "query_name"): "the name queried for the face's image",
+    ("meshes", "status"): "ok | tiny_face | cut_by_border | extreme_pose | fit_failed | error",
+    ("meshes", "identity"): "the dataset identity of the face(s)",
+    ("dataset", "identity"): "the identity (class) of the face: a queried name",
+}
+
+#: The base of every path column: where a relative path starts.
+PATH_BASES: dict[tuple[str, str], str] = {
+    **{(m, "store_path"): _PROJECT for m in ("images", "dataset")},
+    ("faces", "crop_path"): _PROJECT,
+    ("dataset", "file_path"): "the dataset folder (data/dataset)",
+    **{(m, "source_uri"): "folder and video sources: the source's path as written in params.yaml (relative "
+       "ones from " + _PROJECT + ") and the path below it; web sources: an absolute URL"
+       for m in ("images", "crawl_log", "dataset")},
+    **{("meshes", c): _PROJECT for c in ("mesh_dir", "obj_path", "glb_path", "texture_path", "landmarks_path",
+                                          "json_path")},
+}  # fmt: skip
+
+
+def describe(name: str) -> dict[str, str]:
+    """{column: description} of manifest `name`, path bases included (what its Parquet field metadata holds)."""
+    out = {}
+    for f in SCHEMAS[name]:
+        doc = MANIFEST_COLUMN_DOCS.get((name, f.name)) or COLUMN_DOCS.get(f.name, "")
+        base = PATH_BASES.get((name, f.name))
+        out[f.name] = f"{doc}; path relative to {base}" if base else doc
+    return out
+
 
 MANIFEST_DIR = Path("data") / "manifests"
 
@@ -309,8 +478,20 @@ def _check_name(name: str) -> None:
 
 
 def schema(name: str) -> pa.Schema:
+    """The manifest's schema with each field's `description` and the table's path bases in the metadata."""
     _check_name(name)
-    return SCHEMAS[name].with_metadata({"facedata.manifest": name, "facedata.schema_version": SCHEMA_VERSION})
+    return _schema(name, SCHEMAS[name])
+
+
+@functools.lru_cache(maxsize=64)
+def _schema(name: str, base: pa.Schema) -> pa.Schema:
+    docs = describe(name)
+    fields = [f.with_metadata({"description": docs[f.name]}) if docs[f.name] else f for f in base]
+    bases = {c: b for (m, c), b in PATH_BASES.items() if m == name}
+    meta = {"facedata.manifest": name, "facedata.schema_version": SCHEMA_VERSION}
+    if bases:
+        meta["facedata.path_bases"] = json.dumps(bases, sort_keys=True)
+    return pa.schema(fields, metadata=meta)
 
 
 def empty(name: str) -> pa.Table:

@@ -190,7 +190,7 @@ register(
 )
 
 
-# --- 3D faces (issue 6): 3DDFA_V2 regressor weights + 3DDFA v1 sparse bases, Surrey Face Model -------------
+# --- 3D faces: 3DDFA_V2 regressor weights + 3DDFA v1 sparse bases, Surrey Face Model -------------
 _TDDFA2 = "https://raw.githubusercontent.com/cleardusk/3DDFA_V2/1b6c67601abffc1e9f248b291708aef0e43b55ae"
 _TDDFA1 = "https://raw.githubusercontent.com/cleardusk/3DDFA/3545f355bfc71e5748fa915b13932958363135d7"
 _EOS = "https://raw.githubusercontent.com/patrikhuber/eos/ce984207a51c2edd2e7568a64fec9b98ef61aeed/share"

@@ -25,6 +25,13 @@ class ParamsError(ValueError):
     """params.yaml is missing, unreadable, or holds a value that is not allowed."""
 
 
+class DefaultsUsed(UserWarning):
+    """params.yaml lacks some keys, which take their defaults (said once per process: `validate`)."""
+
+
+_WARNED: set[str] = set()
+
+
 @dataclass(frozen=True)
 class Spec:
     default: Any
@@ -142,7 +149,7 @@ _TRAIN_SPEC: dict[str, Spec] = {
 
 #: Every parameter, by dotted key. Lists of sources are checked by `_check_sources`.
 SPEC: dict[str, Spec] = {
-    # --- sources / ingest / crawl (issue 5; lists of sources are checked by facedata.sources.config) ---
+    # --- sources / ingest / crawl (lists of sources are checked by facedata.sources.config) ---
     "sources.cast": Spec([], (list,), help="names searched on the web sources: 'Name' or {name, wikidata: Q..}"),
     "sources.folders": Spec([], (list,), help="trees <name>/<images>; the folder name is the queried name"),
     "sources.videos": Spec([], (list,), help="videos whose sampled frames join the collection"),
@@ -218,7 +225,7 @@ SPEC: dict[str, Spec] = {
     "crawl.chromedriver": Spec("/usr/bin/chromedriver", (str,), None, "", "its chromedriver"),
     "crawl.browser_args": Spec([], (list,), None, "", "extra Chromium flags (e.g. --host-resolver-rules=...)"),
     "crawl.page_timeout_s": Spec(30.0, NUM, _pos, "> 0", "page load + first results wait, per page"),
-    # detect (issue 3): which detector, what counts as a usable face, how crops are made
+    # detect: which detector, what counts as a usable face, how crops are made
     "detect.detector": Spec("retinaface", (str,), *_one_of("retinaface", "yunet", "mtcnn"), "face detector"),
     "detect.device": Spec("auto", (str,), *_DEVICE, "auto uses a GPU when one is present", perf=True),
     "detect.workers": Spec(0, (int,), _nonneg, ">= 0", "worker processes; 0 = one per core", perf=True),
@@ -238,7 +245,7 @@ SPEC: dict[str, Spec] = {
     ),
     "detect.mtcnn_min_face_size": Spec(20, (int,), _pos, "> 0", "MTCNN's smallest searched face"),
     "detect.mtcnn_thresholds": Spec([0.6, 0.7, 0.7], (list,), lambda v: len(v) == 3, "3 numbers", "P/R/O-Net"),
-    # embed (issue 3): which recognizer, and how
+    # embed: which recognizer, and how
     "embed.model": Spec(
         "dlib-resnet", (str,), _embed_model, "dlib-resnet, facenet-vggface2 or onnx:<path>", "recognizer"
     ),
@@ -261,7 +268,7 @@ SPEC: dict[str, Spec] = {
     "embed.device": Spec("auto", (str,), *_DEVICE, "", perf=True),
     "embed.workers": Spec(0, (int,), _nonneg, ">= 0", "worker processes; 0 = one per core", perf=True),
     "embed.batch_size": Spec(64, (int,), _pos, "> 0", "faces per embedding batch", perf=True),
-    # --- cluster (issue 4); distances are L2 between unit vectors (cosine = 1 - d^2/2) ---
+    # --- cluster; distances are L2 between unit vectors (cosine = 1 - d^2/2) ---
     "cluster.method": Spec("knn_average", (str,), *_CLUSTER, "clustering algorithm (baselines for comparison)"),
     "cluster.threshold": Spec(
         0.31,
@@ -345,7 +352,7 @@ SPEC: dict[str, Spec] = {
         "folder searched first for model weights, relative to params.yaml "
         "($FACEDATA_MODELS_DIR wins); empty: user cache, packages, download",
     ),
-    # --- 3D faces (issue 6): stage reconstruct3d, `facedata face3d`, `facedata evaluate 3d` ---------------------
+    # --- 3D faces: stage reconstruct3d, `facedata face3d`, `facedata evaluate 3d` ---------------------
     "recon3d.weights": Spec(
         "", (str,), None, "", "fine-tuned regressor from `facedata train 3d` ('' = 3DDFA_V2 mb05)"
     ),
@@ -393,7 +400,7 @@ SPEC: dict[str, Spec] = {
     "train3d.seed": Spec(0, (int,), None, "", "data order and augmentation seed"),
     "train3d.device": Spec("auto", (str,), *_DEVICE, "", perf=True),
     "train3d.threads": Spec(1, (int,), _pos, "> 0", "torch CPU threads (more stall on a busy machine)", perf=True),
-    # --- stage train (issue 18): a recognizer for the dataset's identities; `facedata identify` uses it --------
+    # --- stage train: a recognizer for the dataset's identities; `facedata identify` uses it --------
     **_TRAIN_SPEC,
 }
 
@@ -463,7 +470,10 @@ def validate(params: dict) -> dict:
     if errors:
         raise ParamsError(errors[0] if len(errors) == 1 else f"{len(errors)} problems: " + "; ".join(errors))
     if missing:
-        warnings.warn(f"params.yaml has no {_summary(missing)}: using the defaults", stacklevel=2)
+        message = f"params.yaml has no {_summary(missing)}: using the defaults"
+        if message not in _WARNED:  # once per process, not once per load
+            _WARNED.add(message)
+            warnings.warn(message, DefaultsUsed, stacklevel=2)
     return checked
 
 

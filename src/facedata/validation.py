@@ -91,17 +91,22 @@ def load_frames(root: str | os.PathLike) -> dict[str, pd.DataFrame]:
 
 
 def labelled_metrics_frame(root: str | os.PathLike) -> pd.DataFrame | None:
-    """One row of clustering metrics against labels, when any source is labelled."""
-    from facedata.cluster.metrics import clustering_metrics
-    from facedata.pipeline.cluster import labelled_assignment
+    """One row of clustering metrics against labels, when any source is labelled (the cluster stage's
+    `labelled` metrics, from the same function)."""
+    from facedata.cluster.metrics import LOG_COLUMNS, clustering_metrics, labelled_assignment, labelled_items
 
     root = Path(root)
-    images = manifest.read("images", root).to_pylist()
+    images = manifest.read("images", root, columns=["image_id", "label"]).to_pylist()
     if not any(r["label"] for r in images):
         return None
-    faces = [f for f in manifest.read("faces", root).to_pylist() if f["status"] == "ok"]
+    faces = manifest.read("faces", root, columns=["face_id", "image_id", "status", "is_primary"]).to_pylist()
+    primary = {f["image_id"]: f["face_id"] for f in faces if f["status"] == "ok" and f["is_primary"]}
     face_cluster = {r["face_id"]: r["cluster_id"] for r in manifest.read("clusters", root).to_pylist()}
-    truth, pred = labelled_assignment(images, faces, face_cluster)
+    log = manifest.read("crawl_log", root, columns=LOG_COLUMNS).to_pylist()
+    items = labelled_items(log, {r["image_id"]: r["label"] for r in images})
+    if not items:
+        return None
+    truth, pred = labelled_assignment(items, primary, face_cluster)
     return pd.DataFrame([clustering_metrics(truth, pred)])
 
 

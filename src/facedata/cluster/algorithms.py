@@ -23,17 +23,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from facedata.cluster.graph import average_linkage, compact, must_link_labels
+from facedata.cluster.graph import average_linkage, compact, cos_of, must_link_labels
 from facedata.params import default
 
 
 def relabel_by_first_appearance(labels: np.ndarray) -> np.ndarray:
     return compact(np.asarray(labels))
-
-
-def cos_of(distance: float) -> float:
-    """Cosine similarity of two unit vectors `distance` apart."""
-    return 1.0 - distance * distance / 2.0
 
 
 def _noise_to_singletons(labels: np.ndarray) -> np.ndarray:

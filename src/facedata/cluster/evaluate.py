@@ -2,7 +2,8 @@
 measured against the folder names.
 
 Detection and embedding run as the real pipeline stages (ingest, detect, embed) in a cache project keyed by
-the folder, so a second evaluation with other clustering params re-detects and re-embeds nothing. Then:
+the folder (`facedata.pipeline.evalcache.prepare`), so a second evaluation with other clustering params
+re-detects and re-embeds nothing. Then (this module, which reads the cache project's manifests):
 
 - every file is one item; its predicted cluster is the cluster of its image's primary face. Files with no
   usable face (none detected, all filtered, unreadable) are their own singleton and counted in `n_no_face`,
@@ -20,7 +21,6 @@ the folder, so a second evaluation with other clustering params re-detects and r
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import time
@@ -29,16 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from facedata import atomic, manifest
+from facedata import manifest
 from facedata.cluster.faceset import FaceSet, cluster_faces, load_faceset
 from facedata.cluster.identities import absorb_faces, dominant_clusters
 from facedata.cluster.metrics import KEYS as METRIC_KEYS
-from facedata.cluster.metrics import clustering_metrics, crawl_scores
+from facedata.cluster.metrics import clustering_metrics, crawl_scores, labelled_assignment, labelled_items
 
-PREP_STAGES = ("ingest", "detect", "embed")
-JSON_KEYS = (*METRIC_KEYS, "n_images", "n_identities", "n_no_face", "seconds")  # as issue 4 names them
+JSON_KEYS = (*METRIC_KEYS, "n_images", "n_identities", "n_no_face", "seconds")
 CRAWL_KEYS = ("crawl_precision", "crawl_recall")
 NAME_KEYS = ("name_precision", "name_recall", "merges_to_complete")
 
@@ -62,52 +60,6 @@ class LabeledSet:
         for r, img in enumerate(self.faces.image_ids):
             out[img].append(r)
         return out
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("FACEDATA_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "facedata"
-    )
-    return Path(base) / "evaluate"
-
-
-def cache_project_for(source: Path, cache_dir: Path | None) -> Path:
-    key = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]
-    return (cache_dir or default_cache_dir()) / f"{source.resolve().name}-{key}"
-
-
-def _prepare_project(source: Path, sources: dict, params: dict, cache_dir) -> Path:
-    """The cache project for `source` with `sources` as its only sources, ingested, detected and embedded."""
-    from facedata.pipeline.runner import run_stage
-
-    root = cache_project_for(source, Path(cache_dir) if cache_dir else None)
-    root.mkdir(parents=True, exist_ok=True)
-    p = copy.deepcopy(params)
-    p["sources"] = {"folders": [], "videos": [], **sources}
-    atomic.write_text(root / "params.yaml", yaml.safe_dump(p, sort_keys=False))
-    for stage in PREP_STAGES:
-        code = run_stage(stage, root)
-        if code != 0:
-            raise EvaluationError(f"stage {stage} failed in the evaluation cache {root} (exit {code}); see above")
-    return root
-
-
-def prepare(
-    labeled_dir: str | os.PathLike, params: dict, cache_dir: str | os.PathLike | None = None
-) -> LabeledSet:
-    """Run ingest / detect / embed with `params` on the folder (reusing the cache) and load the results."""
-    t0 = time.perf_counter()
-    labeled_dir = Path(labeled_dir).resolve()
-    if not labeled_dir.is_dir():
-        raise EvaluationError(f"labelled folder {labeled_dir} does not exist")
-    if not any(p.is_dir() for p in labeled_dir.iterdir()):
-        raise EvaluationError(f"{labeled_dir} has no <identity>/ sub-folders; expected <identity>/<images>")
-    root = _prepare_project(
-        labeled_dir, {"folders": [{"root": str(labeled_dir), "labeled": True}]}, params, cache_dir
-    )
-    ls = load(root, params["embed"]["model"], labeled_dir)
-    ls.seconds_prepare = time.perf_counter() - t0
-    return ls
 
 
 @dataclass
@@ -140,25 +92,13 @@ def read_face_labels(path: str | os.PathLike) -> list[tuple[int, np.ndarray, str
     return out
 
 
-def prepare_video(
-    video: str | os.PathLike,
-    labels_csv: str | os.PathLike,
-    params: dict,
-    cache_dir: str | os.PathLike | None = None,
-) -> LabeledFaces:
-    """Run ingest / detect / embed with `params` on the video's sampled frames (reusing the cache), and match
-    each labelled box to the usable face of its frame that overlaps it most (IoU >= 0.5)."""
+def load_video(root: Path, labelled: list[tuple[int, np.ndarray, str]], model: str) -> LabeledFaces:
+    """The labelled boxes of a video's evaluation cache project (`read_face_labels`), each matched to the usable
+    face of its frame that overlaps it most (IoU >= 0.5)."""
     from facedata.cluster.constraints import iou
 
-    t0 = time.perf_counter()
-    video = Path(video).resolve()
-    if not video.is_file():
-        raise EvaluationError(f"video {video} does not exist")
-    labelled = read_face_labels(labels_csv)
-    root = _prepare_project(video, {"videos": [{"path": str(video)}]}, params, cache_dir)
     images = manifest.read("images", root).to_pylist()
     faces = manifest.read("faces", root).to_pylist()
-    model = params["embed"]["model"]
     emb = {r["face_id"]: r["vector"] for r in manifest.read("embeddings", root).to_pylist() if r["model"] == model}
     fs = load_faceset(images, faces, emb)
     frame_of = {r["image_id"]: r["frame_index"] for r in images if r.get("frame_index") is not None}
@@ -172,7 +112,7 @@ def prepare_video(
         overlap = iou(fs.boxes[cand], box[None])[:, 0] if cand else np.zeros(0)
         labels.append(label)
         rows.append(int(cand[int(np.argmax(overlap))]) if overlap.size and overlap.max() >= 0.5 else None)
-    return LabeledFaces(labels, rows, fs, time.perf_counter() - t0)
+    return LabeledFaces(labels, rows, fs)
 
 
 def evaluate_faces(lf: LabeledFaces, cluster_params: dict, seed: int = 0) -> dict:
@@ -201,12 +141,8 @@ def load(root: Path, model: str, labeled_dir: Path | None = None) -> LabeledSet:
     fs = load_faceset(images, faces, emb)
     row_of = {fid: r for r, fid in enumerate(fs.face_ids)}
     primary = {f["image_id"]: row_of[f["face_id"]] for f in faces if f["is_primary"] and f["face_id"] in row_of}
-    labels, image_ids = [], []
-    for row in sorted(log, key=lambda r: r["source_uri"]):
-        if row["source_kind"] != "folder" or row["query_name"] is None:
-            continue
-        labels.append(row["query_name"])
-        image_ids.append(row["image_id"] if row["status"] in ("stored", "duplicate") else None)
+    items = labelled_items(log, {r["image_id"]: r["label"] for r in images})
+    labels, image_ids = [label for label, _ in items], [img for _, img in items]
     if not labels:
         raise EvaluationError(f"no labelled images were found in {labeled_dir or root}")
     return LabeledSet(labels, image_ids, fs, primary)
@@ -272,16 +208,9 @@ def evaluate(
     if items.size == 0:
         raise EvaluationError(f"no identities fall in split {split!r}")
     face_cluster = _cluster_items(ls, items, cluster_params, seed)
-    truth, pred, n_no_face = [], [], 0
-    for i in items:
-        img = ls.image_ids[i]
-        r = ls.primary.get(img) if img is not None else None
-        truth.append(ls.labels[i])
-        if r is None:
-            pred.append(f"noface:{i}")
-            n_no_face += 1
-        else:
-            pred.append(face_cluster[ls.faces.face_ids[r]])
+    primary_face = {img: ls.faces.face_ids[r] for img, r in ls.primary.items()}
+    truth, pred = labelled_assignment([(ls.labels[i], ls.image_ids[i]) for i in items], primary_face, face_cluster)
+    n_no_face = sum(1 for c in pred if c.startswith("noface:"))
     out: dict = dict(clustering_metrics(truth, pred))
     out.update(n_images=int(items.size), n_identities=len(set(truth)), n_no_face=n_no_face)
     if names:

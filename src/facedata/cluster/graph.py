@@ -25,6 +25,11 @@ import numpy as np
 _CHUNK = 262_144
 
 
+def cos_of(distance: float) -> float:
+    """Cosine similarity of two unit vectors `distance` apart (thresholds are L2 distances)."""
+    return 1.0 - distance * distance / 2.0
+
+
 def pair_keys(a: np.ndarray, b: np.ndarray, m: int) -> np.ndarray:
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     return lo.astype(np.int64) * m + hi

@@ -23,8 +23,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from facedata.cluster.algorithms import Options, cluster, cos_of
-from facedata.cluster.graph import compact
+from facedata.cluster.algorithms import Options, cluster
+from facedata.cluster.graph import compact, cos_of
 from facedata.cluster.link import face_link_target
 
 #: How far below the merge similarity a doubtful face's neighbour still pulls its cluster into the recluster.

@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from facedata.params import default
+
 
 def _faiss():
     import faiss
@@ -26,7 +28,13 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(65536, 4 * np.sqrt(n), n // 39)))
 
 
-def build_index(x: np.ndarray, exact_max: int = 50_000, nprobe: int = 16, nlist: int | None = None, seed: int = 0):
+def build_index(
+    x: np.ndarray,
+    exact_max: int = default("cluster.exact_knn_max"),
+    nprobe: int = default("cluster.nprobe"),
+    nlist: int | None = None,
+    seed: int = 0,
+):
     """A faiss inner-product index over `x`: exact (flat) up to `exact_max` rows, IVF-Flat above."""
     faiss = _faiss()
     n, d = x.shape
@@ -62,8 +70,8 @@ def search_batch(index, q: np.ndarray, start: int, k: int) -> tuple[np.ndarray, 
 def knn(
     x: np.ndarray,
     k: int,
-    exact_max: int = 50_000,
-    nprobe: int = 16,
+    exact_max: int = default("cluster.exact_knn_max"),
+    nprobe: int = default("cluster.nprobe"),
     nlist: int | None = None,
     batch: int = 20_000,
     seed: int = 0,
@@ -97,8 +105,8 @@ def knn_dask(
     x: np.ndarray,
     k: int,
     client,
-    exact_max: int = 50_000,
-    nprobe: int = 16,
+    exact_max: int = default("cluster.exact_knn_max"),
+    nprobe: int = default("cluster.nprobe"),
     nlist: int | None = None,
     batch: int = 50_000,
     seed: int = 0,

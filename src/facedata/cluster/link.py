@@ -29,9 +29,9 @@ stays put). Then, in an **open run**, where almost every face has found a cluste
 `link_open_share` of the faces are left in small clusters, of at most `SMALL` samples), the few left over are
 the people's stragglers far more often than strangers: a small cluster links to the larger one its
 neighbours vote for within `link_reach` of its centre, past the spread-based allowance, and the rounds go on.
-The share of faces left in small clusters is the run's own estimate of how many strangers it holds: about
-5% on a crawl of a dozen actors (stragglers and background faces), half on LFW (thousands of people with one
-or two photos), where nothing changes.
+The share of faces left in small clusters is the run's own estimate of how many strangers it holds: small on
+a crawl of a dozen actors (stragglers and background faces), large on LFW (thousands of people with one or
+two photos), where nothing changes.
 
 Cannot-links (two faces of one image) block a link between small clusters; between two clusters of at least
 `SOFT_CANNOT_SIZE` faces with such pairs for at most half of the smaller one (a collage of one actor, two

@@ -8,7 +8,7 @@ clusters by the caller, never dropped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -25,6 +25,46 @@ KEYS = (
     "n_clusters",
     "compactness",
 )
+
+
+#: crawl_log statuses of a file that is an item: it became an image (stored, or the same bytes as one: duplicate)
+#: or it could not (failed: a miss). Skipped entries (hidden files, over max_per_name) were never meant to be.
+ITEM_STATUSES = ("stored", "duplicate", "failed")
+#: The crawl_log columns `labelled_items` reads.
+LOG_COLUMNS = ["source_kind", "source_name", "source_uri", "status", "image_id"]
+
+
+def labelled_items(log: Iterable[Mapping], image_label: Mapping[str, str | None]) -> list[tuple[str, str | None]]:
+    """One item per file of a labelled folder source, in `source_uri` order: (its identity, its stored image
+    id, None when the file failed to ingest). `log` holds crawl_log rows; `image_label` maps image ids to the
+    images manifest's `label`. A folder source is labelled when the images it stored carry labels (a duplicate
+    of another source's image says nothing about its own source); a file's identity is its sub-folder under
+    the source root (as a labelled folder source labels it), so files that failed to ingest keep theirs."""
+    rows = [r for r in log if r["source_kind"] == "folder" and r.get("source_name")]
+    labelled = {r["source_name"] for r in rows if r["status"] == "stored" and image_label.get(r["image_id"])}
+    out: list[tuple[str, str | None]] = []
+    for r in sorted(rows, key=lambda r: r["source_uri"]):
+        if r["source_name"] not in labelled or r["status"] not in ITEM_STATUSES:
+            continue
+        below = r["source_uri"][len(r["source_name"].rstrip("/")) + 1 :]
+        if "/" in below:  # files directly under the root have no identity
+            out.append((below.split("/", 1)[0], None if r["status"] == "failed" else r["image_id"]))
+    return out
+
+
+def labelled_assignment(
+    items: Sequence[tuple[str, str | None]], primary_face: Mapping[str, str], face_cluster: Mapping[str, str]
+) -> tuple[list[str], list[str]]:
+    """(true labels, predicted clusters) per item of `labelled_items`: the cluster of its image's primary usable
+    face (`primary_face`: image id -> face id), else a singleton of its own, so a file without a face, or that
+    failed to ingest, is a miss, never dropped. The cluster stage, validation and `facedata evaluate cluster`
+    all score with this."""
+    truth, pred = [], []
+    for i, (label, image_id) in enumerate(items):
+        fid = primary_face.get(image_id) if image_id is not None else None
+        truth.append(label)
+        pred.append(face_cluster.get(fid, f"noface:{i}"))
+    return truth, pred
 
 
 def _codes(labels: Sequence) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facedata.cluster.graph import compact
+from facedata.cluster.graph import compact, cos_of
 
 
 def centroids(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -34,8 +34,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def refine(x: np.ndarray, labels: np.ndarray, idx: np.ndarray, sim: np.ndarray, opts) -> np.ndarray:
-    from facedata.cluster.algorithms import cos_of
-
     x = np.asarray(x, dtype=np.float32)
     labels = compact(labels).copy()
     n = len(x)
@@ -65,8 +63,6 @@ def join_small(
     """Clusters of at most `opts.join_max_size` faces move into the best larger neighbouring cluster when their
     centre directions are within `join_threshold` and clearly nearer than the next candidate (`join_margin`).
     Candidates are the clusters reached by the small cluster's kNN edges; smallest clusters move first."""
-    from facedata.cluster.algorithms import cos_of
-
     sums, counts = centroids(x, labels)
     unit = _unit(sums).astype(np.float32)
     n, k = idx.shape

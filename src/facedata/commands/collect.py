@@ -1,4 +1,4 @@
-"""`facedata ingest-urls`, `facedata ingest-video`, `facedata schedule`: collection commands (issue 5)."""
+"""`facedata ingest-urls`, `facedata ingest-video`, `facedata schedule`: collection commands."""
 
 from __future__ import annotations
 

@@ -103,14 +103,8 @@ def clustering(
     from tqdm import tqdm
 
     from facedata import atomic
-    from facedata.cluster.evaluate import (
-        EvaluationError,
-        evaluate,
-        evaluate_faces,
-        json_view,
-        prepare,
-        prepare_video,
-    )
+    from facedata.cluster.evaluate import EvaluationError, evaluate, evaluate_faces, json_view
+    from facedata.pipeline.evalcache import prepare, prepare_video
 
     if (labeled_dir is None) == (video is None):
         raise click.UsageError("give exactly one of --labeled-dir and --video")

@@ -24,9 +24,9 @@ def _safe(name: str) -> str:
     "--out",
     "out_dir",
     type=click.Path(file_okay=False),
-    default="face3d_out",
-    show_default=True,
-    help="output folder: <out>/<image>/face<k>/ per face, <out>/fused/ for --multiview",
+    default=None,
+    help="output folder: <out>/<image>/face<k>/ per face, <out>/fused/ for --multiview (default: "
+    "<project>/data/face3d/ inside a project, where git ignores it; ./face3d_out outside one)",
 )
 @click.option(
     "--weights",
@@ -58,6 +58,7 @@ def face3d(images, multiview, out_dir, weights, render, gaze, as_json, root) -> 
     Examples:
       facedata face3d photo.jpg                      every face in the photo
       facedata face3d a.jpg b.jpg c.jpg --multiview  three views of one person -> one fused mesh
+    Output goes to --out, by default <project>/data/face3d/ inside a project and ./face3d_out outside one.
     Each face gets a status: ok, tiny_face, cut_by_border, extreme_pose, fit_failed, error (mesh files
     only for ok); a photo with no face is reported as no_face. Params come from the recon3d section of
     params.yaml when run inside a project.
@@ -74,7 +75,7 @@ def face3d(images, multiview, out_dir, weights, render, gaze, as_json, root) -> 
     p = dict(params["recon3d"])
     if gaze is not None:
         p["gaze"] = gaze
-    out = Path(out_dir)
+    out = Path(out_dir) if out_dir else default_out(root)
     try:
         detector = make_detector(params["detect"])
         rec = Reconstructor(p, weights or p.get("weights") or None)
@@ -145,6 +146,17 @@ def face3d(images, multiview, out_dir, weights, render, gaze, as_json, root) -> 
         sys.exit(1)
 
 
+def default_out(root: str | None) -> Path:
+    """Where `facedata face3d` writes without --out: under the project's git-ignored data/ inside a project,
+    ./face3d_out outside one."""
+    from facedata.project import ProjectError, find_root
+
+    try:
+        return find_root(root) / "data" / "face3d"
+    except ProjectError:
+        return Path("face3d_out")
+
+
 def _face_line(r, folder: Path, score: float) -> dict:
     d = {
         "face": r.face_index,
@@ -173,14 +185,11 @@ def _fuse(rec, views, out: Path, render: bool, n_images: int) -> dict:
         }
     fused = rec.fuse([v for _, v in views])
     extra = {}
-    if render:
+    n_frames = int(rec.params["turntable_frames"])  # 0: no turntable
+    if render and n_frames:
         try:
             frames = rmod.turntable(
-                fused.dense.vertices(None),
-                rec.sfm.triangles,
-                rec.sfm.uv,
-                fused.texture,
-                frames=int(rec.params.get("turntable_frames", 24)) or 24,
+                fused.dense.vertices(None), rec.sfm.triangles, rec.sfm.uv, fused.texture, frames=n_frames
             )
             extra["turntable.gif"] = rmod.gif_bytes(frames)
         except rmod.RenderUnavailable as exc:

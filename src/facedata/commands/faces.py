@@ -11,8 +11,14 @@ import click
 
 @click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="print as JSON")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="the project whose models.dir to search (default: the project around the current folder, if any)",
+)
 @click.pass_context
-def models(ctx, as_json) -> None:
+def models(ctx, as_json, root) -> None:
     """List the models facedata knows, whether their weights are available, and where they were found.
 
     \b
@@ -20,25 +26,69 @@ def models(ctx, as_json) -> None:
     installed packages (and torch's checkpoint cache for FaceNet), then downloaded from the official URL with
     a sha256 check unless FACEDATA_OFFLINE=1. Download ahead of time with `facedata models fetch NAME`.
     Your own ONNX recognizer needs no registration: set `embed.model: onnx:path/to/model.onnx`.
+    Inside a project, its params.yaml `models.dir` is searched first (as a build does), unless
+    $FACEDATA_MODELS_DIR is set; the models its params use are marked `*`.
     """
     if ctx.invoked_subcommand is not None:
         return
-    from facedata.models import MODELS_DIR_ENV, cache_dir, status
-
-    rows = status()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
     import os
 
-    click.echo(f"models dir: ${MODELS_DIR_ENV}={os.environ.get(MODELS_DIR_ENV, '(unset)')}; cache: {cache_dir()}")
+    from facedata.models import MODELS_DIR_ENV, cache_dir, status
+
+    where, used = _project_models(root)
+    rows = status()
+    for r in rows:
+        r["used_by_project"] = r["name"] in used
+    if as_json:
+        for r in rows:
+            r["models_dir"], r["models_dir_from"] = os.environ.get(MODELS_DIR_ENV), where
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"models dir: {os.environ.get(MODELS_DIR_ENV, '(none)')} ({where}); cache: {cache_dir()}")
     for r in rows:
         mark = click.style("available", fg="green") if r["available"] else click.style("missing", fg="yellow")
-        click.echo(f"{r['name']:<17} {r['kind']:<10} {mark}  {r['description']}")
+        star = "*" if r["used_by_project"] else " "
+        click.echo(f"{star}{r['name']:<16} {r['kind']:<10} {mark}  {r['description']}")
         for f in r["files"]:
             click.echo(f"{'':<19}{f}")
         click.echo(f"{'':<19}license: {r['license']}")
     click.echo("onnx:<path>       embedder   any ONNX recognizer; input spec in params.yaml embed.onnx")
+
+
+def _project_models(root: str | None) -> tuple[str, set[str]]:
+    """(where the models dir comes from, the registered models the project's params use): the project's
+    `models.dir` becomes $FACEDATA_MODELS_DIR as in a build (`Project.activate`)."""
+    import os
+
+    from facedata.models import MODELS_DIR_ENV
+    from facedata.params import ParamsError
+    from facedata.project import Project, ProjectError
+
+    preset = os.environ.get(MODELS_DIR_ENV)
+    try:
+        project = Project.find(root)
+    except ProjectError as exc:
+        if root:
+            raise click.UsageError(str(exc)) from exc
+        return ("$" + MODELS_DIR_ENV if preset else "no project here: user cache, packages, download"), set()
+    if preset:
+        where = f"${MODELS_DIR_ENV}, which wins over {project.root / 'params.yaml'}"
+    elif os.environ.get(MODELS_DIR_ENV):
+        where = f"models.dir of {project.root / 'params.yaml'}"
+    else:
+        where = f"{project.root / 'params.yaml'} sets no models.dir"
+    try:
+        p = project.params
+    except ParamsError:
+        return where + " (its params.yaml has problems: see `facedata check`)", set()
+    from facedata.embed import VIEW_MODELS
+
+    used = {p["detect"]["detector"], p["embed"]["model"], *(VIEW_MODELS[v] for v in p["embed"]["align_views"])}
+    if p["ingest"]["video_faces_only"] and p["sources"]["videos"]:
+        used.add("yunet")
+    if "reconstruct3d" in (project.root / "dvc.yaml").read_text(encoding="utf-8", errors="replace"):
+        used |= {"3ddfa-v2-mb05", "sfm-3448"}
+    return where, used
 
 
 @models.command("fetch")

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from facedata.params import default
+
 if TYPE_CHECKING:
     from facedata.models import ModelId
 
@@ -88,7 +90,12 @@ def embedder_names() -> list[str]:
     return ["dlib-resnet", "facenet-vggface2", "onnx:<path>"]
 
 
-def make_embedder(name: str, device: str = "auto", flip: bool = False, onnx_spec: dict | None = None) -> Embedder:
+def make_embedder(
+    name: str,
+    device: str = default("embed.device"),
+    flip: bool = False,
+    onnx_spec: dict | None = None,
+) -> Embedder:
     """The embedder for params.yaml `embed.model` (`dlib-resnet`, `facenet-vggface2` or `onnx:<path>`)."""
     if name == "dlib-resnet":
         from facedata.embed.dlib_resnet import DlibResNetEmbedder
@@ -109,12 +116,20 @@ def make_embedder(name: str, device: str = "auto", flip: bool = False, onnx_spec
 VIEW_MODELS = {"retinaface": "retinaface", "yunet": "yunet", "mtcnn": "mtcnn", "dlib5": "dlib-shape5"}
 
 
+def resolve_model_name(name: str, root: str | Path | None) -> str:
+    """`onnx:<path>` with a relative path is relative to the project root."""
+    if name.startswith("onnx:") and root is not None:
+        p = Path(name[len("onnx:") :]).expanduser()
+        if not p.is_absolute():
+            return f"onnx:{Path(root) / p}"
+    return name
+
+
 def embedder_identity(embed_params: dict, root: str | Path | None = None) -> ModelId:
     """The identity of the vectors the `embed:` params make, without loading a network: the recognizer's name,
     its version label (`model_version_label`) and the sha256 of every weights file involved (the recognizer's,
     and the landmark models of `embed.align_views`). A different file behind `onnx:<path>` is another model."""
     from facedata import models
-    from facedata.faces.analyze import resolve_model_name
 
     p = embed_params
     name = resolve_model_name(p["model"], root)
@@ -135,7 +150,9 @@ def embedder_identity(embed_params: dict, root: str | Path | None = None) -> Mod
     return models.combine(base.name, version, parts) if views else models.ModelId(base.name, version, base.sha256)
 
 
-def model_version_label(version: str, flip: bool, views: list[str] | tuple[str, ...] = (), jitter: int = 0) -> str:
+def model_version_label(
+    version: str, flip: bool, views: list[str] | tuple[str, ...] = (), jitter: int = default("embed.jitter")
+) -> str:
     """The version stored with each vector: vectors made with flip averaging, alignment views or jitter
     (`facedata.faces.views`) are not bit-identical to plain ones, so they say so."""
     label = f"{version}+flip" if flip else version

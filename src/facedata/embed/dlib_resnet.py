@@ -1,11 +1,12 @@
 """dlib's face recognition ResNet (the model behind face_recognition) as a PyTorch module.
 
 dlib runs this network with its own portable C++ kernels: no BLAS, no batching across cores, no GPU in the
-prebuilt wheel, ~80 ms per face on one CPU core. The weights are plain float32 tensors inside dlib's
+prebuilt wheel. The weights are plain float32 tensors inside dlib's
 serialization format, and the architecture is fixed (dlib's `dnn_face_recognition_ex.cpp`, also compiled into
 `dlib.face_recognition_model_v1`), so we read the tensors from the `.dat` file and run the same network in
-torch: ~10 ms per face on one core, batched, and on a GPU when there is one. The output matches dlib's own to
-~1e-6 (tests compare both on real faces), so it is the same model, not an approximation.
+torch: several times faster on one core (BENCHMARKS.md, throughput), batched, and on a GPU when there is
+one. The output matches dlib's own to float precision (tests compare both on real faces), so it is the same
+model, not an approximation.
 
 Architecture (input 150x150 RGB, dlib's `anet_type`):
     conv 7x7/2 (32) - affine - relu - maxpool 3x3/2

@@ -36,12 +36,11 @@ TEMPLATES: dict[str, tuple[np.ndarray, int]] = {
 }
 
 
-# Detectors do not put their five points in the same places (RetinaFace's eye points sit ~8% further apart
+# Detectors do not put their five points in the same places (RetinaFace's eye points sit further apart
 # than MTCNN's on the same face), so a template measured with one detector's points mis-scales another's
 # faces. dlib's chip geometry is therefore measured per detector, the same way as DLIB_150: each detector run
 # inside dlib's own 150 px chips of 400 LFW faces, averaged, made symmetric
-# (`python -m benchmarks faces -- --measure-templates` reproduces it). Worth +0.2% LFW-pairs accuracy for
-# RetinaFace (BENCHMARKS.md).
+# (`python -m benchmarks faces -- --measure-templates` reproduces it; what it is worth: BENCHMARKS.md).
 DETECTOR_TEMPLATES: dict[tuple[str, str], np.ndarray] = {
     ("dlib150", "retinaface"): np.array(
         [[45.2, 43.9], [104.8, 43.9], [75.0, 76.5], [49.0, 104.3], [101.0, 104.3]], dtype=np.float64

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from facedata.faces.detect import make_detector
+from facedata.faces.detect import Detections, make_detector
 from facedata.faces.process import Face, analyze_faces
 from facedata.imageio import ImageRejected, read_image_file
+from facedata.params import default
 
 
 class FaceAnalyzer:
     def __init__(self, detect_params: dict, embed_params: dict | None = None, root: str | Path | None = None):
-        from facedata.embed import make_embedder
+        from facedata.embed import make_embedder, resolve_model_name
 
         self.params = detect_params
         self.detector = make_detector(detect_params)
@@ -48,9 +49,15 @@ class FaceAnalyzer:
             self.views = aligner_for(embed_params, self.template, self.crop_size)
 
     def analyze(self, images: list[np.ndarray], keep_crops: bool = True) -> list[list[Face]]:
-        dets = self.detector.detect(images)
+        return self.analyze_detections(images, self.detector.detect(images), keep_crops)
+
+    def analyze_detections(
+        self, images: list[np.ndarray], dets: list[Detections], keep_crops: bool = True, keep_order: bool = False
+    ) -> list[list[Face]]:
+        """`analyze` with the detections given (e.g. faces a caller already found); `keep_order` keeps them
+        in the given order and all of them, instead of best first and at most `max_faces_per_image`."""
         out = [
-            analyze_faces(img, d, self.params, self.template, self.crop_size)
+            analyze_faces(img, d, self.params, self.template, self.crop_size, keep_order)
             for img, d in zip(images, dets, strict=True)
         ]
         if self.embedder is not None:
@@ -75,15 +82,6 @@ class FaceAnalyzer:
                 for f in fs:
                     f.crop = None
         return out
-
-
-def resolve_model_name(name: str, root: str | Path | None) -> str:
-    """`onnx:<path>` with a relative path is relative to the project root."""
-    if name.startswith("onnx:") and root is not None:
-        p = Path(name[len("onnx:") :]).expanduser()
-        if not p.is_absolute():
-            return f"onnx:{Path(root) / p}"
-    return name
 
 
 @dataclass
@@ -124,8 +122,8 @@ def analyze_files(
     paths: Sequence[str | Path],
     detect_params: dict,
     embed_params: dict | None = None,
-    workers: int = 0,
-    batch_size: int = 8,
+    workers: int = default("detect.workers"),
+    batch_size: int = default("detect.batch_size"),
     root: str | Path | None = None,
     progress=None,
 ) -> Iterator[FileResult]:
@@ -152,7 +150,7 @@ def labelled_embeddings(
     paths: Sequence[str | Path],
     detect_params: dict,
     embed_params: dict,
-    workers: int = 0,
+    workers: int = default("detect.workers"),
     progress=None,
 ) -> Iterator[tuple[FileResult, np.ndarray | None]]:
     """Per path, in order: its result and the embedding of its labelled (centred) face, None when there is none.

@@ -11,11 +11,11 @@ face it rejects. Images larger than `detect.max_side` are shrunk for detection o
 | name         | model                                  | notes                                                   |
 |--------------|----------------------------------------|---------------------------------------------------------|
 | `retinaface` | RetinaFace MobileNet-0.25 (torch)      | the default: best verification; GPU when present        |
-| `yunet`      | YuNet 2023mar via `cv2.FaceDetectorYN` | fastest on CPU (~3 ms for 250x250 on one core)          |
+| `yunet`      | YuNet 2023mar via `cv2.FaceDetectorYN` | fastest on CPU                                          |
 | `mtcnn`      | MTCNN (facenet-pytorch, torch)         | the classic cascade; slowest on CPU                     |
 
-On LFW (BENCHMARKS.md) all three find the labelled face in >= 99.98% of images; on a 68k-pair LFW development
-set, faces aligned with RetinaFace's landmarks verify best (accuracy and TAR at FAR 1e-3).
+How often each finds the labelled LFW face, and how well faces aligned with its landmarks verify, is in
+BENCHMARKS.md (detectors, verification).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 
 from facedata import models
 from facedata.device import resolve_device
+from facedata.params import default
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,12 @@ class YuNetDetector:
 
     name = "yunet"
 
-    def __init__(self, candidate_score: float = 0.5, nms: float = 0.3, max_side: int = 1920):
+    def __init__(
+        self,
+        candidate_score: float = default("detect.candidate_score"),
+        nms: float = 0.3,
+        max_side: int = default("detect.max_side"),
+    ):
         path = models.locate_file("yunet", "face_detection_yunet_2023mar.onnx")
         self.version = models.get_spec("yunet").version
         self.max_side = max_side
@@ -142,8 +148,8 @@ class RetinaFaceDetector:
     """RetinaFace MobileNet-0.25 in torch; images of the same size are batched (on a GPU, a real speed-up).
 
     This small model was trained on 300 px crops; on inputs much larger than ~1000 px it starts to see faces in
-    textured backgrounds (measured: 10 false positives above 0.5 on a 2000 px press photo at full size, none at
-    960 px), so images are shrunk to at most `NATIVE_MAX_SIDE` for it whatever `detect.max_side` says. Faces
+    textured backgrounds (false positives on large press photos at full size, none once shrunk), so images are
+    shrunk to at most `NATIVE_MAX_SIDE` for it whatever `detect.max_side` says. Faces
     down to ~10 px at that scale are still found.
 
     Its anchors stop at 256 px, so a close-up (a 600 px face in a 1024 px portrait) is never found at 960 px;
@@ -156,7 +162,13 @@ class RetinaFaceDetector:
     NATIVE_MAX_SIDE = 960
     PYRAMID = (480, 240)  # extra passes, long side in px, for faces beyond the anchors at the first scale
 
-    def __init__(self, device: str = "auto", candidate_score: float = 0.5, nms: float = 0.4, max_side: int = 1920):
+    def __init__(
+        self,
+        device: str = default("detect.device"),
+        candidate_score: float = default("detect.candidate_score"),
+        nms: float = 0.4,
+        max_side: int = default("detect.max_side"),
+    ):
         import torch
 
         from facedata.faces.retinaface import RetinaFaceNet
@@ -243,11 +255,11 @@ class MTCNNDetector:
 
     def __init__(
         self,
-        device: str = "auto",
-        min_face_size: int = 20,
-        thresholds=(0.6, 0.7, 0.7),
-        candidate_score: float = 0.5,
-        max_side: int = 1920,
+        device: str = default("detect.device"),
+        min_face_size: int = default("detect.mtcnn_min_face_size"),
+        thresholds=tuple(default("detect.mtcnn_thresholds")),
+        candidate_score: float = default("detect.candidate_score"),
+        max_side: int = default("detect.max_side"),
     ):
         import torch
 

@@ -47,8 +47,8 @@ def set_threads(n: int, n_cv2: int | None = None) -> None:
     """Limit the intra-op threads of torch and OpenCV (those already imported), so N workers do not
     oversubscribe the cores.
 
-    Oversubscription is not a small loss: measured on a busy 2-core machine, RetinaFace took 940 ms per image
-    with 2 torch threads and 37 ms with 1."""
+    Oversubscription is not a small loss: on a busy machine, torch threads beyond the free cores make each
+    image many times slower."""
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
     if "cv2" in sys.modules:

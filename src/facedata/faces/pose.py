@@ -4,11 +4,10 @@ Five points fix a pose when we assume where they sit on an average head: we solv
 problem (OpenCV `solvePnP`) between a rigid 3D model of the five points and the detected 2D points, with a
 pinhole camera whose focal length is the image's longer side. The model is built from average adult
 anthropometry (interpupillary distance ~63 mm, mouth width ~50 mm, eyes ~35 mm above and ~30 mm behind the
-nose tip, mouth corners ~30 mm below and ~25 mm behind it), so it is a coarse estimate. Mean absolute error
-against AFLW2000-3D's ground truth on its 8 open images (yaw -36..66 degrees, pitch up to 40; BENCHMARKS.md):
-yaw 4.6, pitch 7.2 degrees with RetinaFace's landmarks (MTCNN's: 4.9 / 3.6; YuNet's: 4.7 / 15.3, its points
-barely move with pitch). It tells a frontal face from a half-profile or a profile; it is not a substitute for
-a dense 3D fit (facedata's 3D module).
+nose tip, mouth corners ~30 mm below and ~25 mm behind it), so it is a coarse estimate (its error against
+AFLW2000-3D's ground truth, per detector, is in BENCHMARKS.md; YuNet's points barely move with pitch). It
+tells a frontal face from a half-profile or a profile; it is not a substitute for a dense 3D fit (facedata's
+3D module).
 
 Conventions: degrees, with the signs of AFLW2000-3D's `Pose_Para` so numbers compare with that benchmark
 (yaw > 0 when the nose points towards the image's left, pitch > 0 when the chin is raised).

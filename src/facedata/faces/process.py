@@ -39,14 +39,17 @@ class Face:
         return not self.reasons
 
 
-def analyze_faces(rgb: np.ndarray, dets: Detections, params: dict, template: str, size: int) -> list[Face]:
+def analyze_faces(
+    rgb: np.ndarray, dets: Detections, params: dict, template: str, size: int, keep_order: bool = False
+) -> list[Face]:
     """The best `max_faces_per_image` faces of one image (found by `params["detector"]`), aligned to
-    `template` at `size` px and scored.
+    `template` at `size` px and scored; with `keep_order`, every detection in the order given.
 
     Faces that fail a threshold are returned too, with their reasons: the caller records them."""
     h, w = rgb.shape[:2]
-    dets = dets.order_by_score()
-    n = min(len(dets), params["max_faces_per_image"])
+    if not keep_order:
+        dets = dets.order_by_score()
+    n = len(dets) if keep_order else min(len(dets), params["max_faces_per_image"])
     primary = quality.primary_index(dets.boxes[:n], w, h, dets.scores[:n], params["min_score"])
     faces = []
     for k in range(n):

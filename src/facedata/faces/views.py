@@ -19,11 +19,9 @@ augmentation (`dlib.jitter_image`: the same ranges, on the chip), made determini
 fixed sequence, and N takes its first N, so the same face always gets the same vector. Each view is cut from the
 source image, not resampled from the chip, whose edges a rotation or shift would have to invent.
 
-Measured on LFW pairs that share no image with the benchmark pairs (BENCHMARKS.md, "Alignment views"): with
-RetinaFace faces and `[yunet, mtcnn, dlib5]`, TAR at FAR 1e-4 goes from 0.797 to 0.819 and the equal error
-rate from 0.86% to 0.81%. It costs a detector pass per source and one embedding per view, 5.2x the time per
-image with those three (2.7x with `[yunet, dlib5]`), so it is off by default. `embed.jitter: 8` alone, on such
-pairs: TAR at FAR 1e-3 +1 point (0.942 -> 0.952), at 9x the embeddings per face ("Jitter" there).
+Both trade time for accuracy: a detector pass per source and one embedding per view, so they are off by
+default. What they are worth, and what they cost, is measured on LFW pairs that share no image with the
+benchmark pairs: BENCHMARKS.md, "Alignment views" and "Jitter".
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ import numpy as np
 
 from facedata.faces.align import align, similarity_transform, warp
 from facedata.faces.align import template as template_points
-from facedata.params import SPEC, defaults
+from facedata.params import SPEC, default, defaults
 
 
 def _perturbations(n: int, seed: int = 12345) -> tuple[tuple[float, float, float, float], ...]:
@@ -67,7 +65,12 @@ class ViewAligner:
     `jitter` perturbed alignments of the face's own landmarks."""
 
     def __init__(
-        self, sources: list[str], template: str, size: int, device: str = "auto", jitter: int = 0
+        self,
+        sources: list[str],
+        template: str,
+        size: int,
+        device: str = default("embed.device"),
+        jitter: int = default("embed.jitter"),
     ) -> None:
         check_sources(sources)
         if isinstance(jitter, bool) or not isinstance(jitter, int) or not SPEC["embed.jitter"].check(jitter):

@@ -23,23 +23,9 @@ from facedata.cluster.faceset import FaceSet, cluster_faces, constraints, option
 from facedata.cluster.identities import absorb_faces, dominant_clusters, face_doubt
 from facedata.cluster.incremental import add_faces
 from facedata.cluster.knn import knn
-from facedata.cluster.metrics import clustering_metrics
+from facedata.cluster.metrics import LOG_COLUMNS, clustering_metrics, labelled_assignment, labelled_items
 from facedata.lineage import LINEAGE_TYPE, embeddings_model
 from facedata.pipeline.runner import StageContext
-
-
-def labelled_assignment(images: list[dict], faces: list[dict], face_cluster: dict[str, str]) -> tuple[list, list]:
-    """(true labels, predicted clusters) per labelled image: the cluster of its primary face, or a singleton of
-    its own when no usable face was found, so misses are counted, never dropped."""
-    primary = {f["image_id"]: f["face_id"] for f in faces if f["is_primary"]}
-    truth, pred = [], []
-    for img in images:
-        if img["label"] is None:
-            continue
-        fid = primary.get(img["image_id"])
-        truth.append(img["label"])
-        pred.append(face_cluster.get(fid) if fid in face_cluster else f"noface:{img['image_id']}")
-    return truth, pred
 
 
 def previous_labels(ctx: StageContext, fs: FaceSet, model) -> np.ndarray | None:
@@ -166,7 +152,7 @@ def run(ctx: StageContext) -> dict:
         if identity_rows
         else 0.0,
     }
-    labelled = labelled_images(images, faces, face_cluster)
+    labelled = labelled_images(ctx.root, images, faces, face_cluster)
     if labelled is not None:
         truth, pred = labelled
         m = clustering_metrics(truth, pred)
@@ -176,13 +162,15 @@ def run(ctx: StageContext) -> dict:
     return metrics
 
 
-def labelled_images(images: pa.Table, faces: pa.Table, face_cluster: dict[str, str]) -> tuple[list, list] | None:
-    """`labelled_assignment` over the `images` and `faces` columns the stage read; None without labels."""
+def labelled_images(
+    root, images: pa.Table, faces: pa.Table, face_cluster: dict[str, str]
+) -> tuple[list, list] | None:
+    """`labelled_assignment` over the files of the labelled folder sources; None without labels."""
     if not images.num_rows or images["label"].null_count == images.num_rows:
         return None
     ok = faces.filter(pc.and_(pc.equal(faces["status"], "ok"), pc.equal(faces["is_primary"], True)))
-    primary = ok.select(["face_id", "image_id"]).to_pylist()
-    for f in primary:
-        f["is_primary"] = True
-    labelled = images.filter(pc.is_valid(images["label"])).select(["image_id", "label"]).to_pylist()
-    return labelled_assignment(labelled, primary, face_cluster)
+    primary = dict(zip(ok["image_id"].to_pylist(), ok["face_id"].to_pylist(), strict=True))
+    log = manifest.read("crawl_log", root, missing_ok=True, columns=LOG_COLUMNS).to_pylist()
+    image_label = dict(zip(images["image_id"].to_pylist(), images["label"].to_pylist(), strict=True))
+    items = labelled_items(log, image_label)
+    return labelled_assignment(items, primary, face_cluster) if items else None

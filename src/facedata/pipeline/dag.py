@@ -80,7 +80,8 @@ STAGE_DEFS: tuple[StageDef, ...] = (
     ),
     StageDef(
         "cluster",
-        (f"{M}/images.parquet", f"{M}/faces.parquet", f"{M}/embeddings.parquet"),
+        # crawl_log: the labelled metrics count every file of a labelled folder, those that failed to ingest too
+        (f"{M}/images.parquet", f"{M}/crawl_log.parquet", f"{M}/faces.parquet", f"{M}/embeddings.parquet"),
         ("cluster", "embed.model"),
         (f"{M}/clusters.parquet", f"{M}/identities.parquet"),
         persist=(f"{M}/clusters.parquet",),  # the last clustering, so new faces can join it incrementally
@@ -103,7 +104,7 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         ("data/dataset",),
         desc="ImageFolder of aligned crops + dataset.parquet with lineage",
     ),
-    # Recognizer (issue 18): trained on the exported dataset; its checkpoint (data/cache/train) is no out, so
+    # Recognizer: trained on the exported dataset; its checkpoint (data/cache/train) is no out, so
     # that DVC does not delete it before a rerun and a killed run resumes.
     StageDef(
         "train",
@@ -114,7 +115,7 @@ STAGE_DEFS: tuple[StageDef, ...] = (
         desc="a recognizer for the cast: trained, evaluated, exported (model.pt, model.onnx, model card)",
         model=True,
     ),
-    # 3D faces (issue 6): after export, because fusing a person's views needs the dataset's identities and
+    # 3D faces: after export, because fusing a person's views needs the dataset's identities and
     # `facedata train 3d` fine-tunes on exactly the dataset's faces.
     StageDef(
         "reconstruct3d",

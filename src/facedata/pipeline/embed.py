@@ -70,8 +70,7 @@ def _batch_crops(root: Path, model, views, batch: list[dict]) -> tuple[list, lis
 
 
 def _make_worker(p: dict, root: str):
-    from facedata.embed import make_embedder
-    from facedata.faces.analyze import resolve_model_name
+    from facedata.embed import make_embedder, resolve_model_name
     from facedata.faces.views import aligner_for
 
     model = make_embedder(resolve_model_name(p["model"], root), p["device"], p["flip"], p["onnx"])

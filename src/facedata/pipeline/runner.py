@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from facedata import atomic
 from facedata.codedeps import code_hash
 from facedata.lineage import Recipe
-from facedata.params import ParamsError, params_hash
+from facedata.params import DefaultsUsed, ParamsError, params_hash
 from facedata.pipeline.dag import STAGE_DEFS
 from facedata.project import Project, ProjectError
 
@@ -100,7 +101,10 @@ def make_context(stage: str, root: str | Path | None = None) -> StageContext:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     project = Project.find(root)
-    params = project.params
+    with warnings.catch_warnings():
+        # the check stage, which runs before every stage, reports the keys that took their defaults
+        warnings.simplefilter("ignore", DefaultsUsed)
+        params = project.params
     recipe = Recipe(stage, params_hash(params, ROW_PARAMS[stage]), code_hash(stage))
     return StageContext(project, stage, params, recipe)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facedata import models
+from facedata.params import default
 
 MODEL_NAME = "sfm-3448"
 
@@ -194,9 +195,9 @@ def _correspondences(sfm: SFM, pts2d: np.ndarray, cam: Camera | None, verts: np.
 def fit(
     sfm: SFM,
     landmarks: list[np.ndarray],
-    iterations: int = 5,
-    lambda_shape: float = 4.0,
-    lambda_expression: float = 1.0,
+    iterations: int = default("recon3d.fit_iterations"),
+    lambda_shape: float = default("recon3d.lambda_shape"),
+    lambda_expression: float = default("recon3d.lambda_expression"),
     shape: np.ndarray | None = None,
     n_shape: int | None = None,
 ) -> DenseFit:
@@ -207,7 +208,7 @@ def fit(
     """
     from threadpoolctl import threadpool_limits
 
-    # the matrices are small: BLAS threads only add synchronisation (3x slower on a busy 2-core machine)
+    # the matrices are small: BLAS threads only add synchronisation (slower on a busy machine)
     with threadpool_limits(1, "blas"):
         return _fit(sfm, landmarks, iterations, lambda_shape, lambda_expression, shape, n_shape)
 

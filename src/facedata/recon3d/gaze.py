@@ -32,6 +32,7 @@ visible (status `eyes_closed` / `eyes_not_found`); heads turned beyond `MAX_HEAD
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import cv2
@@ -139,7 +140,10 @@ class GazeEstimator:
         s = size / side
         m = np.array([[s, 0, size / 2 - cx * s], [0, s, size / 2 - cy * s]])
         crop = cv2.warpAffine(image_rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
-        result = self._mesh.process(np.ascontiguousarray(crop))
+        with warnings.catch_warnings():
+            # mediapipe calls protobuf's deprecated GetPrototype on every image (a flood in build logs)
+            warnings.filterwarnings("ignore", r"SymbolDatabase\.GetPrototype\(\) is deprecated", UserWarning)
+            result = self._mesh.process(np.ascontiguousarray(crop))
         if not result.multi_face_landmarks:
             return None
         lm = result.multi_face_landmarks[0].landmark

@@ -2,10 +2,10 @@
 
 A face's files are written into a fresh temporary folder which then replaces the face's folder in one rename,
 so a killed run leaves either the old folder or the complete new one, never a mix or a torn file. (Files are
-not fsynced one by one, which cost ~6 ms each; the stage syncs once before it commits the manifest, and a
+not fsynced one by one, which is slow; the stage syncs once before it commits the manifest, and a
 manifest row whose files are missing is redone.) The OBJ is written here directly (trimesh's OBJ exporter
-takes ~50 ms for this mesh, half the per-face budget) with the mesh-independent part cached; the GLB goes
-through trimesh, with the texture embedded as JPEG (PIL's PNG encoder inside trimesh cost ~40 ms). Vertices
+is a large share of the per-face time) with the mesh-independent part cached; the GLB goes
+through trimesh, with the texture embedded as JPEG (PIL's PNG encoder inside trimesh is slow). Vertices
 are in the model's frame (SFM units, ~mm; x to the image's right in a frontal view, y up, z towards the
 viewer), so meshes of different photos line up.
 """
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from facedata.params import default
 
 FILES = {
     "obj": "mesh.obj",
@@ -91,7 +93,7 @@ def mesh_files(
     uv: np.ndarray,
     texture_rgb: np.ndarray,
     landmarks: np.ndarray,
-    glb: bool = True,
+    glb: bool = default("recon3d.glb"),
 ) -> dict[str, bytes]:
     """The mesh files' contents, {file name: bytes}. `landmarks` is (68, 3) in the mesh frame (rows with NaN,
     the landmarks the model does not define, are written as `nan nan nan`)."""

@@ -4,7 +4,7 @@ plots, and a turntable of a mesh (PNG frames + GIF).
 pyrender needs `PYOPENGL_PLATFORM=egl` before OpenGL is first imported; this module sets it (unless the user
 chose another platform) and imports pyrender only when a render is asked for. Without an EGL driver
 (Debian: libegl1 libegl-mesa0 libgl1-mesa-dri) rendering raises `RenderUnavailable` with that hint; the
-landmark plots need only OpenCV. A 256x256 render takes ~75 ms on llvmpipe. One renderer serves every size
+landmark plots need only OpenCV. One renderer serves every size
 (pyrender cannot hold two EGL renderers in one process), its viewport resized per picture.
 """
 
@@ -125,15 +125,15 @@ def turntable(
     texture: np.ndarray | None = None,
     frames: int = 24,
     size: int = 256,
-    max_yaw: float = 70.0,
+    swing_deg: float = 70.0,
 ) -> list[np.ndarray]:
-    """Frames of the mesh (model frame) turning from -max_yaw to +max_yaw and back, RGB on white."""
+    """Frames of the mesh (model frame) turning from -swing_deg to +swing_deg and back, RGB on white."""
     v = np.asarray(vertices, dtype=np.float64)
     v = v - (v.max(axis=0) + v.min(axis=0)) / 2
     half = float(np.abs(v[:, :2]).max()) * 1.1
     out = []
-    # a smooth swing -max_yaw..max_yaw..-max_yaw; the half-step phase keeps consecutive frames distinct
-    angles = max_yaw * np.sin(2 * np.pi * (np.arange(frames) + 0.5) / frames)
+    # a smooth swing -swing_deg..swing_deg..-swing_deg; the half-step phase keeps consecutive frames distinct
+    angles = swing_deg * np.sin(2 * np.pi * (np.arange(frames) + 0.5) / frames)
     for deg in angles:
         a = np.radians(deg)
         rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])

@@ -1,8 +1,8 @@
 """Texture maps from photos: each texel of the model's uv layout takes its colour from where the fitted mesh
 puts it in the photo, if the photo sees it, weighted by how squarely the photo sees it.
 
-eos's `extract_texture` does the single-view part in C++ but takes ~20 s per face on these CPUs (it rasterises
-at the photo's full resolution), so this module does it the cheap way: the uv layout is rasterised once per
+eos's `extract_texture` does the single-view part in C++ but is slow on a CPU (it rasterises at the photo's
+full resolution), so this module does it the cheap way: the uv layout is rasterised once per
 resolution (each texel's triangle and barycentric coordinates), then per view only the vertices are projected,
 visibility comes from a coarse z-buffer of the projected vertices plus the surface normal, and the photo is
 sampled with one `cv2.remap`. Several views merge per texel with weights cos(view angle)^`sharpness`, so each

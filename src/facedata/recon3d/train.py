@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from facedata import atomic
-from facedata.params import settings
+from facedata.params import default, settings
 from facedata.recon3d import bfm, crop
 
 CHECKPOINT = "checkpoint.pt"
@@ -51,16 +51,16 @@ class TrainError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 1e-6
-    teacher_weight: float = 0.1
-    jitter: float = 0.05
-    val_fraction: float = 0.1
-    checkpoint_every: int = 50
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 1  # torch CPU threads (see `train`)
+    steps: int = default("train3d.steps")
+    batch_size: int = default("train3d.batch_size")
+    lr: float = default("train3d.lr")
+    teacher_weight: float = default("train3d.teacher_weight")
+    jitter: float = default("train3d.jitter")
+    val_fraction: float = default("train3d.val_fraction")
+    checkpoint_every: int = default("train3d.checkpoint_every")
+    seed: int = default("train3d.seed")
+    device: str = default("train3d.device")
+    threads: int = default("train3d.threads")
     init_weights: str = ""  # '' = the 3DDFA_V2 mb05 weights
 
     @classmethod

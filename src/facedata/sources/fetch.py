@@ -43,6 +43,7 @@ from urllib3.exceptions import (
 from urllib3.util import connection as u3conn
 
 from facedata.imageio import ACCEPTED_FORMATS, sniff_format
+from facedata.params import default
 from facedata.sources.netpolicy import (
     NetPolicy,
     Target,
@@ -71,7 +72,7 @@ class FetchConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
     total_timeout: float = 60.0
-    max_bytes: int = 40_000_000
+    max_bytes: int = default("ingest.max_bytes")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Which URLs the crawler may fetch, and which addresses it may connect to.
 
-The rules (issue 5, security): only http(s); no fetch may reach a private, loopback, link-local, multicast,
+The rules (security): only http(s); no fetch may reach a private, loopback, link-local, multicast,
 reserved or unspecified address unless its host is allowed explicitly (`--allow-host HOST[:PORT]` or
 `crawl.allow_hosts`, for tests and intranet archives). A URL check before connecting gives early, readable
 reasons; the decisive check is `check_addresses`, run by the HTTP connection itself on the addresses DNS
@@ -20,6 +20,8 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from facedata.params import default
 
 SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -75,10 +77,10 @@ class NetPolicy:
     """The fetch rules for one run: allowed hosts (exempt from the address-range check) and redirect cap."""
 
     allow: tuple[AllowRule, ...] = ()
-    max_redirects: int = 5
+    max_redirects: int = default("crawl.max_redirects")
 
     @classmethod
-    def from_strings(cls, hosts: Iterable[str], max_redirects: int = 5) -> NetPolicy:
+    def from_strings(cls, hosts: Iterable[str], max_redirects: int = default("crawl.max_redirects")) -> NetPolicy:
         return cls(tuple(parse_allow_host(h) for h in hosts), max_redirects)
 
     def allowed(self, host: str, port: int) -> bool:

@@ -35,6 +35,7 @@ from urllib.parse import quote, urlencode
 
 from requests.utils import requote_uri
 
+from facedata.params import default
 from facedata.sources.config import WIKIMEDIA_DEFAULTS, CastMember, with_defaults
 from facedata.sources.crawler import Crawler, FetchTask
 from facedata.sources.fetch import parse_retry_after
@@ -261,7 +262,7 @@ def iter_wikimedia_tasks(
     entry: dict,
     members: list[CastMember],
     source_name: str = "wikimedia",
-    exclude_restricted: bool = True,
+    exclude_restricted: bool = default("crawl.exclude_restricted"),
 ) -> Iterator[FetchTask]:
     entry = with_defaults(entry, WIKIMEDIA_DEFAULTS)
     limit = int(entry["max_per_name"])
