@@ -82,11 +82,11 @@ STAGE_DEFS: tuple[StageDef, ...] = (
     ),
     StageDef(
         "cluster",
-        (f"{M}/images.parquet", f"{M}/faces.parquet", f"{M}/embeddings.parquet"),
+        (f"{M}/images.parquet", f"{M}/faces.parquet", f"{M}/embeddings.parquet", f"{M}/reviews.parquet"),
         ("cluster", "embed.model"),
         (f"{M}/clusters.parquet", f"{M}/identities.parquet"),
         persist=(f"{M}/clusters.parquet",),  # the last clustering, so new faces can join it incrementally
-        desc="group faces by identity; pick each name's dominant cluster",
+        desc="group faces by identity; pick each name's dominant cluster; apply the review decisions",
     ),
     StageDef(
         "validate",
