@@ -174,7 +174,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("distance", pa.float32()),  # L2 to the centre of the rest of its cluster; null for singletons
             _f("margin", pa.float32()),  # distance to the next cluster's centre minus `distance`
             _f("next_cluster_id", pa.string()),  # the nearest other cluster (review: "should it go there?")
-            _f("review_decision", pa.string()),  # accepted | grouped | rejected:<reason>; null when nobody reviewed it
+            _f("review_decision", pa.string()),  # accepted / grouped / rejected:<reason>; null: unreviewed
             _f("reviewer", pa.string()),  # who made that decision
             _f("review_id", pa.string()),  # the `reviews` row it comes from
             _lineage(),
@@ -299,7 +299,7 @@ SCHEMAS["reviews"] = pa.schema(
         _f("review_id", pa.string(), False),  # "<UTC time>-<random>": key order is time order
         _f("reviewer", pa.string(), False),
         _f("time", TS, False),
-        _f("action", pa.string(), False),  # accept | reject | move | merge | split | name | same | different | undo
+        _f("action", pa.string(), False),  # accept reject move merge split name same different undo
         _f("face_ids", pa.list_(pa.string()), False),  # the faces decided
         _f("target", pa.string()),  # the identity they go to (accept, move, name, merge, split, same)
         _f("reason", pa.string()),  # reject: not_this_person | not_a_face | bad_quality

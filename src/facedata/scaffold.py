@@ -15,8 +15,8 @@ from pathlib import Path
 import yaml
 
 from facedata.params import SPEC, validate
-from facedata.review.decisions import ensure as ensure_reviews
 from facedata.pipeline.dag import RUN_SH, RUNNER, STAGE_DEFS, VERSIONS, render_dvc_yaml, render_versions
+from facedata.review.decisions import ensure as ensure_reviews
 
 GITIGNORE = """\
 # facedata: data/ is DVC-managed; stage metrics stay in git so `dvc metrics diff` can compare runs, and the
