@@ -236,3 +236,18 @@ def test_decisions_hold_through_rebuild_incremental_add_and_param_change(tmp_pat
     assert ds[bob[0]]["review_decision"] == "accepted"
     plain = ds[ann[1]]
     assert plain["reviewed"] is False and plain["review_decision"] is None and 0 < plain["auto_confidence"] <= 1
+
+
+def test_a_few_faces_moved_out_do_not_carry_their_old_cluster_with_them():
+    """Regression (found by `python -m benchmarks review`): two people's faces in one cluster, the reviewer
+    moves the minority person's faces to their name; the majority must keep its own name after a rebuild."""
+    faces = [f"f{i}" for i in range(8)]
+    labels = np.zeros(8, dtype=np.int64)
+    rows = [{"review_id": "1", "action": "accept", "face_ids": ["f6", "f7"], "target": "yoriko"}]
+    for r in rows:
+        r.update(reviewer="x", undoes=None, other_face_ids=None, reason=None)
+    st = fold(rows)
+    out = enforce(labels, st, faces)
+    assert out[6] == out[7] and out[6] != out[0] and len(set(out[:6].tolist())) == 1
+    ident, _ = identities_of(faces, out, st, ["megawati"] * 6 + [None, None])
+    assert ident == ["megawati"] * 6 + ["yoriko", "yoriko"]

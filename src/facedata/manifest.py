@@ -313,6 +313,9 @@ SCHEMAS["reviews"] = pa.schema(
 )
 KEYS["reviews"] = ("review_id",)
 WRITER["reviews"] = "facedata review"
+#: Manifests of decisions people made, not stage outputs: their provenance is who, when and on which build
+#: (`reviewer`, `time`, `build`), not a stage's code/params lineage.
+HUMAN = frozenset({"reviews"})
 
 MANIFEST_DIR = Path("data") / "manifests"
 

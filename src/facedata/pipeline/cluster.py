@@ -137,7 +137,8 @@ def run(ctx: StageContext) -> dict:
     cid_arr = pa.array(cid_of_label, pa.string())
     auto = [absorbed.get(f) or owner.get(face_cluster[f]) for f in fs.face_ids]
     identity, reviewed_cluster = identities_of(fs.face_ids, labels, state, auto)
-    identity_rows = reviewed_identities(identity_rows, reviewed_cluster, cid_of_label, sizes)
+    accepted = {r["target"] for r in state.active if r["action"] in ("accept", "name") and r["target"]}
+    identity_rows = reviewed_identities(identity_rows, reviewed_cluster, accepted, cid_of_label, sizes)
     review = review_columns(fs.face_ids, state)
     nxt = doubt["next_label"] if n else np.zeros(0, dtype=np.int64)
     clusters = pa.table(
@@ -196,31 +197,26 @@ def run(ctx: StageContext) -> dict:
 
 
 def reviewed_identities(
-    rows: list[dict], cluster_of: dict[str, int], cid_of_label: list[str], sizes
+    rows: list[dict], cluster_of: dict[str, int], accepted: set[str], cid_of_label: list[str], sizes
 ) -> list[dict]:
-    """Identity rows with the reviewers' choices: a reviewed name's cluster is the one its accepted faces are
-    in, and the name is usable (status ok) whatever the automatic choice said; a name given in review to a
-    cluster nobody searched for (an unnamed video cluster) gets a row of its own."""
+    """Identity rows with the reviewers' choices: a name a reviewer accepted (or gave to a cluster) is usable
+    (status ok) whatever the automatic choice said, with the cluster its reviewed faces are in when the
+    automatic choice had none usable; a name given in review to a cluster nobody searched for (an unnamed
+    video cluster) gets a row of its own. Faces merely moved to a name do not make it usable."""
     by_name = {r["query_name"]: r for r in rows}
     for name, lab in sorted(cluster_of.items()):
         r = by_name.get(name)
         if r is None:
-            r = by_name[name] = {
-                "query_name": name,
-                "n_images": 0,
-                "n_faces": 0,
-                "n_in_cluster": 0,
-                "confidence": 1.0,
-                "margin": 1.0,
-                "n_absorbed": 0,
-            }
+            r = by_name[name] = {"query_name": name, "n_images": 0, "n_faces": 0, "n_in_cluster": 0,
+                                 "confidence": 1.0, "margin": 1.0, "n_absorbed": 0, "status": None}  # fmt: skip
+        if r["status"] == "ok" or (name not in accepted and r["status"] is not None):
+            continue
+        was = r["status"]
         r.update(
             cluster_id=cid_of_label[lab],
             n_members=int(sizes[lab]),
             status="ok",
-            reason="accepted in review"
-            if r.get("status") in (None, "ok")
-            else f"accepted in review (was {r['status']})",
+            reason="accepted in review" if was is None else f"accepted in review (was {was})",
         )
     return [by_name[k] for k in sorted(by_name)]
 

@@ -69,11 +69,13 @@ def enforce(labels: np.ndarray, state: State, face_ids: Sequence[str]) -> np.nda
     claimed: dict[int, str] = {}
     reviewed = np.zeros(len(labels), dtype=bool)
     groups = review_groups(state, rows_of)
+    sizes = Counter(labels.tolist())
     for lab, rows in sorted(groups.items(), key=lambda kv: (-kv[1].size, kv[0])):
         counts = Counter(int(v) for v in labels[rows] if int(v) not in claimed)
-        if counts:
-            target = min(counts, key=lambda v: (-counts[v], v))
-        else:
+        target = min(counts, key=lambda v: (-counts[v], v)) if counts else None
+        # The group takes over the cluster most of its faces are in only when they are at least half of it:
+        # a few faces moved out of someone else's cluster must not carry that cluster with them.
+        if target is None or 2 * counts[target] < sizes[target]:
             target, nxt = nxt, nxt + 1
         claimed[target] = lab
         labels[rows] = target
@@ -98,30 +100,28 @@ def enforce(labels: np.ndarray, state: State, face_ids: Sequence[str]) -> np.nda
 def identities_of(
     face_ids: Sequence[str], labels: np.ndarray, state: State, auto: Sequence[str | None]
 ) -> tuple[list[str | None], dict[str, int]]:
-    """Each face's identity: its review name; none when rejected; else the name reviewed for its cluster; else
-    the automatic one, unless reviewers placed that name's cluster elsewhere. Also each reviewed name's cluster
-    label (the one holding most of its faces)."""
+    """Each face's identity: its review name; none when rejected; else the name reviewed for its cluster (the
+    name most of the cluster's reviewed faces were given); else the automatic one. Also each reviewed name's
+    cluster label (the one holding most of its reviewed faces)."""
     rows_of = {f: i for i, f in enumerate(face_ids)}
     named_cluster: dict[str, Counter] = defaultdict(Counter)
+    names_in: dict[int, Counter] = defaultdict(Counter)
     for f, lab in state.label.items():
         name = label_name(lab)
         if name and f in rows_of:
             named_cluster[name][int(labels[rows_of[f]])] += 1
+            names_in[int(labels[rows_of[f]])][name] += 1
     cluster_of = {n: min(c, key=lambda v: (-c[v], v)) for n, c in named_cluster.items()}
-    name_of_cluster = {v: n for n, v in cluster_of.items()}
+    name_of_cluster = {v: min(c, key=lambda n: (-c[n], n)) for v, c in names_in.items()}
     out: list[str | None] = []
     for i, f in enumerate(face_ids):
         lab = state.label.get(f)
+        here = name_of_cluster.get(int(labels[i]))
         if lab is not None:
-            out.append(label_name(lab))  # rej: and grp: give None unless the cluster is named below
-            if lab.startswith("grp:") and int(labels[i]) in name_of_cluster:
-                out[-1] = name_of_cluster[int(labels[i])]
-        elif int(labels[i]) in name_of_cluster:
-            out.append(name_of_cluster[int(labels[i])])
-        elif auto[i] is not None and auto[i] not in cluster_of:
-            out.append(auto[i])
+            # rej: -> None; grp: -> the cluster's reviewed name, if any
+            out.append(label_name(lab) or (here if lab.startswith("grp:") else None))
         else:
-            out.append(None)
+            out.append(here or auto[i])
     return out, cluster_of
 
 

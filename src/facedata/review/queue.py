@@ -43,6 +43,7 @@ class Board:
     box: dict[str, tuple[float, float, float, float]]
     x: np.ndarray | None  # embeddings in the same order (None: not available)
     names: list[str]  # the queried names (identities manifest)
+    status: dict[str, str] = field(default_factory=dict)  # name -> identities status (ok, weak, conflict...)
     label: dict[str, str | None] = field(default_factory=dict)  # image -> known identity (labelled sources)
 
     def __len__(self) -> int:
@@ -80,7 +81,8 @@ def load(root: str | os.PathLike, model: str | None = None) -> Board:
                     if x.shape[1] == 0:
                         x = np.zeros((len(ids), len(v)), dtype=np.float32)
                     x[row[f]] = v
-    names = manifest.read("identities", root, missing_ok=True, columns=["query_name"])["query_name"].to_pylist()
+    ident = manifest.read("identities", root, missing_ok=True, columns=["query_name", "status"])
+    names = ident["query_name"].to_pylist()
     return Board(
         face_ids=ids,
         row=row,
@@ -95,6 +97,7 @@ def load(root: str | os.PathLike, model: str | None = None) -> Board:
         box=box,
         x=x,
         names=sorted(names),
+        status=dict(zip(names, ident["status"].to_pylist(), strict=True)),
         label=dict(zip(images["image_id"].to_pylist(), images["label"].to_pylist(), strict=True)),
     )
 
@@ -107,6 +110,7 @@ class Current:
     identity: list[str | None]
     reviewed: np.ndarray  # bool per face
     score: np.ndarray  # review priority: doubt, raised for low quality
+    usable: set[str] = field(default_factory=set)  # names the export takes: status ok, or accepted in review
 
 
 def current(board: Board, state: State) -> Current:
@@ -123,7 +127,9 @@ def current(board: Board, state: State) -> Current:
             identity.append(label_name(lab))
     # A grp: group named nowhere keeps no name; an auto cluster whose faces were all moved keeps its own.
     score = board.doubt + np.where(board.quality < LOW_QUALITY, 0.25, 0.0).astype(np.float32)
-    return Current(group, identity, reviewed, score)
+    accepted = {r["target"] for r in state.active if r["action"] in ("accept", "name") and r["target"]}
+    usable = {n for n, st in board.status.items() if st == "ok"} | accepted
+    return Current(group, identity, reviewed, score, usable)
 
 
 def members(cur: Current, group: str) -> list[int]:
@@ -142,9 +148,16 @@ def name_view(board: Board, cur: Current, name: str) -> dict:
     for i, q in enumerate(board.query):
         if q == name and cur.identity[i] != name and not cur.group[i].startswith("rej:"):
             others[cur.group[i]].append(i)
+    centre = centres(board, cur).get(name)
+
+    def nearness(rows: list[int]) -> float:  # the closest face to the name's centre first, else the largest
+        if centre is None:
+            return -len(rows)
+        return float(np.min(np.linalg.norm(board.x[rows] - centre, axis=1)))
+
     other = [
         {"group": g, "faces": sorted(rows, key=lambda i: cur.score[i]), "identity": _group_identity(cur, rows)}
-        for g, rows in sorted(others.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        for g, rows in sorted(others.items(), key=lambda kv: (nearness(kv[1]), kv[0]))
     ]
     return {"grid": grid, "doubt": doubtful, "other": other}
 
@@ -181,19 +194,40 @@ def names(board: Board, cur: Current) -> list[dict]:
     return [stats[k] for k in sorted(stats)]
 
 
+def centres(board: Board, cur: Current) -> dict[str, np.ndarray]:
+    """Unit mean embedding of each name's current faces."""
+    if board.x is None or board.x.shape[1] == 0:
+        return {}
+    rows: dict[str, list[int]] = defaultdict(list)
+    for i, n in enumerate(cur.identity):
+        if n is not None:
+            rows[n].append(i)
+    out = {}
+    for n, r in rows.items():
+        c = board.x[r].mean(axis=0)
+        out[n] = c / max(float(np.linalg.norm(c)), 1e-12)
+    return out
+
+
 def review_order(board: Board, cur: Current) -> list[int]:
-    """The faces a reviewer looks at one by one, in the app's order: per name (as the index lists them), its
-    doubt list, then the faces of its other clusters. (The grid of confident faces is glanced at, not
-    inspected; the benchmark counts what is here.)"""
-    order: list[int] = []
-    seen: set[int] = set()
-    for s in names(board, cur):
-        view = name_view(board, cur, s["name"])
-        for i in [*view["doubt"], *(i for o in view["other"] for i in o["faces"])]:
-            if i not in seen:
-                seen.add(i)
-                order.append(i)
-    return order
+    """The faces a reviewer looks at one by one, in the app's order (its /queue page): first every face of the
+    names the build could not settle (status weak / conflict: no clear dominant cluster), then the faces that
+    may be wrong about a usable name by the cluster stage's doubt (raised for poor quality), most doubtful
+    first: its own members and the faces of its images left outside alike. Reviewed faces are left out."""
+    unsettled = sorted((n for n in board.names if n not in cur.usable), key=lambda n: n)
+    first: list[int] = []
+    for n in unsettled:
+        rows = [i for i, q in enumerate(board.query) if q == n and not cur.reviewed[i]]
+        first.extend(sorted(rows, key=lambda i: (-cur.score[i], i)))
+    seen = set(first)
+    rest = [
+        i
+        for i in range(len(board))
+        if i not in seen
+        and not cur.reviewed[i]
+        and (cur.identity[i] in cur.usable or board.query[i] in cur.usable)
+    ]
+    return first + sorted(rest, key=lambda i: (-cur.score[i], i))
 
 
 def similar(board: Board, face: str, limit: int = 200) -> list[int]:
