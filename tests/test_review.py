@@ -251,3 +251,16 @@ def test_a_few_faces_moved_out_do_not_carry_their_old_cluster_with_them():
     assert out[6] == out[7] and out[6] != out[0] and len(set(out[:6].tolist())) == 1
     ident, _ = identities_of(faces, out, st, ["megawati"] * 6 + [None, None])
     assert ident == ["megawati"] * 6 + ["yoriko", "yoriko"]
+
+
+def test_init_makes_an_empty_reviews_manifest_that_git_keeps(tmp_path):
+    import subprocess
+
+    from facedata.scaffold import init_project
+
+    root = init_project(tmp_path / "p", {"folders": [], "videos": []})
+    path = manifest.path_for("reviews", root)
+    assert path.exists() and decisions.read(root) == []
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=root)
+    assert ignored.returncode == 1  # not ignored: decisions are versioned with the project
+    assert "data/manifests/reviews.parquet" in (root / "dvc.yaml").read_text()

@@ -106,6 +106,9 @@ def test_requests_the_app_must_refuse(app_url, built):
     assert _raw_get(app_url, "/", host="evil.example:80")[0] == 400  # DNS rebinding
     face = b.faces[0]["face_id"]
     assert _raw_get(app_url, f"/crop/{face}")[0] == 200
+    for page in ("/", "/queue", "/pairs", "/name/ann", f"/face/{face}", f"/similar/{face}"):
+        assert _raw_get(app_url, page)[0] == 200, page
+    assert _raw_get(app_url, "/name/nobody")[0] == 404
     conn = http.client.HTTPConnection(app_url.split("//")[1], timeout=10)
     for headers in ({"Origin": app_url}, {"Origin": "http://evil.example", "X-CSRF-Token": "x"}, {}):
         conn.request("POST", "/api/decide", body='{"action": "undo", "undoes": "last"}',

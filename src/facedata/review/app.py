@@ -198,6 +198,13 @@ def create_app(root: str | os.PathLike, reviewer: str, allowed_hosts: set[str], 
         return page(request, "faces.html", title="more like this", name="", group="", grid=tiles(board, cur, rows),
                     doubt=[], other=[], page_no=0, more=False)  # fmt: skip
 
+    @app.get("/queue", response_class=HTMLResponse)
+    def queue_page(request: Request):
+        board, _, _, cur = loaded()
+        rows = queue.review_order(board, cur)[:PAGE]
+        return page(request, "faces.html", title="next to check", name="", group="", grid=tiles(board, cur, rows),
+                    doubt=[], other=[], page_no=0, more=False)  # fmt: skip
+
     @app.get("/pairs", response_class=HTMLResponse)
     def pairs_page(request: Request):
         board, _, _, cur = loaded()

@@ -81,6 +81,7 @@
     o() { const f = hovered || Array.from(selected)[0]; if (f) window.location.href = "/face/" + f; },
     u() { post({ action: "undo", undoes: "last" }); },
     p() { window.location.href = "/pairs"; },
+    q() { window.location.href = "/queue"; },
     h() { window.location.href = "/"; },
   };
 
