@@ -26,6 +26,12 @@ def _at(minutes: int) -> dt.datetime:
     return T0 + dt.timedelta(minutes=minutes)
 
 
+def _rows(*rows: dict) -> list[dict]:
+    """Decision rows as the manifest holds them, from the fields a test cares about."""
+    base = {"reviewer": "x", "undoes": None, "other_face_ids": None, "reason": None, "target": None}
+    return [{**base, **r} for r in rows]
+
+
 def test_fold_applies_decisions_in_order_and_undo_takes_one_back(tmp_path):
     a = append(tmp_path, {"action": "accept", "face_ids": ["f1", "f2", "f3"], "target": "ann"}, "rev", now=_at(0))
     r = append(
@@ -60,10 +66,7 @@ def test_same_person_joins_groups_and_names_win():
         {"review_id": "3", "action": "same", "face_ids": ["b", "c"], "target": None},
         {"review_id": "4", "action": "different", "face_ids": ["d"], "other_face_ids": ["e"], "target": None},
     ]
-    for r in rows:
-        r.setdefault("other_face_ids", None)
-        r.setdefault("reason", None)
-        r.update(reviewer="x", undoes=None)
+    rows = _rows(*rows)
     st = fold(rows)
     assert st.label == {"a": "id:cyd", "b": "id:cyd", "c": "id:cyd"}
     assert (("d",), ("e",)) in st.apart
@@ -104,20 +107,9 @@ def test_conflicting_decision_is_refused_unless_forced_and_then_recorded(tmp_pat
     )
     assert row["conflicts_with"] and len(decisions.conflicts(decisions.read(tmp_path))) == 1
     # Having seen the latest, or only one's own decisions since, is no conflict.
-    append(
-        tmp_path,
-        {"action": "move", "face_ids": ["f1"], "target": "dee"},
-        "alice",
-        seen=row["review_id"],
-        now=_at(4),
-    )
-    append(
-        tmp_path,
-        {"action": "move", "face_ids": ["f1"], "target": "eve"},
-        "alice",
-        seen=row["review_id"],
-        now=_at(5),
-    )
+    for k, name in enumerate(("dee", "eve")):
+        move = {"action": "move", "face_ids": ["f1"], "target": name}
+        append(tmp_path, move, "alice", seen=row["review_id"], now=_at(4 + k))
 
 
 def test_concurrent_appends_lose_nothing(tmp_path):
@@ -150,9 +142,7 @@ def test_gold_agreement_scores_each_reviewer():
          "reason": "not_this_person"},
         {"review_id": "3", "reviewer": "y", "action": "same", "face_ids": ["a", "b"], "target": None},
     ]  # fmt: skip
-    for r in rows:
-        r.setdefault("reason", None)
-        r.update(other_face_ids=None, undoes=None)
+    rows = _rows(*rows)
     got = gold_agreement(rows, truth)
     assert got["x"] == {"n": 2, "agree": 1, "rate": 0.5}
     assert got["y"] == {"n": 2, "agree": 2, "rate": 1.0}
@@ -166,10 +156,7 @@ def test_enforce_makes_groups_whole_rejects_alone_and_apart_faces_separate():
         {"review_id": "2", "action": "reject", "face_ids": ["f1"], "target": "ann", "reason": "not_a_face"},
         {"review_id": "3", "action": "different", "face_ids": ["f4"], "other_face_ids": ["f5"], "target": None},
     ]
-    for r in rows:
-        r.setdefault("other_face_ids", None)
-        r.setdefault("reason", None)
-        r.update(reviewer="x", undoes=None)
+    rows = _rows(*rows)
     st = fold(rows)
     out = enforce(labels, st, faces)
     assert out[0] == out[3]
@@ -244,8 +231,7 @@ def test_a_few_faces_moved_out_do_not_carry_their_old_cluster_with_them():
     faces = [f"f{i}" for i in range(8)]
     labels = np.zeros(8, dtype=np.int64)
     rows = [{"review_id": "1", "action": "accept", "face_ids": ["f6", "f7"], "target": "yoriko"}]
-    for r in rows:
-        r.update(reviewer="x", undoes=None, other_face_ids=None, reason=None)
+    rows = _rows(*rows)
     st = fold(rows)
     out = enforce(labels, st, faces)
     assert out[6] == out[7] and out[6] != out[0] and len(set(out[:6].tolist())) == 1
