@@ -250,3 +250,26 @@ def test_init_makes_an_empty_reviews_manifest_that_git_keeps(tmp_path):
     ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=root)
     assert ignored.returncode == 1  # not ignored: decisions are versioned with the project
     assert "data/manifests/reviews.parquet" in (root / "dvc.yaml").read_text()
+
+
+def test_a_name_accepted_in_review_passes_the_confidence_gate(tmp_path):
+    import yaml
+
+    b = demo_project(tmp_path)
+    p = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    p["validate"].update(min_dominant_confidence=0.9)  # bob: 6 of 7 images in his cluster
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+
+    def confidence_failures() -> list:
+        run_stage("cluster", tmp_path)
+        run_stage("validate", tmp_path)
+        report = json.loads((tmp_path / "data" / "reports" / "validate.json").read_text())
+        checks = report["manifests"]["identities"]["checks"]
+        bad = [e for e in checks if e["column"] == "confidence" and not e["success"]]
+        return [ex["query_name"] for e in bad for ex in e["examples"]]
+
+    assert "bob" in confidence_failures()
+    append(tmp_path, {"action": "accept", "face_ids": _faces_of(b, "bob"), "target": "bob"}, "r")
+    assert "bob" not in confidence_failures()
+    ident = {r["query_name"]: r for r in read(tmp_path, "identities")}
+    assert ident["bob"]["reason"] == "accepted in review" and ident["bob"]["confidence"] < 0.9

@@ -209,14 +209,13 @@ def reviewed_identities(
         if r is None:
             r = by_name[name] = {"query_name": name, "n_images": 0, "n_faces": 0, "n_in_cluster": 0,
                                  "confidence": 1.0, "margin": 1.0, "n_absorbed": 0, "status": None}  # fmt: skip
-        if r["status"] == "ok" or (name not in accepted and r["status"] is not None):
-            continue
         was = r["status"]
+        if name not in accepted and was is not None:
+            continue
+        if was != "ok":  # the automatic choice had no usable cluster: the reviewed one is the name's
+            r.update(cluster_id=cid_of_label[lab], n_members=int(sizes[lab]))
         r.update(
-            cluster_id=cid_of_label[lab],
-            n_members=int(sizes[lab]),
-            status="ok",
-            reason="accepted in review" if was is None else f"accepted in review (was {was})",
+            status="ok", reason="accepted in review" if was in (None, "ok") else f"accepted in review (was {was})"
         )
     return [by_name[k] for k in sorted(by_name)]
 
