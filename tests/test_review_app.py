@@ -270,6 +270,9 @@ def test_review_in_a_real_browser_and_decisions_survive_a_rebuild(app_url, built
         else:
             pytest.fail("the pairs queue is empty on a build with doubtful faces")
 
+        # The gold sample (the demo's folders are labelled) scores the reviewer on the index page.
+        driver.get(app_url + "/")
+        assert "selenium" in driver.find_element(By.CSS_SELECTOR, "table.gold").text
         # A POST without the token is refused by the app, from inside the page too.
         status = driver.execute_async_script(
             "const done = arguments[0];"

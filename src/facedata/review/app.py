@@ -270,23 +270,26 @@ def create_app(root: str | os.PathLike, reviewer: str, allowed_hosts: set[str], 
             return error(request, 400, "the body must be JSON")
         if not isinstance(body, dict):
             return error(request, 400, "the body must be a JSON object")
-        board, rows, state, cur = loaded()
-        try:
+        from starlette.concurrency import run_in_threadpool
+
+        from facedata.lock import ProjectBusy
+
+        def record() -> dict:  # in a worker thread: waiting for the project lock must not stall the server
+            board, rows, state, cur = loaded()
             d = expand(body, board, rows, state, cur, rv.reviewer)
-            row = decisions.append(
-                root,
-                d,
-                rv.reviewer,
-                seen=body.get("seen") or None,
-                force=bool(body.get("force")),
-                label_before={
-                    board.face_ids[i]: cur.group[i]
-                    for i in map(board.row.get, d["face_ids"] or [])
-                    if i is not None
-                },
+            rows_of = [board.row.get(f) for f in d["face_ids"] or []]
+            before = {board.face_ids[i]: cur.group[i] for i in rows_of if i is not None}
+            seen = body.get("seen") or None
+            return decisions.append(
+                root, d, rv.reviewer, seen=seen, force=bool(body.get("force")), label_before=before
             )
+
+        try:
+            row = await run_in_threadpool(record)
         except Conflict as exc:
             return JSONResponse({"error": str(exc), "conflict": [_brief(r) for r in exc.rows]}, status_code=409)
+        except ProjectBusy as exc:
+            return JSONResponse({"error": f"not saved: {exc}"}, status_code=503)
         return {"ok": True, "review": _brief(row)}
 
     return app
