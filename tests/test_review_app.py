@@ -296,3 +296,71 @@ def test_review_in_a_real_browser_and_decisions_survive_a_rebuild(app_url, built
     rest = [f["face_id"] for f in b.faces if b_label(b, f) == "cyd" and f["face_id"] not in split]
     assert c[split[0]]["cluster_id"] not in {c[f]["cluster_id"] for f in rest}
     assert len(rows()) == n
+
+
+def _client(root: Path, **kw):
+    import warnings
+
+    from facedata.review.app import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    app = create_app(root, "tester", {"testserver"}, "dlib-resnet", **kw)
+    client = TestClient(app)
+    client.headers.update({"X-CSRF-Token": app.state.csrf_token, "Origin": "http://testserver"})
+    return client
+
+
+def test_api_explains_what_it_cannot_do(built):
+    root, b = built
+    c = _client(root)
+    ann = [f["face_id"] for f in b.faces if b_label(b, f) == "ann"]
+    bob = [f["face_id"] for f in b.faces if b_label(b, f) == "bob"]
+    cases = [
+        ({"action": "merge", "face_ids": [ann[1], bob[1]]}, 400, "belong to ann, bob"),
+        ({"action": "merge", "face_ids": [ann[1], ann[2]]}, 400, "at least two clusters"),
+        ({"action": "reject", "face_ids": ["f" * 32], "reason": "not_a_face"}, 400, "unknown face ids"),
+        ({"action": "reject", "face_ids": [ann[1]], "reason": "boring"}, 400, "needs a reason"),
+        ({"action": "undo", "undoes": "last"}, 400, "nothing of yours to undo"),
+    ]
+    for body, status, message in cases:
+        r = c.post("/api/decide", json=body)
+        assert r.status_code == status and message in r.json()["error"], (body, r.text)
+    assert (
+        c.post("/api/decide", content=b"{not json", headers={"Content-Type": "application/json"}).status_code
+        == 400
+    )
+    assert decisions.read(root) == []
+    # A reject from a name's page is kept apart from that name's typical faces (a cannot-link for the build).
+    r = c.post("/api/decide", json={"action": "reject", "face_ids": [ann[1]], "reason": "not_this_person"})
+    row = decisions.read(root)[-1]
+    assert r.status_code == 200 and row["target"] == "ann" and ann[2] in row["other_face_ids"]
+
+
+def test_a_decision_during_a_build_is_refused_not_lost(built):
+    from facedata.lock import project_lock
+
+    root, b = built
+    c = _client(root, lock_wait=0.3)
+    face = b.faces[0]["face_id"]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from facedata.lock import project_lock\n"
+         "with project_lock(sys.argv[1], 'dvc repro'):\n    print('held', flush=True); time.sleep(30)", str(root)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = c.post("/api/decide", json={"action": "reject", "face_ids": [face], "reason": "not_a_face"})
+        assert r.status_code == 503 and "busy" in r.json()["error"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert decisions.read(root) == []
+    with project_lock(root, "test"):
+        pass
+    assert (
+        c.post("/api/decide", json={"action": "reject", "face_ids": [face], "reason": "not_a_face"}).status_code
+        == 200
+    )

@@ -61,7 +61,14 @@ class Review:
         return rows, decisions.fold(rows)
 
 
-def create_app(root: str | os.PathLike, reviewer: str, allowed_hosts: set[str], model: str | None = None):
+def create_app(
+    root: str | os.PathLike,
+    reviewer: str,
+    allowed_hosts: set[str],
+    model: str | None = None,
+    lock_wait: float = 10.0,
+):
+    """The app; `lock_wait`: seconds a decision waits for a running build's project lock before a 503."""
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
