@@ -17,6 +17,7 @@ state into the cluster stage's must-links and cannot-links.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import subprocess
@@ -202,12 +203,20 @@ def build_revision(root: str | os.PathLike) -> str:
     except (OSError, subprocess.TimeoutExpired):
         pass
     path = manifest.path_for("clusters", root)
-    digest = ""
-    if path.exists():
-        from facedata.ids import sha256_file
-
-        digest = sha256_file(path)[:12]
+    try:
+        st = path.stat()
+        digest = _digest(str(path), st.st_mtime_ns, st.st_size)
+    except FileNotFoundError:
+        digest = ""
     return f"{rev or 'no-git'}:{digest or 'no-clusters'}"
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    """Hash of the clusters manifest, once per version of the file (it can be large)."""
+    from facedata.ids import sha256_file
+
+    return sha256_file(path)[:12]
 
 
 def append(
