@@ -273,3 +273,14 @@ def test_a_name_accepted_in_review_passes_the_confidence_gate(tmp_path):
     assert "bob" not in confidence_failures()
     ident = {r["query_name"]: r for r in read(tmp_path, "identities")}
     assert ident["bob"]["reason"] == "accepted in review" and ident["bob"]["confidence"] < 0.9
+
+
+def test_review_command_outside_a_project_is_a_usage_error(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from facedata.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["review", "--port", "9"])
+    assert result.exit_code == 2 and "facedata review:" in result.output
+    assert CliRunner().invoke(main, ["review", "--help"]).exit_code == 0
