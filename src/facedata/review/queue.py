@@ -72,15 +72,16 @@ def load(root: str | os.PathLike, model: str | None = None) -> Board:
         if p is not None
     }
     x = None
-    if model is not None and ids:
-        x = np.zeros((len(ids), 0), dtype=np.float32)
-        for part in manifest.iter_batches("embeddings", root, columns=["face_id", "model", "vector"]):
-            part = part.filter(pc.equal(part["model"], model))
-            for f, v in zip(part["face_id"].to_pylist(), part["vector"].to_pylist(), strict=True):
-                if f in row:
-                    if x.shape[1] == 0:
-                        x = np.zeros((len(ids), len(v)), dtype=np.float32)
-                    x[row[f]] = v
+    if model is not None and ids:  # the clustering's own reader: vectors straight from Arrow into numpy
+        from facedata.cluster.faceset import read_faceset
+
+        fs, _, _ = read_faceset(root, model)
+        at = {f: i for i, f in enumerate(fs.face_ids)}
+        x = np.zeros((len(ids), fs.x.shape[1]), dtype=np.float32)
+        have = [(r, at[f]) for r, f in enumerate(ids) if f in at]
+        if have:
+            rows, src = map(list, zip(*have, strict=True))
+            x[rows] = fs.x[src]
     ident = manifest.read("identities", root, missing_ok=True, columns=["query_name", "status"])
     names = ident["query_name"].to_pylist()
     return Board(
