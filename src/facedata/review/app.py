@@ -387,10 +387,15 @@ def _file(request, root: Path, rel: str | None, kind: str, error):
 
 def allowed_hosts(host: str, port: int) -> set[str]:
     hosts = {f"{host}:{port}", f"127.0.0.1:{port}", f"localhost:{port}"}
-    if host in ("0.0.0.0", "::"):
+    if host in ("0.0.0.0", "::"):  # every name and address of this machine
         import socket
 
-        hosts |= {f"{socket.gethostname()}:{port}"}
+        name = socket.gethostname()
+        try:
+            addresses = socket.gethostbyname_ex(name)[2]
+        except OSError:
+            addresses = []
+        hosts |= {f"{h}:{port}" for h in [name, socket.getfqdn(), *addresses]}
     return hosts
 
 
