@@ -179,6 +179,9 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("distance", pa.float32()),
             _f("margin", pa.float32()),
             _f("next_cluster_id", pa.string()),
+            _f("review_decision", pa.string()),
+            _f("reviewer", pa.string()),
+            _f("review_id", pa.string()),
             _lineage(),
         ]
     ),
@@ -214,6 +217,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("x2", pa.float32(), False),
             _f("y2", pa.float32(), False),
             _f("embedding_model", pa.string(), False),
+            _f("reviewed", pa.bool_()),  # a person decided this face (facedata review)
+            _f("review_decision", pa.string()),  # that decision (accepted...), null when unreviewed
+            _f("reviewer", pa.string()),
+            _f("auto_confidence", pa.float32()),  # the automatic assignment's confidence: 1 - doubt
             *_SOURCE_FIELDS,
             _lineage(),
             _f("image_lineage", LINEAGE_TYPE, False),
@@ -290,6 +297,30 @@ SCHEMAS["meshes"] = pa.schema(
 )
 KEYS["meshes"] = ("mesh_id",)
 WRITER["meshes"] = "reconstruct3d"
+
+# --- reviews (issue 16, `facedata review`): append-only, one row per decision a person made -----------------
+SCHEMAS["reviews"] = pa.schema(
+    [
+        _f("review_id", pa.string(), False),  # "<UTC time>-<random>": key order is time order
+        _f("reviewer", pa.string(), False),
+        _f("time", TS, False),
+        _f("action", pa.string(), False),  # accept reject move merge split name same different undo
+        _f("face_ids", pa.list_(pa.string()), False),  # the faces decided
+        _f("target", pa.string()),  # the identity they go to (accept, move, name, merge, split, same)
+        _f("reason", pa.string()),  # reject: not_this_person | not_a_face | bad_quality
+        _f("other_face_ids", pa.list_(pa.string())),  # faces they were kept apart from (reject, split, different)
+        _f("undoes", pa.string()),  # undo: the review_id it takes back
+        _f("before", pa.string()),  # JSON {face_id: label} as the reviewer saw it
+        _f("after", pa.string()),  # JSON {face_id: label} once applied
+        _f("build", pa.string()),  # the build the decision was made on (git revision + clusters hash)
+        _f("conflicts_with", pa.list_(pa.string())),  # other reviewers' decisions on these faces it overrode
+    ]
+)
+KEYS["reviews"] = ("review_id",)
+WRITER["reviews"] = "facedata review"
+#: Manifests of decisions people made, not stage outputs: their provenance is who, when and on which build
+#: (`reviewer`, `time`, `build`), not a stage's code/params lineage.
+HUMAN = frozenset({"reviews"})
 
 # --- what every column means: the one table (written into each file's Parquet field metadata) ---------------
 _PROJECT = "the project root (the folder holding params.yaml)"
@@ -371,6 +402,12 @@ COLUMN_DOCS: dict[str, str] = {
     "distance": "L2 distance to the centre of the rest of its cluster; null for singletons",
     "margin": "distance to the next cluster's centre minus `distance` (small = ambiguous)",
     "next_cluster_id": "the nearest other cluster (review: should it go there?)",
+    "review_decision": "a person's decision on the face: accepted / grouped / rejected:<reason>; null: unreviewed",
+    "reviewer": "who made that decision",
+    "review_id": "the `reviews` row the decision comes from",
+    "reviewed": "whether a person decided on this face (else the automatic decision stands)",
+    "auto_confidence": "the clustering's confidence in the automatic decision (1 - doubt)",
+    "review_time": "when the decision was made (UTC)",
     "n_images": "images collected for this name",
     "n_faces": "usable faces in those images",
     "n_in_cluster": "of the name's images, how many have a face in its dominant cluster",

@@ -16,12 +16,17 @@ import yaml
 
 from facedata.params import SPEC, validate
 from facedata.pipeline.dag import RUN_SH, RUNNER, STAGE_DEFS, VERSIONS, render_dvc_yaml, render_versions
+from facedata.review.decisions import ensure as ensure_reviews
 
 GITIGNORE = """\
-# facedata: data/ is DVC-managed; stage metrics stay in git so `dvc metrics diff` can compare runs.
+# facedata: data/ is DVC-managed; stage metrics stay in git so `dvc metrics diff` can compare runs, and the
+# review decisions (made by people, not rebuilt by any stage) stay in git with the revision they apply to.
 /data/*
 !/data/metrics/
 !/data/plots/
+!/data/manifests/
+/data/manifests/*
+!/data/manifests/reviews.parquet
 __pycache__/
 .venv/
 """
@@ -102,6 +107,7 @@ def init_project(
     (root / VERSIONS).write_text(render_versions(root, params, code=True), encoding="utf-8")
     (root / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
     (root / "data" / "metrics").mkdir(parents=True, exist_ok=True)
+    ensure_reviews(root)  # the cluster stage's DVC dep: empty until someone reviews
     if git:
         if not (root / ".git").exists():
             _run(["git", "init", "-q"], root)

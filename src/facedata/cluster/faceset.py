@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -159,8 +159,22 @@ def options(p: dict, seed: int = 0) -> Options:
     )
 
 
-def constraints(fs: FaceSet, p: dict) -> tuple[np.ndarray | None, list[np.ndarray]]:
-    """(cannot-link pairs, must-link groups) for the face set, as the params ask."""
+Constraints = tuple[np.ndarray | None, list[np.ndarray]]
+
+
+def constraints(fs: FaceSet, p: dict, extra: Callable[[FaceSet], Constraints] | None = None) -> Constraints:
+    """(cannot-link pairs, must-link groups) for the face set, as the params ask, plus `extra(fs)` (review
+    decisions: always applied, whatever the params; its must-link groups stay groups of their own)."""
+    cannot, must = _own_constraints(fs, p)
+    if extra is not None:
+        more_cannot, more_must = extra(fs)
+        if more_cannot is not None and len(more_cannot):
+            cannot = more_cannot if cannot is None or not len(cannot) else np.concatenate([cannot, more_cannot])
+        must = [*must, *more_must]
+    return cannot, must
+
+
+def _own_constraints(fs: FaceSet, p: dict) -> Constraints:
     cannot = cannot_link_pairs(fs.image_ids) if p["cannot_link"] else None
     must: list[np.ndarray] = []
     if p["must_link_tracks"] and fs.frames:
@@ -179,12 +193,15 @@ class Result:
     knn_graph: tuple[np.ndarray, np.ndarray] | None = None  # (indices, similarities) over `fs`, when one was built
 
 
-def cluster_faces(fs: FaceSet, p: dict, seed: int = 0, progress=None) -> Result:
+def cluster_faces(
+    fs: FaceSet, p: dict, seed: int = 0, progress=None, extra: Callable[[FaceSet], Constraints] | None = None
+) -> Result:
     """Cluster a face set with the `cluster:` params (method, threshold, constraints...). `progress(n)` is
     called as the kNN search goes (for a progress bar). The kNN graph of methods that use one is built here,
-    passed in explicitly and returned, so the caller (doubt scores) does not search again."""
+    passed in explicitly and returned, so the caller (doubt scores) does not search again. `extra`: more
+    constraints (see `constraints`)."""
     t0 = time.perf_counter()
-    cannot, must = constraints(fs, p)
+    cannot, must = constraints(fs, p, extra)
     opts = options(p, seed)
     if p["method"] in CONSTRAINED:
         opts = replace(opts, cannot_link=cannot, must_link=must)

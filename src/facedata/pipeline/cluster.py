@@ -20,12 +20,16 @@ import pyarrow.compute as pc
 
 from facedata import ids, manifest
 from facedata.cluster.faceset import FaceSet, cluster_faces, constraints, options, read_faceset
+from facedata.cluster.graph import compact
 from facedata.cluster.identities import absorb_faces, dominant_clusters, face_doubt
 from facedata.cluster.incremental import add_faces
 from facedata.cluster.knn import knn
 from facedata.cluster.metrics import LOG_COLUMNS, clustering_metrics, labelled_assignment, labelled_items
 from facedata.lineage import LINEAGE_TYPE, embeddings_model
 from facedata.pipeline.runner import StageContext
+from facedata.review import decisions
+from facedata.review.constraints import clustering_constraints, enforce, identities_of, review_columns
+from facedata.review.decisions import State
 
 
 def previous_labels(ctx: StageContext, fs: FaceSet, model) -> np.ndarray | None:
@@ -49,26 +53,34 @@ def previous_labels(ctx: StageContext, fs: FaceSet, model) -> np.ndarray | None:
     return prev
 
 
-def assign(ctx: StageContext, fs: FaceSet, model) -> tuple[np.ndarray, dict, tuple | None]:
+def assign(
+    ctx: StageContext, fs: FaceSet, model, state: State | None = None
+) -> tuple[np.ndarray, dict, tuple | None]:
     """Labels for every face, how they were obtained (full or incremental), and the kNN graph when one was
-    built over all faces in `fs` order (reused for the doubt scores)."""
+    built over all faces in `fs` order (reused for the doubt scores). Review decisions (`state`) go in as
+    constraints and are then enforced on the labels, whichever way they were obtained."""
     p = ctx.p
+    state = state or State()
+
+    def extra(sub: FaceSet):
+        return clustering_constraints(state, sub.face_ids)
+
     prev = previous_labels(ctx, fs, model) if p["incremental"] and len(fs) else None
     if prev is not None and (prev >= 0).any():
         new = np.flatnonzero(prev < 0)
         old = np.flatnonzero(prev >= 0)
         if new.size <= p["incremental_max_new_fraction"] * old.size:
             order = np.concatenate([old, new])
-            cannot, must = constraints(fs.take(order), p)
+            cannot, must = constraints(fs.take(order), p, extra)
             labels_sorted, stats = add_faces(
                 fs.x[old], prev[old], fs.x[new], p["method"], options(p), cannot=cannot, must=must
             )
             labels = np.empty(len(fs), dtype=np.int64)
             labels[order] = labels_sorted
-            return labels, {"mode": "incremental", **stats}, None
+            return compact(enforce(labels, state, fs.face_ids)), {"mode": "incremental", **stats}, None
     with ctx.progress(total=len(fs), desc="cluster: neighbours", unit="face") as bar:
-        result = cluster_faces(fs, p, progress=bar.update)
-    return result.labels, {"mode": "full", **result.info}, result.knn_graph
+        result = cluster_faces(fs, p, progress=bar.update, extra=extra)
+    return compact(enforce(result.labels, state, fs.face_ids)), {"mode": "full", **result.info}, result.knn_graph
 
 
 def _column(values: np.ndarray, typ: pa.DataType) -> pa.Array:
@@ -81,7 +93,8 @@ def run(ctx: StageContext) -> dict:
     p, model_name = ctx.p, ctx.params["embed"]["model"]
     fs, images, faces = read_faceset(ctx.root, model_name)
     model = embeddings_model(ctx.root, model_name)
-    labels, how, graph = assign(ctx, fs, model)
+    state = decisions.fold(decisions.read(ctx.root))
+    labels, how, graph = assign(ctx, fs, model, state)
     n = len(fs)
 
     # Cluster ids: named after the smallest member face id (rows are sorted by face id, so the first row).
@@ -108,7 +121,11 @@ def run(ctx: StageContext) -> dict:
 
     lineage = ctx.lineage(model)
     cid_arr = pa.array(cid_of_label, pa.string())
-    identity = [absorbed.get(f) or owner.get(face_cluster[f]) for f in fs.face_ids] if n else []
+    auto = [absorbed.get(f) or owner.get(face_cluster[f]) for f in fs.face_ids]
+    identity, reviewed_cluster = identities_of(fs.face_ids, labels, state, auto)
+    accepted = {r["target"] for r in state.active if r["action"] in ("accept", "name") and r["target"]}
+    identity_rows = reviewed_identities(identity_rows, reviewed_cluster, accepted, cid_of_label, sizes)
+    review = review_columns(fs.face_ids, state)
     nxt = doubt["next_label"] if n else np.zeros(0, dtype=np.int64)
     clusters = pa.table(
         {
@@ -126,6 +143,7 @@ def run(ctx: StageContext) -> dict:
             "next_cluster_id": cid_arr.take(pa.array(np.where(nxt >= 0, nxt, 0), mask=nxt < 0))
             if n
             else pa.array([], pa.string()),
+            **{k: pa.array(v, pa.string()) for k, v in review.items()},
             "lineage": pa.repeat(pa.scalar(lineage, LINEAGE_TYPE), n),
         }
     )
@@ -148,6 +166,8 @@ def run(ctx: StageContext) -> dict:
         "n_queries": len(identity_rows),
         "identities": dict(sorted(statuses.items())),
         "n_absorbed": len(absorbed),
+        "n_reviewed_faces": sum(1 for v in review["review_decision"] if v is not None),
+        "n_review_decisions": len(state.active),
         "mean_confidence": round(float(np.mean([r["confidence"] for r in identity_rows])), 4)
         if identity_rows
         else 0.0,
@@ -160,6 +180,30 @@ def run(ctx: StageContext) -> dict:
         metrics["labelled"]["n_images"] = len(truth)
         metrics["labelled"]["n_no_face"] = sum(1 for c in pred if c.startswith("noface:"))
     return metrics
+
+
+def reviewed_identities(
+    rows: list[dict], cluster_of: dict[str, int], accepted: set[str], cid_of_label: list[str], sizes
+) -> list[dict]:
+    """Identity rows with the reviewers' choices: a name a reviewer accepted (or gave to a cluster) is usable
+    (status ok) whatever the automatic choice said, with the cluster its reviewed faces are in when the
+    automatic choice had none usable; a name given in review to a cluster nobody searched for (an unnamed
+    video cluster) gets a row of its own. Faces merely moved to a name do not make it usable."""
+    by_name = {r["query_name"]: r for r in rows}
+    for name, lab in sorted(cluster_of.items()):
+        r = by_name.get(name)
+        if r is None:
+            r = by_name[name] = {"query_name": name, "n_images": 0, "n_faces": 0, "n_in_cluster": 0,
+                                 "confidence": 1.0, "margin": 1.0, "n_absorbed": 0, "status": None}  # fmt: skip
+        was = r["status"]
+        if name not in accepted and was is not None:
+            continue
+        if was != "ok":  # the automatic choice had no usable cluster: the reviewed one is the name's
+            r.update(cluster_id=cid_of_label[lab], n_members=int(sizes[lab]))
+        r.update(
+            status="ok", reason="accepted in review" if was in (None, "ok") else f"accepted in review (was {was})"
+        )
+    return [by_name[k] for k in sorted(by_name)]
 
 
 def labelled_images(

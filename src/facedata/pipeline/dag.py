@@ -80,12 +80,19 @@ STAGE_DEFS: tuple[StageDef, ...] = (
     ),
     StageDef(
         "cluster",
-        # crawl_log: the labelled metrics count every file of a labelled folder, those that failed to ingest too
-        (f"{M}/images.parquet", f"{M}/crawl_log.parquet", f"{M}/faces.parquet", f"{M}/embeddings.parquet"),
+        # crawl_log: the labelled metrics count every file of a labelled folder, those that failed to ingest too;
+        # reviews: people's decisions, constraints on the clustering
+        (
+            f"{M}/images.parquet",
+            f"{M}/crawl_log.parquet",
+            f"{M}/faces.parquet",
+            f"{M}/embeddings.parquet",
+            f"{M}/reviews.parquet",
+        ),
         ("cluster", "embed.model"),
         (f"{M}/clusters.parquet", f"{M}/identities.parquet"),
         persist=(f"{M}/clusters.parquet",),  # the last clustering, so new faces can join it incrementally
-        desc="group faces by identity; pick each name's dominant cluster",
+        desc="group faces by identity; pick each name's dominant cluster; apply the review decisions",
     ),
     StageDef(
         "validate",

@@ -24,7 +24,7 @@ def run(ctx: StageContext) -> dict:
         c
         for c in manifest.read("clusters", ctx.root).to_pylist()
         if c["identity"] is not None and identities[c["identity"]]["status"] == "ok"
-    ]
+    ]  # faces rejected in review have no identity: they leave the dataset
 
     sizes = Counter(c["identity"] for c in chosen)
     small = sorted(n for n, k in sizes.items() if k < p["min_faces_per_identity"])
@@ -88,6 +88,10 @@ def run(ctx: StageContext) -> dict:
             "x2": face["x2"],
             "y2": face["y2"],
             "embedding_model": model,
+            "reviewed": c["review_decision"] is not None,
+            "review_decision": c["review_decision"],
+            "reviewer": c["reviewer"],
+            "auto_confidence": round(1.0 - float(c["doubt"]), 4),
             "lineage": lineage,
             "image_lineage": image["lineage"],
             "face_lineage": face["lineage"],
@@ -103,6 +107,7 @@ def run(ctx: StageContext) -> dict:
         "n_identities": len({r["identity"] for r in dataset}),
         "splits": {s: per_split.get(s, 0) for s in p["splits"]},
         "n_from_video": sum(1 for r in dataset if r["source_kind"] == "video"),
+        "n_reviewed": sum(1 for r in dataset if r["reviewed"]),
         "identities_left_out": small,
         "dataset_dir": ctx.project.relative(out_dir),
     }
