@@ -127,3 +127,12 @@ def fixed_lineage(stage: str) -> dict:
         "model_version": None,
         "created_at": dt.datetime.now(dt.UTC),
     }
+
+
+@pytest.fixture(scope="session")
+def test_artifacts() -> Path:
+    """Where tests leave files for people to look at (screenshots): $FACEDATA_TEST_ARTIFACTS, else
+    test-artifacts/ in the repository (ignored by git)."""
+    folder = Path(os.environ.get("FACEDATA_TEST_ARTIFACTS", REPO / "test-artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

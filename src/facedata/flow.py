@@ -148,7 +148,10 @@ DVC_CHATTER = re.compile(
     r"|WARNING: (stage: '.*' )?is cached)"
 )
 #: A third-party library's `warnings.warn` (`/path/x.py:55: UserWarning: ...`) and abseil/TF-style lines.
-THIRD_PARTY_WARNING = re.compile(r"^(\S+\.py:\d+: \w*Warning: |[WI]\d{4} [\d:.]+\s+\d+ \S+\.(cc|h):\d+\] )")
+THIRD_PARTY_WARNING = re.compile(
+    r"^(\S+\.py:\d+: \w*Warning: |[WIE]\d{4} [\d:.]+\s+\d+ \S+\.(cc|h):\d+\] "
+    r"|WARNING: All log messages before absl|INFO: Created TensorFlow Lite)"
+)
 FAILED_EXIT = re.compile(r"exited with (-?\d+)")
 
 
