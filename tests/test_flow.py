@@ -31,21 +31,14 @@ def screenshot(url: str, path, wait_for: str, timeout: float = 90.0) -> str:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    from facedata.sources.webpage import BASE_ARGS
+
     os.environ.setdefault("SE_AVOID_STATS", "true")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-        "--window-size=1400,1000",
-    ):
+    # the crawler's headless setup, with images on (a screenshot), no lookups beyond 127.0.0.1
+    keep = [a for a in BASE_ARGS if not a.startswith(("--blink-settings", "--window-size"))]
+    for arg in (*keep, "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", "--window-size=1400,1000"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     try:
