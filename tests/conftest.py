@@ -73,6 +73,7 @@ def prefect_server(tmp_path_factory):
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_URL": "",
         "PREFECT_UI_ENABLED": "true",
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",  # else the UI's pages call :4200
     }
     cmd = [
         str(Path(sys.executable).parent / "prefect"),

@@ -48,6 +48,7 @@ def start_server(port: int, timeout: float) -> tuple[int, Path]:
         "PREFECT_API_URL": "",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "true",
+        "PREFECT_UI_API_URL": f"http://{HOST}:{port}/api",  # the UI's pages call this (default :4200)
     }
     prefect = Path(sys.executable).parent / "prefect"
     cmd = [str(prefect) if prefect.exists() else "prefect", "server", "start", "--host", HOST, "--port", str(port)]
