@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -124,6 +125,7 @@ def build(stages, force, wait, root, push) -> None:
             "then commit .dvc/config"
         )
     click.echo(f"facedata build in {project.root}", err=True)
+    started = time.time()
     try:
         with sigterm_as_interrupt():
             build_flow(root=str(project.root), stages=list(stages) or None, force=force, wait=wait)
@@ -138,9 +140,11 @@ def build(stages, force, wait, root, push) -> None:
         )
         sys.exit(143 if signal_name == "SIGTERM" else 130)
     except Exception as exc:  # the stage's own lines are in the log above: say once what failed, where to look
-        from facedata.summary import stage_lines
+        from facedata.summary import build_record_path, stage_lines
 
-        click.echo("\n".join(stage_lines(project.root)), err=True)
+        record = build_record_path(project.root)
+        if record.exists() and record.stat().st_mtime >= started:  # this build got as far as its stages
+            click.echo("\n".join(stage_lines(project.root, failure_notes=False)), err=True)
         click.secho(f"\nbuild failed: {exc}", fg="red", err=True)
         report = project.reports_dir / "validate.html"
         if report.exists() and "quality checks failed" in str(exc):

@@ -30,8 +30,9 @@ def _read(path: Path) -> dict:
         return {}
 
 
-def stage_lines(root: str | Path, build: dict | None = None) -> list[str]:
-    """How each stage of `build` (default: the last build) went: ran, skipped (up to date), FAILED, not run."""
+def stage_lines(root: str | Path, build: dict | None = None, failure_notes: bool = True) -> list[str]:
+    """How each stage of `build` (default: the last build) went: ran, skipped (up to date), FAILED (with its
+    message unless `failure_notes` is off: `facedata build` says it once, last), not run."""
     build = build if build is not None else _read(build_record_path(root))
     if not build.get("stages"):
         return []
@@ -40,7 +41,7 @@ def stage_lines(root: str | Path, build: dict | None = None) -> list[str]:
     for r in build["stages"]:
         stage = r["stage"]
         secs = f"{r['seconds']:>6.1f}s" if r.get("seconds") is not None else " " * 7
-        note = f"  {r['note']}" if r.get("note") and r["state"] != "FAILED" else ""
+        note = f"  {r['note']}" if r.get("note") and (failure_notes or r["state"] != "FAILED") else ""
         out.append(f"  {stage:<14} {secs}  {r['state']}{note}")
     return out
 
