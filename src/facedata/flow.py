@@ -155,11 +155,16 @@ THIRD_PARTY_WARNING = re.compile(
 FAILED_EXIT = re.compile(r"exited with (-?\d+)")
 
 
+def _failure_line(stage: str) -> re.Pattern:
+    """How `facedata.pipeline.runner` starts the line that says why the stage failed."""
+    return re.compile(rf"^facedata {re.escape(stage)}: ({GATE_MARK}|{SETUP_MARK}|{BUSY_MARK}): ")
+
+
 def classify_lines(stage: str, lines: list[str]) -> list[tuple[int, str]]:
     """Each output line with the level to log it at: the stage's failure (and the lines that continue it, and
     a traceback) at ERROR, warnings at WARNING, its other output at INFO, DVC chatter and third-party
     warnings (with their source line) at DEBUG."""
-    own_failure = re.compile(rf"^facedata {re.escape(stage)}: ({GATE_MARK}|{SETUP_MARK}|{BUSY_MARK}): ")
+    own_failure = _failure_line(stage)
     out: list[tuple[int, str]] = []
     block = None  # the level of the block a continuation line (indented) belongs to
     for line in lines:
@@ -197,7 +202,7 @@ def stage_outcome(stage: str, lines: list[str], dvc_rc: int) -> dict:
     code = int(codes[-1]) if codes else dvc_rc
     levels = classify_lines(stage, lines)
     own = [line for level, line in levels if level == logging.ERROR and not line.startswith("ERROR: ")]
-    prefix = re.compile(rf"^facedata {re.escape(stage)}: ({GATE_MARK}|{SETUP_MARK}|{BUSY_MARK}): ")
+    prefix = _failure_line(stage)
     at = next((i for i, line in enumerate(own) if prefix.match(line)), None)
     first = None
     if at is not None:
@@ -215,8 +220,8 @@ def stage_outcome(stage: str, lines: list[str], dvc_rc: int) -> dict:
         "status": "failed",
         "code": code,
         "message": f"stage {stage} failed ({what} {code}): {first}",
-        "gate": bool(re.search(rf"^facedata {re.escape(stage)}: {GATE_MARK}: ", text, re.M)),
-        "setup": bool(re.search(rf"^facedata {re.escape(stage)}: {SETUP_MARK}: ", text, re.M)),
+        "gate": any(m.group(1) == GATE_MARK for m in map(prefix.match, lines) if m),
+        "setup": any(m.group(1) == SETUP_MARK for m in map(prefix.match, lines) if m),
     }
 
 
