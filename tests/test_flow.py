@@ -265,6 +265,17 @@ def test_a_failed_quality_gate_fails_the_flow_without_retry(prefect_harness, tmp
     assert "FAILED" in arts["facedata-validation"] and "n_members" in arts["facedata-validation"]
     assert "not run" in arts["facedata-build"]
 
+    # On the terminal: the stage's own lines, the stage table, and one failure message with the real exit code.
+    from .projects import BIN, run
+
+    out = run([str(BIN / "facedata"), "build"], root, check=False)
+    said = out.stdout + out.stderr
+    assert out.returncode == 1, said
+    assert said.count("build failed: stage validate failed (exit 1): 1 of ") == 1
+    assert said.count("quality checks failed") == 2  # the stage's own line, then the one failure message
+    assert "Traceback" not in said and "dvc exit code" not in said and "To track the changes" not in said
+    assert "not run" in said and "validation report:" in said
+
 
 def test_a_crashing_stage_is_retried(prefect_harness, tmp_path, lfw):
     from facedata.flow import StageCrashed, build_flow
