@@ -482,13 +482,16 @@ class _StageFailureLogs(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, StageGateFailed | StageSetupError | StageCrashed | ParamsError):
             return True
-        return any(name in str(record.msg) for name in self.NAMES) or "Finished in state NotRun" in str(record.msg)
+        return (
+            any(name in record.getMessage() for name in self.NAMES)
+            or "Finished in state NotRun" in record.getMessage()
+        )
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(("prefect.task_runs", "prefect.flow_runs")) or not self._ours(record):
             return True
         if self.console:
-            return record.levelno < logging.ERROR and "Retry" in str(record.msg)
+            return record.levelno < logging.ERROR and "Retry" in record.getMessage()
         record.exc_info, record.exc_text = None, None
         return True
 
