@@ -73,6 +73,7 @@ def prefect_server(tmp_path_factory):
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_URL": "",
         "PREFECT_UI_ENABLED": "true",
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",  # else the UI's pages call :4200
     }
     cmd = [
         str(Path(sys.executable).parent / "prefect"),
@@ -127,3 +128,12 @@ def fixed_lineage(stage: str) -> dict:
         "model_version": None,
         "created_at": dt.datetime.now(dt.UTC),
     }
+
+
+@pytest.fixture(scope="session")
+def test_artifacts() -> Path:
+    """Where tests leave files for people to look at (screenshots): $FACEDATA_TEST_ARTIFACTS, else
+    test-artifacts/ in the repository (ignored by git)."""
+    folder = Path(os.environ.get("FACEDATA_TEST_ARTIFACTS", REPO / "test-artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -131,6 +132,7 @@ def build(stages, force, wait, root, push) -> None:
             "then commit .dvc/config"
         )
     click.echo(f"facedata build in {project.root}", err=True)
+    started = time.time()
     try:
         with sigterm_as_interrupt():
             build_flow(root=str(project.root), stages=list(stages) or None, force=force, wait=wait)
@@ -144,10 +146,15 @@ def build(stages, force, wait, root, push) -> None:
             err=True,
         )
         sys.exit(143 if signal_name == "SIGTERM" else 130)
-    except Exception as exc:  # the flow already logged the details; say what failed and where to look
+    except Exception as exc:  # the stage's own lines are in the log above: say once what failed, where to look
+        from facedata.summary import build_record_path, stage_lines
+
+        record = build_record_path(project.root)
+        if record.exists() and record.stat().st_mtime >= started:  # this build got as far as its stages
+            click.echo("\n".join(stage_lines(project.root, failure_notes=False)), err=True)
         click.secho(f"\nbuild failed: {exc}", fg="red", err=True)
         report = project.reports_dir / "validate.html"
-        if report.exists():
+        if report.exists() and "quality checks failed" in str(exc):
             click.echo(f"validation report: {report}", err=True)
         sys.exit(1)
     _print_summary(project.root)
@@ -272,62 +279,9 @@ def summary(root) -> None:
 
 
 def _print_summary(root: Path) -> None:
-    from facedata.pipeline.runner import STAGES
+    from facedata.summary import summary_text
 
-    metrics = {}
-    for s in STAGES:
-        p = root / "data" / "metrics" / f"{s}.json"
-        if p.exists():
-            metrics[s] = json.loads(p.read_text())
-    if not metrics:
-        click.echo("no stage has run yet: `facedata build`")
-        return
-    m = lambda s, k, d="-": metrics.get(s, {}).get(k, d)  # noqa: E731
-    click.echo("\nfacedata outputs")
-    click.echo(
-        f"  dataset        {root / 'data' / 'dataset'}  ({m('export', 'n_faces')} faces, "
-        f"{m('export', 'n_identities')} identities, splits {m('export', 'splits')})"
-    )
-    click.echo(f"  manifest       {root / 'data' / 'dataset' / 'dataset.parquet'}")
-    click.echo(f"  all manifests  {root / 'data' / 'manifests'}")
-    click.echo(
-        f"  validation     {root / 'data' / 'reports' / 'validate.html'}  (passed: {m('validate', 'passed')})"
-    )
-    if "train" in metrics:
-        click.echo(
-            f"  recognizer     {root / 'data' / 'models' / 'recognizer'}  (test top-1 {m('train', 'top1')}, "
-            f"TAR @ FAR 1e-2 {m('train', 'tar_at_far_1e-2')}; `facedata identify PHOTO`)"
-        )
-    click.echo("\nsummary")
-    click.echo(
-        f"  images {m('ingest', 'n_images')} ({m('ingest', 'n_video_frames')} video frames, "
-        f"{m('ingest', 'n_failed')} failed, {m('ingest', 'n_duplicates')} duplicates)"
-    )
-    click.echo(
-        f"  faces {m('detect', 'n_faces')} ({m('detect', 'n_faces_ok')} usable), detection rate "
-        f"{m('detect', 'detection_rate')}"
-    )
-    click.echo(f"  clusters {m('cluster', 'n_clusters')}, identities {m('cluster', 'identities')}")
-    lab = metrics.get("cluster", {}).get("labelled")
-    if lab:
-        click.echo(
-            "  against labels: "
-            + ", ".join(
-                f"{k} {lab[k]}"
-                for k in (
-                    "purity",
-                    "inverse_purity",
-                    "bcubed_f",
-                    "pairwise_f",
-                    "nmi",
-                    "n_clusters",
-                    "compactness",
-                    "n_no_face",
-                )
-                if k in lab
-            )
-        )
-    click.echo("\ntrace any dataset face: facedata lineage <face_id or file path>")
+    click.echo(summary_text(root))
 
 
 @main.command("dvc-yaml")

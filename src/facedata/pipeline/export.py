@@ -1,11 +1,14 @@
-"""Stage `export`: write the dataset (ImageFolder of aligned crops + dataset.parquet with full lineage)."""
+"""Stage `export`: write the dataset (ImageFolder of aligned crops + dataset.parquet with full lineage), its
+card (DATASET.md + card.json) and a contact sheet per identity."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 
-from facedata import atomic, manifest
+from facedata import atomic, gitinfo, manifest
+from facedata.card import card_markdown, contact_sheet, dataset_card
 from facedata.export import assign_splits, safe_dirname
 from facedata.ids import sha256_bytes
 from facedata.manifest import SOURCE_COLUMNS
@@ -20,10 +23,9 @@ def run(ctx: StageContext) -> dict:
     faces = {r["face_id"]: r for r in manifest.read("faces", ctx.root).to_pylist()}
     emb = {r["face_id"]: r for r in manifest.read("embeddings", ctx.root).to_pylist() if r["model"] == model}
     identities = {r["query_name"]: r for r in manifest.read("identities", ctx.root).to_pylist()}
+    clusters = {c["face_id"]: c for c in manifest.read("clusters", ctx.root).to_pylist()}
     chosen = [
-        c
-        for c in manifest.read("clusters", ctx.root).to_pylist()
-        if c["identity"] is not None and identities[c["identity"]]["status"] == "ok"
+        c for c in clusters.values() if c["identity"] is not None and identities[c["identity"]]["status"] == "ok"
     ]  # faces rejected in review have no identity: they leave the dataset
 
     sizes = Counter(c["identity"] for c in chosen)
@@ -55,6 +57,8 @@ def run(ctx: StageContext) -> dict:
             "identity": c["identity"],
             "image_id": c["image_id"],
             "video_id": images[c["image_id"]]["video_id"],
+            "dup_of": images[c["image_id"]]["dup_of"],
+            "phash": images[c["image_id"]]["phash"],
         }
         for c in chosen
     ]
@@ -101,6 +105,7 @@ def run(ctx: StageContext) -> dict:
         row.update({k: image[k] for k in SOURCE_COLUMNS})
         dataset.append(row)
     manifest.write("dataset", manifest.from_rows("dataset", dataset), ctx.root)
+    write_card(ctx, dataset, faces, clusters, identities, small)
     per_split = Counter(r["split"] for r in dataset)
     return {
         "n_faces": len(dataset),
@@ -111,3 +116,47 @@ def run(ctx: StageContext) -> dict:
         "identities_left_out": small,
         "dataset_dir": ctx.project.relative(out_dir),
     }
+
+
+def write_card(
+    ctx: StageContext,
+    dataset: list[dict],
+    faces: dict[str, dict],
+    clusters: dict[str, dict],
+    identities: dict[str, dict],
+    left_out: list[str],
+) -> dict:
+    """DATASET.md, card.json and contact_sheets/<identity>.png beside the dataset (stale sheets removed)."""
+    out_dir = ctx.project.dataset_dir
+    splits = list(ctx.p["splits"])
+    sheet_dir = out_dir / "contact_sheets"
+    shutil.rmtree(sheet_dir, ignore_errors=True)
+    by_identity: dict[str, list[dict]] = {}
+    for r in dataset:
+        by_identity.setdefault(r["identity"], []).append(r)
+    sheets = {}
+    for identity, rows in sorted(by_identity.items()):
+        rows = sorted(rows, key=lambda r: (splits.index(r["split"]), r["face_id"]))
+        counts = Counter(r["split"] for r in rows)
+        title = f"{identity}: {len(rows)} faces (" + ", ".join(f"{s} {counts.get(s, 0)}" for s in splits) + ")"
+        png = contact_sheet(title, [(r["split"], (out_dir / r["file_path"]).read_bytes()) for r in rows], splits)
+        rel = f"contact_sheets/{safe_dirname(identity)}.png"
+        atomic.write_bytes(out_dir / rel, png)
+        sheets[identity] = rel
+    report_path = ctx.project.reports_dir / "validate.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    card = dataset_card(
+        dataset,
+        splits=splits,
+        faces=faces,
+        clusters=clusters,
+        identities=identities,
+        validate_report=report,
+        revision=gitinfo.revision(ctx.root),
+        params_changed=gitinfo.params_changes(ctx.root),
+        left_out=left_out,
+        sheets=sheets,
+    )
+    atomic.write_text(out_dir / "card.json", json.dumps(card, indent=2, sort_keys=False, default=str) + "\n")
+    atomic.write_text(out_dir / "DATASET.md", card_markdown(card))
+    return card

@@ -139,6 +139,12 @@ def run(ctx: StageContext) -> dict:
         run_faces_per_second=round(len(new_rows) / face_seconds, 2) if new_rows and face_seconds > 0 else None,
     )
     page = {**metrics, **ctx.run}
+    if n_renders > 0:
+        # Reused faces and meshes were not reconstructed in this run: render some of them again, so a rerun's
+        # report shows as much as the first run's instead of thinning out to what changed.
+        _top_up_renders(kept_results, face_rows, current, root, reconstructor, n_renders)
+        if not fused_results and int(p["turntable_frames"]) > 0:
+            fused_results = _refuse_first(fused_rows, face_rows, current, root, reconstructor)
     if n_renders > 0 and (kept_results or fused_results) and rec is not None:
         picked = [(fid[:12], img, res) for fid, (img, res) in sorted(kept_results.items())]
         fused = [(mid[:12], f) for mid, f in fused_results[:1]]
@@ -212,14 +218,7 @@ def _fuse_identities(ctx, face_rows, current, old, fused_dir, reconstructor, lin
         if mesh_id in old_fused:
             out_rows.append({**old_fused[mesh_id], "identity": identity})
             continue
-        views = []
-        for r in picked:
-            try:
-                rgb = read_image_file(root / current[r["face_id"]]["store_path"], min_side=1).rgb
-            except (OSError, ImageRejected):
-                continue
-            lm = np.asarray(r["landmarks68"], dtype=np.float64).reshape(68, 3)
-            views.append(View(rgb, lm, np.asarray(r["shape_coeffs"]), float(r["yaw"]), r["face_id"]))
+        views = _load_views(picked, current, root)
         if len(views) < p["fuse_min_views"]:
             continue
         t0 = time.perf_counter()
@@ -232,6 +231,44 @@ def _fuse_identities(ctx, face_rows, current, old, fused_dir, reconstructor, lin
         out_rows.append(rows.fused_row(fused, identity, image_ids, root, folder, seconds, lineage()))
         results.append((out_rows[-1]["mesh_id"], fused))
     return out_rows, results
+
+
+def _load_views(picked: list[dict], current: dict[str, dict], root: Path) -> list[View]:
+    """The views fusion needs (image, landmarks, shape, yaw) for face rows; unreadable images are left out."""
+    views = []
+    for r in picked:
+        try:
+            rgb = read_image_file(root / current[r["face_id"]]["store_path"], min_side=1).rgb
+        except (OSError, ImageRejected):
+            continue
+        lm = np.asarray(r["landmarks68"], dtype=np.float64).reshape(68, 3)
+        views.append(View(rgb, lm, np.asarray(r["shape_coeffs"]), float(r["yaw"]), r["face_id"]))
+    return views
+
+
+def _top_up_renders(kept: dict, face_rows: list[dict], current: dict, root: Path, reconstructor, n: int) -> None:
+    """Reconstruct again the first ok faces (by face id) that this run reused, until `kept` holds `n`."""
+    extra = sorted(
+        (r for r in face_rows if r["status"] == "ok" and r["face_id"] not in kept), key=lambda r: r["face_id"]
+    )
+    for r in extra[: max(0, n - len(kept))]:
+        face = current[r["face_id"]]
+        try:
+            rgb = read_image_file(root / face["store_path"], min_side=1).rgb
+        except (OSError, ImageRejected):
+            continue
+        box = np.array([[face["x1"], face["y1"], face["x2"], face["y2"]]], dtype=np.float64)
+        kept[r["face_id"]] = (rgb, reconstructor().faces([rgb], [box])[0][0])
+
+
+def _refuse_first(fused_rows: list[dict], face_rows: list[dict], current: dict, root: Path, reconstructor) -> list:
+    """The first fused mesh (by id) fused again from its views, for the report's turntable; [] when none."""
+    ok = sorted((r for r in fused_rows if r.get("face_ids")), key=lambda r: r["mesh_id"])
+    if not ok:
+        return []
+    by_id = {r["face_id"]: r for r in face_rows}
+    views = _load_views([by_id[f] for f in ok[0]["face_ids"] if f in by_id], current, root)
+    return [(ok[0]["mesh_id"], reconstructor().fuse(views))] if views else []
 
 
 def _sync() -> None:
