@@ -286,6 +286,48 @@ SCHEMAS["meshes"] = pa.schema(
 KEYS["meshes"] = ("mesh_id",)
 WRITER["meshes"] = "reconstruct3d"
 
+# --- video index (issue 19, `facedata index-video`): one row per face track, one per segment ----------------
+SCHEMAS["video_tracks"] = pa.schema(
+    [
+        _f("track_id", pa.string(), False),  # video_id[:16] + "-t" + number (in order of first appearance)
+        _f("video_id", pa.string(), False),  # sha256 of the video file
+        _f("video_path", pa.string(), False),  # as given on the command line
+        _f("frames", pa.list_(pa.int64()), False),  # frame numbers (0-based) of the track's faces
+        _f("timestamps", pa.list_(pa.float64()), False),  # seconds
+        _f("boxes", pa.list_(pa.list_(_F32, 4)), False),  # x1, y1, x2, y2 per face, frame pixels
+        _f("scores", pa.list_(_F32), False),  # detector score per face
+        _f("qualities", pa.list_(_F32), False),  # combined quality per face (the aggregate's weights)
+        _f("shots", pa.list_(pa.int32()), False),  # shot number per face
+        _f("start", pa.float64(), False),
+        _f("end", pa.float64(), False),  # last face's time + one analysis period
+        _f("n_faces", pa.int32(), False),
+        _f("identity", pa.string(), False),  # a gallery identity, or "unknown"
+        _f("score", _F32, False),  # cosine of the track's vector to that identity (unknown: to the nearest)
+        _f("confidence", _F32, False),  # calibrated (see facedata.video.naming)
+        _f("candidate", pa.string()),  # unknown tracks: candidate person (clustering of unknown tracks)
+        _f("vector", pa.list_(_F32), False),  # the quality-weighted aggregate embedding
+        _f("thumbnail", pa.string()),  # path of the thumbnail JPEG, relative to the index folder
+        _lineage(),
+    ]
+)
+KEYS["video_tracks"] = ("track_id",)
+WRITER["video_tracks"] = "index-video"
+SCHEMAS["video_segments"] = pa.schema(
+    [
+        _f("segment_id", pa.string(), False),  # video_id[:16] + identity + start
+        _f("video_id", pa.string(), False),
+        _f("video_path", pa.string(), False),
+        _f("identity", pa.string(), False),
+        _f("start", pa.float64(), False),  # seconds
+        _f("end", pa.float64(), False),
+        _f("confidence", _F32, False),
+        _f("track_ids", pa.list_(pa.string()), False),
+        _lineage(),
+    ]
+)
+KEYS["video_segments"] = ("segment_id",)
+WRITER["video_segments"] = "index-video"
+
 MANIFEST_DIR = Path("data") / "manifests"
 
 
