@@ -3,9 +3,10 @@
     python -m benchmarks video [-- --people 8 --strangers 4 --fps 2]
 
 1. Synthetic broadcast (`facedata.video.synthetic`): LFW photos assembled into shots of 3 s (one person, two
-   people side by side, people who are not in the gallery), each person's gallery made of *other* photos of
-   them. People are split in halves (`tune` / `test`, seeded hash of the name): the gallery threshold and
-   the confidence slope are chosen on the tune video only, then measured on the test video.
+   people side by side, people who are not in the gallery; faces of 35-90 px, a third of the shots out of
+   focus), each person's gallery made of *other* photos of them. People are split in halves (`tune` /
+   `test`, seeded hash of the name): the gallery threshold and the confidence slope are chosen on the tune
+   video only, then measured on the test video.
 2. The Hamilton clip (`../shared/data/video/short_hamilton_clip.mp4`) with `known_people/` as the gallery,
    against `benchmarks/data/hamilton_faces.csv` (hand labels at 10 fps; a labelled face covers 0.1 s).
    Its labels only cover faces the detector found usable, so its true time is a lower bound.
@@ -57,14 +58,18 @@ def build_case(split: str, n_people: int, n_strangers: int, tmp: Path, seed: int
         (gallery / name).mkdir(parents=True, exist_ok=True)
         for f in files[:3]:
             (gallery / name / f.name).symlink_to(f)
+
+    def shot(*people):  # broadcast-like: faces of 35-90 px, some out of focus
+        return Shot(3.0, people, side=int(rng.integers(80, 200)), blur=float(rng.choice([0, 0, 1.0, 2.0])))
+
     shots = []
     for name, files in cast:
-        shots += [Shot(3.0, ((name, str(files[3])),)), Shot(3.0, ((name, str(files[4])),))]
+        shots += [shot((name, str(files[3]))), shot((name, str(files[4])))]
     for name, files in strangers:
-        shots.append(Shot(3.0, ((name, str(files[3])),)))
+        shots.append(shot((name, str(files[3]))))
     for k in range(4):
         a, b = cast[k % len(cast)], (cast[(k + 1) % len(cast)] if k % 2 else strangers[k % len(strangers)])
-        shots.append(Shot(3.0, ((a[0], str(a[1][5])), (b[0], str(b[1][5])))))
+        shots.append(shot((a[0], str(a[1][5])), (b[0], str(b[1][5]))))
     order = rng.permutation(len(shots))
     shots = [shots[i] for i in order]
     video = tmp / f"synthetic_{split}.mp4"

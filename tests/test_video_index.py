@@ -167,3 +167,30 @@ def test_the_crowd_clip_with_an_empty_gallery_gives_stable_unknown_tracks(shared
     assert {r["identity"] for r in first.rows} == {"unknown"} and not first.segments
     assert [r["frames"] for r in first.rows] == [r["frames"] for r in second.rows]
     assert len({r["candidate"] for r in first.rows}) >= 3
+
+
+def test_the_flow_indexes_each_video_in_its_own_task_with_the_same_result(synthetic, prefect_harness):
+    from prefect.client.orchestration import get_client
+
+    from facedata.params import defaults
+    from facedata.train.identify import from_folder
+    from facedata.video.flow import index_videos_flow
+    from facedata.video.run import index_videos
+
+    tmp, _ = synthetic
+    params = defaults()
+    g = from_folder(tmp / "gallery", params["detect"], params["embed"], params["video"]["gallery_threshold"])
+    videos = [str(tmp / "clip.avi")]
+    by_flow = index_videos_flow(videos, params, g, str(tmp / "flow_idx"), None)
+    direct = index_videos(videos, params, g, tmp / "direct_idx")
+    assert by_flow["segments"] == direct["segments"] and by_flow["tracks"] == direct["tracks"]
+    assert (tmp / "flow_idx" / "video_segments.parquet").is_file()
+
+    async def task_names():
+        async with get_client() as client:
+            runs = await client.read_task_runs()
+            return [r.name for r in runs]
+
+    import asyncio
+
+    assert videos[0] in asyncio.run(task_names())

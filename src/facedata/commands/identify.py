@@ -96,9 +96,12 @@ def gallery_errors():
         sys.exit(2)
 
 
-def load_gallery(params, where, project, model_path, gallery, threshold, workers, command, allow_empty=False):
+def load_gallery(
+    params, where, project, model_path, gallery, threshold, workers, command, allow_empty=False, key="identify"
+):
     """(Gallery, project root or None) for `--model PATH`, `--gallery DIR` or, with neither, the project's
-    trained recognizer (`data/models/recognizer/model.pt`); shared by `identify` and `index-video`."""
+    trained recognizer (`data/models/recognizer/model.pt`); shared by `identify` and `index-video`. A gallery's
+    threshold defaults to params `<key>.gallery_threshold`."""
     from tqdm import tqdm
 
     from facedata.project import Project, ProjectError
@@ -121,7 +124,7 @@ def load_gallery(params, where, project, model_path, gallery, threshold, workers
             )
     with gallery_errors():
         if gallery:
-            t = params["identify"]["gallery_threshold"] if threshold is None else threshold
+            t = params[key]["gallery_threshold"] if threshold is None else threshold
             with tqdm(desc="gallery", unit="img", file=sys.stderr, disable=None) as bar:
                 g = from_folder(gallery, params["detect"], params["embed"], t, workers, bar, allow_empty)
             for note in g.notes:

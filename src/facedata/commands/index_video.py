@@ -33,7 +33,7 @@ from facedata.commands.identify import load_gallery
     "--threshold",
     type=click.FloatRange(-1, 1),
     default=None,
-    help="cosine a track needs to be named (default: the model's own, or identify.gallery_threshold)",
+    help="cosine a track needs to be named (default: the model's own, or video.gallery_threshold)",
 )
 @click.option(
     "--out",
@@ -64,7 +64,7 @@ def index_video(
     from facedata.project import Project, ProjectError
 
     params, where = project_params(project, set_values)
-    g, root = load_gallery(params, where, project, model_path, gallery, threshold, 0, "index-video", True)
+    g, root = load_gallery(params, where, project, model_path, gallery, threshold, 0, "index-video", True, "video")
     if root is None:
         try:
             root = Project.find(project).root

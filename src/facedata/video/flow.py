@@ -33,23 +33,28 @@ def index_video_task(indexer: VideoIndexer, video: str):
     return result, error
 
 
-@flow(name="facedata-index-video", log_prints=True)
 def index_videos_flow(videos: list[str], params: dict, gallery, out: str, root: str | None, wait: float = 0.0):
+    """Run the flow. The gallery (numpy arrays, maybe a torch projection) stays in this process: the flow's
+    parameters, which Prefect records, are only the videos and the index folder."""
     from pathlib import Path
 
-    indexer = VideoIndexer(params, gallery, root)
-    results, errors = [], []
-    for video in videos:
-        result, error = index_video_task(indexer, video)
-        if result is not None:
-            results.append(result)
-        if error:
-            errors.append(error)
-    report = save(results, errors, params, gallery, Path(out), root, wait)
-    lines = ["| video | identity | start | end | confidence |", "|---|---|---|---|---|"]
-    lines += [
-        f"| {s['video']} | {s['identity']} | {s['start']:.2f} | {s['end']:.2f} | {s['confidence']:.3f} |"
-        for s in report["segments"]
-    ]
-    create_markdown_artifact(markdown="\n".join(lines), key="video-index", description="segments found")
-    return report
+    @flow(name="facedata-index-video", log_prints=True)
+    def index_videos(videos: list[str], out: str) -> dict:
+        indexer = VideoIndexer(params, gallery, root)
+        results, errors = [], []
+        for video in videos:
+            result, error = index_video_task(indexer, video)
+            if result is not None:
+                results.append(result)
+            if error:
+                errors.append(error)
+        report = save(results, errors, params, gallery, Path(out), root, wait)
+        lines = ["| video | identity | start | end | confidence |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {s['video']} | {s['identity']} | {s['start']:.2f} | {s['end']:.2f} | {s['confidence']:.3f} |"
+            for s in report["segments"]
+        ]
+        create_markdown_artifact(markdown="\n".join(lines), key="video-index", description="segments found")
+        return report
+
+    return index_videos(videos, out)

@@ -18,6 +18,8 @@ import numpy as np
 class Shot:
     seconds: float
     people: tuple[tuple[str, str], ...]  # (identity, photo path) per person on screen
+    side: int = 200  # photo size on screen, px (an LFW photo's face is ~45% of it)
+    blur: float = 0.0  # Gaussian blur sigma applied to the photos (out of focus, soft broadcast)
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class Appearance:
         return x1 + dx, y1, x2 + dx, y2
 
 
-def write_video(shots: list[Shot], path: str | Path, fps: float = 25.0, size=(640, 360), side: int = 200):
+def write_video(shots: list[Shot], path: str | Path, fps: float = 25.0, size=(640, 360)):
     """Render `shots` to `path` (mp4v), return the list of `Appearance`s."""
     w, h = size
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
@@ -48,9 +50,12 @@ def write_video(shots: list[Shot], path: str | Path, fps: float = 25.0, size=(64
         for k, shot in enumerate(shots):
             n = int(round(shot.seconds * fps))
             bg = np.array([(37 * k) % 200 + 30, (91 * k) % 200 + 30, (53 * k) % 200 + 30], np.uint8)
+            side = shot.side
             photos = [
                 cv2.resize(cv2.imread(p), (side, side), interpolation=cv2.INTER_AREA) for _, p in shot.people
             ]
+            if shot.blur > 0:
+                photos = [cv2.GaussianBlur(ph, (0, 0), shot.blur) for ph in photos]
             gap = (w - side * len(photos)) / (len(photos) + 1)
             drift = float(rng.uniform(-0.6, 0.6))
             rects = []
