@@ -170,14 +170,14 @@ _VIDEO_SPEC: dict[str, Spec] = {
     "video.embed_per_track": Spec(5, (int,), _nonneg, ">= 0", "best faces of a track embedded for its identity"),
     "video.max_gap_s": Spec(1.5, NUM, _nonneg, ">= 0", "a track survives this long without a detection"),
     "video.gallery_threshold": Spec(
-        0.94,
+        0.93,
         NUM,
         _in(-1, 1),
         "-1..1",
         "--gallery: cosine of a track's aggregate vector to an identity's mean embedding needed to name it",
     ),
     "video.confidence_slope": Spec(
-        60.0, NUM, _pos, "> 0", "confidence = 1 / (1 + exp(-slope * (cosine - threshold)))"
+        84.0, NUM, _pos, "> 0", "confidence = 1 / (1 + exp(-slope * (cosine - threshold)))"
     ),
     "video.merge_gap_s": Spec(2.0, NUM, _nonneg, ">= 0", "one identity's tracks this close make one segment"),
     "video.min_segment_s": Spec(0.5, NUM, _nonneg, ">= 0", "shorter segments are dropped"),
