@@ -247,3 +247,26 @@ def test_shot_cuts_split_frames_into_shots(tmp_path):
     frames = list(iter_frames(info, 2, 0.35, 5))
     assert [f.shot for f in frames] == [0, 0, 0, 1, 1, 1]
     assert info.cuts == [pytest.approx(1.5)]
+
+
+def test_index_video_usage_errors_exit_2(tmp_path):
+    from click.testing import CliRunner
+
+    from facedata.cli import main
+
+    video = tmp_path / "v.avi"
+    write_avi(video, n=5)
+    (tmp_path / "g").mkdir()
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"x")
+    runner = CliRunner()
+    both = runner.invoke(
+        main, ["index-video", str(video), "--gallery", str(tmp_path / "g"), "--model", str(model)]
+    )
+    assert both.exit_code == 2 and "not both" in both.output
+    no_project = runner.invoke(main, ["index-video", str(video), "--project", str(tmp_path)])
+    assert no_project.exit_code == 2
+    bad_set = runner.invoke(
+        main, ["index-video", str(video), "--gallery", str(tmp_path / "g"), "--set", "video.fps=0"]
+    )
+    assert bad_set.exit_code == 2 and "video.fps" in bad_set.output
