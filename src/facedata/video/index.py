@@ -138,6 +138,8 @@ class VideoIndexer:
         t0 = time.perf_counter()
         v = self.v
         info = probe(path)
+        if progress is not None and info.header_frames > 0:
+            progress.total = int(np.ceil(info.header_frames / info.native_fps * v["fps"]))
         tracker = Tracker(track_settings(v))
         self.n_embedded, n_faces = 0, 0
         batch = []

@@ -40,7 +40,7 @@ def timeline_png(
 ) -> None:
     """`rows`: (identity, segments as (start, end, confidence), tracks as (start, end)). Segments are bars
     (darker = more confident), tracks thin lines under them, shot cuts grey verticals."""
-    label_w, row_h, top, bottom = 180, 28, 30, 30
+    label_w, row_h, top, bottom = 180, 30, 30, 34
     h = top + row_h * max(1, len(rows)) + bottom
     img = Image.new("RGB", (width, h), "white")
     d = ImageDraw.Draw(img)
@@ -62,7 +62,7 @@ def timeline_png(
             fill = tuple(int(255 - a * (255 - c)) for c in colour)
             d.rectangle([x(s), y + 4, max(x(e), x(s) + 1), y + row_h - 10], fill=fill)
         for s, e in tracks:
-            d.line([(x(s), y + row_h - 6), (max(x(e), x(s) + 1), y + row_h - 6)], fill=colour, width=2)
+            d.line([(x(s), y + row_h - 9), (max(x(e), x(s) + 1), y + row_h - 9)], fill=colour, width=2)
     step = max(1, int(np.ceil(span / 10)))
     for t in range(0, int(span) + 1, step):
         d.line([(x(t), h - bottom), (x(t), h - bottom + 4)], fill="black")
