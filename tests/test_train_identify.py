@@ -112,3 +112,24 @@ def test_identify_without_model_or_gallery_says_what_to_do(tmp_path, lfw):
     (tmp_path / "params.yaml").write_text("{}\n")
     proc = run([str(BIN / "facedata"), "identify", str(photo)], tmp_path, check=False)
     assert proc.returncode == 2 and "no trained model" in proc.stderr and "--gallery" in proc.stderr
+
+
+def test_index_video_with_the_projects_trained_recognizer(trained, lfw, tmp_path):
+    """`facedata index-video` in a project, with neither --model nor --gallery: the train stage's recognizer
+    names a cast member on screen and leaves a stranger unknown; the index lands in the project."""
+    from facedata.video.synthetic import Shot, write_video
+
+    powell = sorted((lfw / "Colin_Powell").iterdir())[8:10]  # photos the project never took
+    stranger = sorted((lfw / UNKNOWN).iterdir())[0]
+    write_video(
+        [Shot(2.0, (("Colin_Powell", str(powell[0])),)), Shot(2.0, ((UNKNOWN, str(stranger)),))],
+        tmp_path / "clip.avi",
+        fps=10,
+    )
+    out = tmp_path / "who.json"
+    run([str(BIN / "facedata"), "index-video", str(tmp_path / "clip.avi"), "--json", str(out)], trained)
+    result = json.loads(out.read_text())
+    assert [s["identity"] for s in result["segments"]] == ["Colin_Powell"]
+    assert result["segments"][0]["start"] < 0.5 and result["unknown_tracks"] >= 1
+    assert result["model"].startswith("model ") and result["model"].endswith("model.pt")
+    assert (trained / "data" / "video_index" / "video_segments.parquet").is_file()

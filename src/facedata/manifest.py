@@ -298,6 +298,48 @@ SCHEMAS["meshes"] = pa.schema(
 KEYS["meshes"] = ("mesh_id",)
 WRITER["meshes"] = "reconstruct3d"
 
+# --- video index (issue 19, `facedata index-video`): one row per face track, one per segment ----------------
+SCHEMAS["video_tracks"] = pa.schema(
+    [
+        _f("track_id", pa.string(), False),  # video_id[:16] + "-t" + number (in order of first appearance)
+        _f("video_id", pa.string(), False),  # sha256 of the video file
+        _f("video_path", pa.string(), False),  # as given on the command line
+        _f("frames", pa.list_(pa.int64()), False),  # frame numbers (0-based) of the track's faces
+        _f("timestamps", pa.list_(pa.float64()), False),  # seconds
+        _f("boxes", pa.list_(pa.list_(_F32, 4)), False),  # x1, y1, x2, y2 per face, frame pixels
+        _f("scores", pa.list_(_F32), False),  # detector score per face
+        _f("qualities", pa.list_(_F32), False),  # combined quality per face (the aggregate's weights)
+        _f("shots", pa.list_(pa.int32()), False),  # shot number per face
+        _f("start", pa.float64(), False),
+        _f("end", pa.float64(), False),  # last face's time + one analysis period
+        _f("n_faces", pa.int32(), False),
+        _f("identity", pa.string(), False),  # a gallery identity, or "unknown"
+        _f("score", _F32, False),  # cosine of the track's vector to that identity (unknown: to the nearest)
+        _f("confidence", _F32, False),  # calibrated (see facedata.video.naming)
+        _f("candidate", pa.string()),  # unknown tracks: candidate person (clustering of unknown tracks)
+        _f("vector", pa.list_(_F32), False),  # the quality-weighted aggregate embedding
+        _f("thumbnail", pa.string()),  # path of the thumbnail JPEG, relative to the index folder
+        _lineage(),
+    ]
+)
+KEYS["video_tracks"] = ("track_id",)
+WRITER["video_tracks"] = "index-video"
+SCHEMAS["video_segments"] = pa.schema(
+    [
+        _f("segment_id", pa.string(), False),  # video_id[:16] + identity + start
+        _f("video_id", pa.string(), False),
+        _f("video_path", pa.string(), False),
+        _f("identity", pa.string(), False),
+        _f("start", pa.float64(), False),  # seconds
+        _f("end", pa.float64(), False),
+        _f("confidence", _F32, False),
+        _f("track_ids", pa.list_(pa.string()), False),
+        _lineage(),
+    ]
+)
+KEYS["video_segments"] = ("segment_id",)
+WRITER["video_segments"] = "index-video"
+
 # --- reviews (issue 16, `facedata review`): append-only, one row per decision a person made -----------------
 SCHEMAS["reviews"] = pa.schema(
     [
@@ -466,6 +508,41 @@ MANIFEST_COLUMN_DOCS: dict[tuple[str, str], str] = {
     ("clusters", "query_name"): "the name queried for the face's image",
     ("meshes", "status"): "ok | tiny_face | cut_by_border | extreme_pose | fit_failed | error",
     ("meshes", "identity"): "the dataset identity of the face(s)",
+    ("video_tracks", "track_id"): "video_id[:16] + '-t' + number, in order of first appearance",
+    ("video_tracks", "video_path"): "the video as given on the command line",
+    ("video_tracks", "frames"): "frame numbers (0-based) of the track's faces",
+    ("video_tracks", "timestamps"): "seconds from the start of the video, per face",
+    ("video_tracks", "boxes"): "x1, y1, x2, y2 per face, frame pixels",
+    ("video_tracks", "scores"): "detector score per face",
+    ("video_tracks", "qualities"): "combined quality per face (the aggregate embedding's weights)",
+    ("video_tracks", "shots"): "shot number per face",
+    ("video_tracks", "start"): "seconds: the track's first face",
+    ("video_tracks", "end"): "seconds: the track's last face plus one analysis period",
+    ("video_tracks", "n_faces"): "faces in the track",
+    ("video_tracks", "identity"): "a gallery identity, or 'unknown'",
+    ("video_tracks", "score"): "cosine of the track's vector to that identity (unknown: to the nearest)",
+    ("video_tracks", "confidence"): "calibrated confidence of the identity",
+    ("video_tracks", "candidate"): "unknown tracks: candidate person (clustering of the unknown tracks)",
+    ("video_tracks", "vector"): "the quality-weighted aggregate embedding of the track",
+    ("video_tracks", "thumbnail"): "thumbnail JPEG of the track",
+    ("video_segments", "segment_id"): "video_id[:16] + identity + start",
+    ("video_segments", "video_path"): "the video as given on the command line",
+    ("video_segments", "identity"): "the gallery identity on screen",
+    ("video_segments", "start"): "seconds from the start of the video",
+    ("video_segments", "end"): "seconds from the start of the video",
+    ("video_segments", "confidence"): "calibrated confidence of the identity over the segment",
+    ("video_segments", "track_ids"): "the tracks the segment is made of",
+    ("reviews", "time"): "when the decision was made (UTC)",
+    ("reviews", "action"): "accept | reject | move | merge | split | name | same | different | undo",
+    ("reviews", "face_ids"): "the faces decided",
+    ("reviews", "target"): "the identity they go to (accept, move, name, merge, split, same)",
+    ("reviews", "reason"): "reject: not_this_person | not_a_face | bad_quality",
+    ("reviews", "other_face_ids"): "faces they were kept apart from (reject, split, different)",
+    ("reviews", "undoes"): "undo: the review_id it takes back",
+    ("reviews", "before"): "JSON {face_id: label} as the reviewer saw it",
+    ("reviews", "after"): "JSON {face_id: label} once applied",
+    ("reviews", "build"): "the build the decision was made on (git revision + clusters hash)",
+    ("reviews", "conflicts_with"): "other reviewers' decisions on these faces it overrode",
     ("dataset", "identity"): "the identity (class) of the face: a queried name",
 }
 
@@ -474,6 +551,7 @@ PATH_BASES: dict[tuple[str, str], str] = {
     **{(m, "store_path"): _PROJECT for m in ("images", "dataset")},
     ("faces", "crop_path"): _PROJECT,
     ("dataset", "file_path"): "the dataset folder (data/dataset)",
+    ("video_tracks", "thumbnail"): "the index folder (--out of `facedata index-video`)",
     **{(m, "source_uri"): "folder and video sources: the source's path as written in params.yaml (relative "
        "ones from " + _PROJECT + ") and the path below it; web sources: an absolute URL"
        for m in ("images", "crawl_log", "dataset")},

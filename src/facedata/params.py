@@ -147,6 +147,53 @@ _TRAIN_SPEC: dict[str, Spec] = {
     ),
 }
 
+_VIDEO_SPEC: dict[str, Spec] = {
+    "video.fps": Spec(2.0, NUM, _pos, "> 0", "frames analysed per second of video (speed vs recall)"),
+    "video.detector": Spec(
+        "yunet", (str,), *_one_of("retinaface", "yunet", "mtcnn"), "face detector for video frames"
+    ),
+    "video.max_side": Spec(960, (int,), _nonneg, ">= 0", "frames are shrunk to this long side for detection"),
+    "video.min_score": Spec(0.7, NUM, _in(0, 1), "0..1", "weaker detections are not tracked"),
+    "video.min_face_px": Spec(20, NUM, _nonneg, ">= 0", "smaller faces are not tracked"),
+    "video.max_faces_per_frame": Spec(30, (int,), _pos, "> 0", "more faces in a frame: the best by score"),
+    "video.scene_threshold": Spec(
+        0.35, NUM, _in(0, 1), "0..1", "colour-histogram jump that marks a shot cut (as ingest); 0: no cuts"
+    ),
+    "video.scene_fps": Spec(5.0, NUM, _pos, "> 0", "frames per second analysed for cuts"),
+    "video.track_min_iou": Spec(0.2, NUM, _in(0, 1), "0..1", "box overlap linking a face to a track"),
+    "video.link_similarity": Spec(
+        0.85, NUM, _in(-1, 1), "-1..1", "cosine a face needs (with the overlap) to continue a track"
+    ),
+    "video.rejoin_similarity": Spec(
+        0.93, NUM, _in(-1, 1), "-1..1", "cosine that continues a track without overlap (occlusion, fast move)"
+    ),
+    "video.cut_similarity": Spec(
+        0.95, NUM, _in(-1, 1), "-1..1", "cosine that continues a track across a shot cut (a clear match)"
+    ),
+    "video.sure_iou": Spec(
+        0.5, NUM, _in(0, 1), "0..1", "a one-to-one overlap this large continues a track without an embedding"
+    ),
+    "video.verify_s": Spec(2.0, NUM, _nonneg, ">= 0", "...but a track is checked by an embedding this often"),
+    "video.embed_per_track": Spec(5, (int,), _nonneg, ">= 0", "best faces of a track embedded for its identity"),
+    "video.max_gap_s": Spec(1.5, NUM, _nonneg, ">= 0", "a track survives this long without a detection"),
+    "video.gallery_threshold": Spec(
+        0.93,
+        NUM,
+        _in(-1, 1),
+        "-1..1",
+        "--gallery: cosine of a track's aggregate vector to an identity's mean embedding needed to name it",
+    ),
+    "video.confidence_slope": Spec(
+        84.0, NUM, _pos, "> 0", "confidence = 1 / (1 + exp(-slope * (cosine - threshold)))"
+    ),
+    "video.merge_gap_s": Spec(2.0, NUM, _nonneg, ">= 0", "one identity's tracks this close make one segment"),
+    "video.min_segment_s": Spec(0.5, NUM, _nonneg, ">= 0", "shorter segments are dropped"),
+    "video.min_confidence": Spec(0.5, NUM, _in(0, 1), "0..1", "less confident segments are dropped"),
+    "video.max_seconds": Spec(0.0, NUM, _nonneg, ">= 0", "index only the first N seconds (0: all)"),
+    "video.batch_size": Spec(8, (int,), _pos, "> 0", "frames per detector batch", perf=True),
+    "video.threads": Spec(0, (int,), _nonneg, ">= 0", "torch CPU threads (0: torch's default)", perf=True),
+}
+
 #: Every parameter, by dotted key. Lists of sources are checked by `_check_sources`.
 SPEC: dict[str, Spec] = {
     # --- sources / ingest / crawl (lists of sources are checked by facedata.sources.config) ---
@@ -402,6 +449,8 @@ SPEC: dict[str, Spec] = {
     "train3d.threads": Spec(1, (int,), _pos, "> 0", "torch CPU threads (more stall on a busy machine)", perf=True),
     # --- stage train: a recognizer for the dataset's identities; `facedata identify` uses it --------
     **_TRAIN_SPEC,
+    # --- `facedata index-video` (issue 19): who is on screen when; defaults measured in BENCHMARKS.md ----------
+    **_VIDEO_SPEC,
 }
 
 

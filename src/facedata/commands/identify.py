@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -53,46 +54,16 @@ def identify(images, project, model_path, gallery, threshold, json_out, workers)
     """
     from tqdm import tqdm
 
-    from facedata.manifest import ManifestError
-    from facedata.models import ModelError
-    from facedata.project import Project, ProjectError
-    from facedata.train.export import MODEL, ModelFileError
-    from facedata.train.identify import IdentifyError, from_folder, from_model, identify_files
+    from facedata.train.identify import identify_files
 
-    if model_path and gallery:
-        raise click.UsageError("give --model or --gallery, not both")
     params, where = project_params(project)
-    root = None
-    if not model_path and not gallery:
-        try:
-            root = Project.find(project).root
-        except ProjectError as exc:
-            raise click.UsageError(f"{exc}; or pass --model PATH or --gallery DIR") from exc
-        model_path = root / "data" / "models" / "recognizer" / MODEL
-        if not model_path.is_file():
-            raise click.UsageError(
-                f"no trained model at {model_path}: run `dvc repro train` (or `facedata build`) in {root}, "
-                "or pass --gallery DIR (a folder <identity>/<photos>)"
-            )
     n_workers = params["detect"]["workers"] if workers is None else workers
-    try:
-        if gallery:
-            t = params["identify"]["gallery_threshold"] if threshold is None else threshold
-            with tqdm(desc="gallery", unit="img", file=sys.stderr, disable=None) as bar:
-                g = from_folder(gallery, params["detect"], params["embed"], t, n_workers, progress=bar)
-            for note in g.notes:
-                click.echo(f"warning: {note}", err=True)
-        else:
-            g = from_model(model_path, params["embed"], threshold)
-        click.echo(
-            f"identify: {len(g.classes)} identities from {g.source}, threshold {g.threshold:.4f}; params: {where}",
-            err=True,
-        )
-        with tqdm(total=len(images), desc="identify", unit="img", file=sys.stderr, disable=None) as bar:
-            results = list(identify_files(g, images, params["detect"], n_workers, root, progress=bar))
-    except (IdentifyError, ModelFileError, ModelError, ManifestError) as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(2)
+    g, root = load_gallery(params, where, project, model_path, gallery, threshold, n_workers, "identify")
+    with (
+        gallery_errors(),
+        tqdm(total=len(images), desc="identify", unit="img", file=sys.stderr, disable=None) as bar,
+    ):
+        results = list(identify_files(g, images, params["detect"], n_workers, root, progress=bar))
     for r in results:
         if r["status"] == "error":
             click.echo(f"{r['path']}: unreadable ({r['reason']})")
@@ -108,6 +79,63 @@ def identify(images, project, model_path, gallery, threshold, json_out, workers)
         atomic.write_json(Path(json_out), out)
         click.echo(f"wrote {json_out}", err=True)
     sys.exit(1 if any(r["status"] == "error" for r in results) else 0)
+
+
+@contextlib.contextmanager
+def gallery_errors():
+    """A gallery or model that cannot be used is a usage problem: say why, exit 2."""
+    from facedata.manifest import ManifestError
+    from facedata.models import ModelError
+    from facedata.train.export import ModelFileError
+    from facedata.train.identify import IdentifyError
+
+    try:
+        yield
+    except (IdentifyError, ModelFileError, ModelError, ManifestError) as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+
+
+def load_gallery(
+    params, where, project, model_path, gallery, threshold, workers, command, allow_empty=False, key="identify"
+):
+    """(Gallery, project root or None) for `--model PATH`, `--gallery DIR` or, with neither, the project's
+    trained recognizer (`data/models/recognizer/model.pt`); shared by `identify` and `index-video`. A gallery's
+    threshold defaults to params `<key>.gallery_threshold`."""
+    from tqdm import tqdm
+
+    from facedata.project import Project, ProjectError
+    from facedata.train.export import MODEL
+    from facedata.train.identify import from_folder, from_model
+
+    if model_path and gallery:
+        raise click.UsageError("give --model or --gallery, not both")
+    root = None
+    if not model_path and not gallery:
+        try:
+            root = Project.find(project).root
+        except ProjectError as exc:
+            raise click.UsageError(f"{exc}; or pass --model PATH or --gallery DIR") from exc
+        model_path = root / "data" / "models" / "recognizer" / MODEL
+        if not model_path.is_file():
+            raise click.UsageError(
+                f"no trained model at {model_path}: run `dvc repro train` (or `facedata build`) in {root}, "
+                "or pass --gallery DIR (a folder <identity>/<photos>)"
+            )
+    with gallery_errors():
+        if gallery:
+            t = params[key]["gallery_threshold"] if threshold is None else threshold
+            with tqdm(desc="gallery", unit="img", file=sys.stderr, disable=None) as bar:
+                g = from_folder(gallery, params["detect"], params["embed"], t, workers, bar, allow_empty)
+            for note in g.notes:
+                click.echo(f"warning: {note}", err=True)
+        else:
+            g = from_model(model_path, params["embed"], threshold)
+    click.echo(
+        f"{command}: {len(g.classes)} identities from {g.source}, threshold {g.threshold:.4f}; params: {where}",
+        err=True,
+    )
+    return g, root
 
 
 COMMANDS = [identify]

@@ -33,14 +33,22 @@ class Gallery:
     source: str = ""
     notes: list[str] = field(default_factory=list)  # e.g. gallery photos without a usable face
 
+    def scores(self, vectors: np.ndarray) -> np.ndarray:
+        """Cosine of every face vector (rows) to every identity's prototype (columns)."""
+        z = np.asarray(vectors, dtype=np.float32)
+        if not self.classes:
+            return np.zeros((len(z), 0), np.float32)
+        if self.transform is not None:
+            z = self.transform(z)
+        return z @ self.prototypes.T
+
     def name(self, vectors: np.ndarray) -> tuple[list[str], np.ndarray]:
         """(identity or 'unknown', cosine of the best match) per face vector."""
         if len(vectors) == 0:
             return [], np.zeros(0)
-        z = np.asarray(vectors, dtype=np.float32)
-        if self.transform is not None:
-            z = self.transform(z)
-        scores = z @ self.prototypes.T
+        if not self.classes:
+            return [UNKNOWN] * len(vectors), np.zeros(len(vectors))
+        scores = self.scores(vectors)
         best, score = scores.argmax(axis=1), scores.max(axis=1)
         return [
             self.classes[b] if s >= self.threshold else UNKNOWN for b, s in zip(best, score, strict=True)
@@ -73,9 +81,17 @@ def from_model(path: str | Path, embed_defaults: dict, threshold: float | None =
 
 
 def from_folder(
-    folder: str | Path, detect: dict, embed: dict, threshold: float, workers: int = 0, progress=None
+    folder: str | Path,
+    detect: dict,
+    embed: dict,
+    threshold: float,
+    workers: int = 0,
+    progress=None,
+    allow_empty: bool = False,
 ) -> Gallery:
-    """A gallery from `<identity>/<photos>`: the mean direction of each identity's primary usable faces."""
+    """A gallery from `<identity>/<photos>`: the mean direction of each identity's primary usable faces.
+    `allow_empty`: a folder without identities gives a gallery naming nobody (video indexing then only tracks
+    and groups people) instead of an error."""
     from facedata.faces.analyze import analyze_files
     from facedata.faces.evaluation import IMAGE_EXTENSIONS
     from facedata.train.heads import class_means
@@ -83,6 +99,8 @@ def from_folder(
     folder = Path(folder)
     people = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     photos = [(p.name, f) for p in people for f in sorted(p.iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]
+    if not photos and allow_empty and not people:
+        return Gallery([], np.zeros((0, 0), np.float32), float(threshold), embed, None, f"empty gallery {folder}")
     if not photos:
         raise IdentifyError(f"gallery {folder} has no <identity>/<photos>: expected one sub-folder per person")
     vectors: dict[str, list[np.ndarray]] = {}
