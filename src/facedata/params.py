@@ -395,6 +395,24 @@ SPEC: dict[str, Spec] = {
     "train3d.threads": Spec(1, (int,), _pos, "> 0", "torch CPU threads (more stall on a busy machine)", perf=True),
     # --- stage train (issue 18): a recognizer for the dataset's identities; `facedata identify` uses it --------
     **_TRAIN_SPEC,
+    # --- scale-out (issue 20): detect / embed / reconstruct3d as shards on a Dask cluster (docs/scale.md) -------
+    "execution.dask_address": Spec(
+        "",
+        (str,),
+        lambda v: v == "" or v.startswith("local:") or "://" in v,
+        "'', local:N or tcp://HOST:PORT",
+        "Dask cluster for detect/embed/reconstruct3d shards and the cluster stage's large kNN; '' = this machine "
+        "only; $FACEDATA_DASK_ADDRESS (--dask) wins",
+        perf=True,
+    ),
+    "execution.shard_size": Spec(256, (int,), _pos, "> 0", "items per shard (one Dask task)", perf=True),
+    "execution.retries": Spec(2, (int,), _in(0, 10), "0..10", "resubmissions of a shard that failed", perf=True),
+    "execution.worker_threads": Spec(
+        1, (int,), _pos, "> 0", "torch/OpenCV threads per shard on a worker (run one worker per core)", perf=True
+    ),
+    "execution.worker_timeout_s": Spec(
+        120.0, NUM, _pos, "> 0", "how long a stage waits for the cluster's first worker", perf=True
+    ),
 }
 
 

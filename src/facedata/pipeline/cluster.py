@@ -12,20 +12,25 @@ before clustering starts), and the clusters manifest is built the same way.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from facedata import ids, manifest
+from facedata.cluster.algorithms import GRAPH_METHODS
 from facedata.cluster.faceset import FaceSet, cluster_faces, constraints, options, read_faceset
 from facedata.cluster.identities import absorb_faces, dominant_clusters, face_doubt
 from facedata.cluster.incremental import add_faces
-from facedata.cluster.knn import knn
+from facedata.cluster.knn import knn, knn_dask
 from facedata.cluster.metrics import clustering_metrics
 from facedata.lineage import LINEAGE_TYPE, embeddings_model
 from facedata.pipeline.runner import StageContext
+from facedata.scale.connect import connect, dashboard_link, dask_address
 
 
 def labelled_assignment(images: list[dict], faces: list[dict], face_cluster: dict[str, str]) -> tuple[list, list]:
@@ -63,7 +68,38 @@ def previous_labels(ctx: StageContext, fs: FaceSet, model) -> np.ndarray | None:
     return prev
 
 
-def assign(ctx: StageContext, fs: FaceSet, model) -> tuple[np.ndarray, dict, tuple | None]:
+def neighbours(ctx: StageContext, x: np.ndarray, client=None) -> tuple[np.ndarray, np.ndarray]:
+    """The kNN graph over `x` (cluster.k): on the Dask cluster (`knn_dask`, the same graph) when the stage has a
+    client, which it has only above `cluster.exact_knn_max` faces with a cluster configured; else here."""
+    p = ctx.p
+    if client is not None:
+        ctx.run["knn"] = "dask"
+        return knn_dask(x, p["k"], client, exact_max=p["exact_knn_max"], nprobe=p["nprobe"])
+    ctx.run.setdefault("knn", "local")
+    return knn(x, p["k"], exact_max=p["exact_knn_max"], nprobe=p["nprobe"])
+
+
+@contextmanager
+def knn_client(ctx: StageContext, n: int) -> Iterator:
+    """A Dask client for the kNN search when one is configured and `n` faces are beyond the exact search's
+    limit (only the approximate search of millions pays for a cluster); else None. The rest stays local."""
+    address = dask_address(ctx.params)
+    if not address or n <= ctx.p["exact_knn_max"]:
+        yield None
+        return
+    with connect(address) as client:
+        link = dashboard_link(client)
+        print(
+            f"facedata cluster: kNN search of {n} faces on the Dask cluster at {client.scheduler.address}"
+            + (f"; dashboard: {link}" if link else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+        ctx.run["dashboard"] = link
+        yield client
+
+
+def assign(ctx: StageContext, fs: FaceSet, model, client=None) -> tuple[np.ndarray, dict, tuple | None]:
     """Labels for every face, how they were obtained (full or incremental), and the kNN graph when one was
     built over all faces in `fs` order (reused for the doubt scores)."""
     p = ctx.p
@@ -80,8 +116,9 @@ def assign(ctx: StageContext, fs: FaceSet, model) -> tuple[np.ndarray, dict, tup
             labels = np.empty(len(fs), dtype=np.int64)
             labels[order] = labels_sorted
             return labels, {"mode": "incremental", **stats}, None
+    graph = neighbours(ctx, fs.x, client) if client is not None and p["method"] in GRAPH_METHODS else None
     with ctx.progress(total=len(fs), desc="cluster: neighbours", unit="face") as bar:
-        result = cluster_faces(fs, p, progress=bar.update)
+        result = cluster_faces(fs, p, progress=bar.update, graph=graph)
     return result.labels, {"mode": "full", **result.info}, result.knn_graph
 
 
@@ -95,8 +132,11 @@ def run(ctx: StageContext) -> dict:
     p, model_name = ctx.p, ctx.params["embed"]["model"]
     fs, images, faces = read_faceset(ctx.root, model_name)
     model = embeddings_model(ctx.root, model_name)
-    labels, how, graph = assign(ctx, fs, model)
     n = len(fs)
+    with knn_client(ctx, n) as client:
+        labels, how, graph = assign(ctx, fs, model, client)
+        if n and graph is None:
+            graph = neighbours(ctx, fs.x, client)
 
     # Cluster ids: named after the smallest member face id (rows are sorted by face id, so the first row).
     sizes = np.bincount(labels) if n else np.zeros(0, dtype=np.int64)
@@ -116,8 +156,6 @@ def run(ctx: StageContext) -> dict:
     vectors = dict(zip(fs.face_ids, fs.x, strict=True))
     absorbed = absorb_faces(identity_rows, query_images, face_cluster, face_image, vectors, p["absorb_threshold"])
     del vectors
-    if n and graph is None:
-        graph = knn(fs.x, p["k"], exact_max=p["exact_knn_max"], nprobe=p["nprobe"])
     doubt = face_doubt(fs.x, labels, *graph, p["threshold"]) if n else None
 
     lineage = ctx.lineage(model)
