@@ -73,9 +73,7 @@ def neighbours(ctx: StageContext, x: np.ndarray, client=None) -> tuple[np.ndarra
     client, which it has only above `cluster.exact_knn_max` faces with a cluster configured; else here."""
     p = ctx.p
     if client is not None:
-        ctx.run["knn"] = "dask"
         return knn_dask(x, p["k"], client, exact_max=p["exact_knn_max"], nprobe=p["nprobe"])
-    ctx.run.setdefault("knn", "local")
     return knn(x, p["k"], exact_max=p["exact_knn_max"], nprobe=p["nprobe"])
 
 
@@ -134,6 +132,7 @@ def run(ctx: StageContext) -> dict:
     model = embeddings_model(ctx.root, model_name)
     n = len(fs)
     with knn_client(ctx, n) as client:
+        ctx.run["knn"] = "local" if client is None else "dask"
         labels, how, graph = assign(ctx, fs, model, client)
         if n and graph is None:
             graph = neighbours(ctx, fs.x, client)
