@@ -30,7 +30,14 @@ from pathlib import Path
 import yaml
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-NAMES = ["Colin_Powell", "Donald_Rumsfeld", "Gerhard_Schroeder", "Hugo_Chavez", "Jean_Chretien", "Junichiro_Koizumi"]
+NAMES = [
+    "Colin_Powell",
+    "Donald_Rumsfeld",
+    "Gerhard_Schroeder",
+    "Hugo_Chavez",
+    "Jean_Chretien",
+    "Junichiro_Koizumi",
+]
 
 
 def _load() -> list[float]:
@@ -108,7 +115,11 @@ def main(argv: list[str]) -> dict:
         clusters = {}
         for n in (1, 2):
             lc = LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
             )
             clusters[n] = (lc, Client(lc))
         try:

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pytest
 import yaml
 
@@ -22,7 +23,7 @@ from facedata.pipeline.runner import run_stage
 from facedata.scale.connect import ENV, ScaleError, check_address, dask_address
 from facedata.scale.shards import checkpoint_dir
 
-from .projects import env, run_report
+from .projects import env, run_report, set_params
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 
@@ -47,7 +48,7 @@ def cluster():
 
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
         ) as lc,
         Client(lc) as client,
     ):
@@ -104,8 +105,10 @@ def test_sharded_detect_and_embed_match_the_local_run(photos, local_run, cluster
     assert not checkpoint_dir(root, "detect").exists(), "a finished stage leaves no checkpoints"
     # metrics are results only: identical to the local run's
     for stage in ("detect", "embed"):
-        read = lambda r: json.loads((r / "data" / "metrics" / f"{stage}.json").read_text())  # noqa: E731
-        assert read(root) == read(local_run), stage
+        ours, theirs = (
+            json.loads((r / "data" / "metrics" / f"{stage}.json").read_text()) for r in (root, local_run)
+        )
+        assert ours == theirs, stage
 
 
 def _processing(client) -> dict[str, list[str]]:
@@ -186,3 +189,40 @@ def test_cluster_stage_knn_on_dask_is_the_local_graph(local_run, cluster, tmp_pa
     assert run_stage("cluster", root) == 0
     assert run_report(root, "cluster")["knn"] == "dask"
     assert _stable(root, "clusters").equals(local)
+
+
+def _meshes(root: Path):
+    """The per-face mesh rows without their timings."""
+    table = _stable(root, "meshes")
+    return table.drop_columns(["seconds"]).filter(pc.equal(table["kind"], "face"))
+
+
+def test_sharded_reconstruct3d_matches_the_local_run(cluster, tmp_path, monkeypatch):
+    from .test_recon3d_stage import _make_project
+
+    address, _ = cluster
+    roots = {}
+    for kind in ("local", "dask"):
+        roots[kind] = root = tmp_path / kind
+        _make_project(root)
+        if kind == "dask":
+            monkeypatch.setenv(ENV, address)
+            set_params(root, execution={"shard_size": 4})
+        assert run_stage("reconstruct3d", root) == 0, kind
+    assert _meshes(roots["dask"]).equals(_meshes(roots["local"]))
+    report = run_report(roots["dask"], "reconstruct3d")
+    assert report["shards"] >= 2 and report["shards_done"] == report["shards"], report
+    for kind in ("local", "dask"):  # the renders come back wherever the faces were reconstructed
+        assert list((roots[kind] / "data" / "reports" / "reconstruct3d").rglob("*.png")), kind
+
+
+def test_an_unreachable_scheduler_is_a_clear_error():
+    from facedata.scale.connect import connect
+
+    from .conftest import free_port
+
+    with (
+        pytest.raises(ScaleError, match="cannot reach the Dask scheduler"),
+        connect(f"tcp://127.0.0.1:{free_port()}", timeout=2),
+    ):
+        pass

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from facedata import manifest
 from facedata.faces.pool import map_ordered
+from facedata.models import MODELS_DIR_ENV
 from facedata.pipeline.runner import StageContext, StageFailed
 from facedata.scale import ShardJob, connect, dask_address, run_sharded
 from facedata.scale.shards import ShardsFailed
@@ -105,6 +106,7 @@ def run_items(
             rows_args,
             ctx.recipe.code_hash,
             int(ctx.params.get("execution", {}).get("worker_threads", 1)),
+            tuple((k, os.environ[k]) for k in (MODELS_DIR_ENV,) if os.environ.get(k)),
         )
         with connect(address) as client:
             try:

@@ -8,7 +8,6 @@ processes on 127.0.0.1 started for the stage and stopped after it, anything else
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import re
@@ -51,15 +50,13 @@ def connect(address: str, timeout: float = 30.0) -> Iterator:
     check_address(address)
     m = _LOCAL.fullmatch(address)
     if m:
-        # A dashboard only where bokeh is installed (distributed serves it with bokeh); port 0: any free one.
-        dashboard = "127.0.0.1:0" if importlib.util.find_spec("bokeh") else None
         with (
             LocalCluster(
                 n_workers=int(m.group(1)),
                 threads_per_worker=1,
                 processes=True,
                 host="127.0.0.1",
-                dashboard_address=dashboard,
+                dashboard_address="127.0.0.1:0",  # any free port, this machine only
                 silence_logs=logging.ERROR,
             ) as cluster,
             Client(cluster) as client,

@@ -62,6 +62,7 @@ class ShardJob:
     rows_args: Any
     code_hash: str
     threads: int = 1
+    env: tuple[tuple[str, str], ...] = ()  # set on the worker first (the project's models folder)
 
 
 def checkpoint_dir(root: str | os.PathLike, stage: str) -> Path:
@@ -120,6 +121,7 @@ def run_shard(job: ShardJob, sid: str, batches: list[list[dict]]) -> dict[str, i
     if done.exists():  # finished by an attempt whose answer was lost with its worker
         return json.loads(done.read_text())
     (folder / f"{sid}.start.{uuid.uuid4().hex}").touch()
+    os.environ.update(dict(job.env))
     if _worker_code_hash(job.stage) != job.code_hash:
         raise ScaleError(
             f"worker {_host()} runs other facedata code for stage {job.stage} (code hash "
@@ -177,6 +179,7 @@ def run_sharded(
     shard_size, retries = int(ex.get("shard_size", 256)), int(ex.get("retries", 2))
     folder = checkpoint_dir(ctx.root, ctx.stage)
     folder.mkdir(parents=True, exist_ok=True)
+    batch_size = min(batch_size, shard_size)  # batch sizes are speed settings only: results do not change
     batches = [list(todo[i : i + batch_size]) for i in range(0, len(todo), batch_size)]
     per = max(1, shard_size // batch_size)
     shards = [batches[i : i + per] for i in range(0, len(batches), per)]
@@ -257,7 +260,7 @@ def run_sharded(
         write(rows)
         i, exc = next(iter(sorted(failed.items(), key=lambda kv: kv[0])))
         raise ShardsFailed(
-            f"{len(failed)} of {len(shards)} shards failed after {retries} retries (first: shard {i}: "
+            f"{len(failed)} of {len(shards)} shards failed (retried up to {retries} times; first: shard {i}: "
             f"{type(exc).__name__}: {exc}); the finished shards are saved: rerun to resume"
         )
     shutil.rmtree(folder, ignore_errors=True)
