@@ -50,8 +50,9 @@ def _params(lfw: Path, per_name: int, shard_size: int, workers: int) -> dict:
             "folders": [{"root": str(lfw), "labeled": True, "names": NAMES, "max_per_name": per_name}],
             "videos": [],
         },
-        "detect": {"workers": workers},
-        "embed": {"workers": workers},
+        # batches of 8 everywhere (a shard is whole batches; the batch size is the same in every configuration)
+        "detect": {"workers": workers, "batch_size": 8},
+        "embed": {"workers": workers, "batch_size": 8},
         "execution": {"shard_size": shard_size},
     }
 

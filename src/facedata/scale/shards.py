@@ -179,7 +179,8 @@ def run_sharded(
     shard_size, retries = int(ex.get("shard_size", 256)), int(ex.get("retries", 2))
     folder = checkpoint_dir(ctx.root, ctx.stage)
     folder.mkdir(parents=True, exist_ok=True)
-    batch_size = min(batch_size, shard_size)  # batch sizes are speed settings only: results do not change
+    # Shards are whole batches of the local run's size: a detector's batch pads its images to one size, so
+    # another batch size could move a box by a rounding error, and the result must be the local run's.
     batches = [list(todo[i : i + batch_size]) for i in range(0, len(todo), batch_size)]
     per = max(1, shard_size // batch_size)
     shards = [batches[i : i + per] for i in range(0, len(batches), per)]
@@ -235,6 +236,7 @@ def run_sharded(
                     attempts[i] += 1
                     again = submit(i, attempts[i])
                     index[again.key] = i
+                    futures.append(again)
                     pending.add(again)
                 else:
                     failed[i] = exc
