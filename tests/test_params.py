@@ -86,3 +86,13 @@ def test_params_hash_ignores_speed_only_keys():
     stricter["detect"]["min_score"] = 0.95
     assert params_hash(stricter, ["detect"]) != base
     assert params_hash(p, ["cluster", "embed.model"]) != params_hash(p, ["cluster"])
+
+
+def test_execution_dask_address_forms_are_checked():
+    from facedata.params import check
+
+    for ok in ("", "local:2", "tcp://10.0.0.5:8786", "tls://scheduler:8786"):
+        assert not check({"execution": {"dask_address": ok}})[1], ok
+    for bad in ("local:0", "local:x", "10.0.0.5:8786", "scheduler"):
+        errors = check({"execution": {"dask_address": bad}})[1]
+        assert any("execution.dask_address" in e for e in errors), bad

@@ -227,3 +227,25 @@ def test_an_unreachable_scheduler_is_a_clear_error():
         connect(f"tcp://127.0.0.1:{free_port()}", timeout=2),
     ):
         pass
+
+
+def test_dask_local_n_starts_and_stops_its_own_cluster(photos, local_run, tmp_path):
+    """`facedata stage detect --dask local:2`: a LocalCluster of 2 workers on 127.0.0.1 for the stage alone."""
+    from .projects import BIN
+
+    root = _project(tmp_path / "proj", photos, shard_size=4)
+    assert run_stage("ingest", root) == 0
+    e = {k: v for k, v in env().items() if k != ENV}
+    done = subprocess.run(
+        [str(BIN / "facedata"), "stage", "detect", "--root", str(root), "--dask", "local:2"],
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on the Dask cluster at tcp://127.0.0.1:" in done.stderr
+    report = run_report(root, "detect")
+    assert report["dask_workers"] == 2 and report["shards_done"] == report["shards"] >= 2, report
+    for name in ("detections", "faces"):
+        assert _stable(root, name).equals(_stable(local_run, name)), name

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ def _one_of(*choices: str) -> tuple[Callable[[Any], bool], str]:
 
 
 _DEVICE = _one_of("auto", "cpu", "cuda")
+
+#: `execution.dask_address`: '' (no cluster), local:N (N worker processes here), or a scheduler's address.
+DASK_ADDRESS = re.compile(r"|local:[1-9]\d*|(tcp|tls|ucx|ws|wss)://\S+")
 
 
 def _embed_model(v: Any) -> bool:
@@ -399,7 +403,7 @@ SPEC: dict[str, Spec] = {
     "execution.dask_address": Spec(
         "",
         (str,),
-        lambda v: v == "" or v.startswith("local:") or "://" in v,
+        lambda v: DASK_ADDRESS.fullmatch(v) is not None,
         "'', local:N or tcp://HOST:PORT",
         "Dask cluster for detect/embed/reconstruct3d shards and the cluster stage's large kNN; '' = this machine "
         "only; $FACEDATA_DASK_ADDRESS (--dask) wins",

@@ -14,9 +14,10 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from facedata.params import DASK_ADDRESS
+
 ENV = "FACEDATA_DASK_ADDRESS"
 _LOCAL = re.compile(r"local:(\d+)")
-_REMOTE = re.compile(r"(tcp|tls|ucx|ws|wss)://\S+")
 
 
 class ScaleError(RuntimeError):
@@ -24,7 +25,8 @@ class ScaleError(RuntimeError):
 
 
 def dask_address(params: dict) -> str:
-    """The cluster address in force ('' for none): `$FACEDATA_DASK_ADDRESS` over `execution.dask_address`."""
+    """The cluster address in force ('' for none): `$FACEDATA_DASK_ADDRESS` over `execution.dask_address`
+    (which `facedata check` validates with the same forms as `check_address`)."""
     address = os.environ.get(ENV) or (params.get("execution") or {}).get("dask_address") or ""
     address = address.strip()
     check_address(address)
@@ -32,14 +34,11 @@ def dask_address(params: dict) -> str:
 
 
 def check_address(address: str) -> None:
-    if address and not (_REMOTE.fullmatch(address) or _LOCAL.fullmatch(address)):
+    if not DASK_ADDRESS.fullmatch(address):
         raise ScaleError(
-            f"dask address {address!r} is not one of: '' (no cluster), local:N (N worker processes here), "
+            f"dask address {address!r} is not one of: '' (no cluster), local:N (N >= 1 worker processes here), "
             "tcp://HOST:PORT (a running `dask scheduler`)"
         )
-    m = _LOCAL.fullmatch(address)
-    if m and int(m.group(1)) < 1:
-        raise ScaleError(f"dask address {address!r}: local:N needs N >= 1 workers")
 
 
 @contextmanager
