@@ -21,6 +21,7 @@ import numpy as np
 
 from facedata import manifest
 from facedata.imageio import ImageRejected, read_image_file
+from facedata.params import canonical_json
 from facedata.pipeline.incremental import reusable, run_items, write_all
 from facedata.pipeline.runner import StageContext
 
@@ -153,8 +154,19 @@ def run(ctx: StageContext) -> dict:
     return metrics
 
 
+_LOADED: list = []  # [(key, Reconstructor)]: the last one built in this process
+
+
 def _reconstructor(p: dict) -> Reconstructor:
-    return Reconstructor(p, p.get("weights") or None)
+    """The 3D models for these params, built once per process: the batches (local run) and the fusion and
+    renders after them share one. The key has the weights file's size and time, so replaced weights reload."""
+    weights = p.get("weights") or None
+    stat = os.stat(weights) if weights and os.path.exists(weights) else None
+    key = (canonical_json(p), stat and (stat.st_size, stat.st_mtime_ns))
+    if not _LOADED or _LOADED[0][0] != key:
+        _LOADED.clear()
+        _LOADED.append((key, Reconstructor(p, weights)))
+    return _LOADED[0][1]
 
 
 def _make_worker(p: dict, root: str) -> tuple[Reconstructor, Path]:
