@@ -114,3 +114,13 @@ def test_the_defaults_warning_is_said_once_per_process_and_not_by_stages(tmp_pat
         warnings.simplefilter("error", params.DefaultsUsed)
         ctx = make_context("cluster", tmp_path)
     assert ctx.params["cluster"]["k"] == params.SPEC["cluster.k"].default
+
+
+def test_execution_dask_address_forms_are_checked():
+    from facedata.params import check
+
+    for ok in ("", "local:2", "tcp://10.0.0.5:8786", "tls://scheduler:8786"):
+        assert not check({"execution": {"dask_address": ok}})[1], ok
+    for bad in ("local:0", "local:x", "10.0.0.5:8786", "scheduler"):
+        errors = check({"execution": {"dask_address": bad}})[1]
+        assert any("execution.dask_address" in e for e in errors), bad

@@ -80,13 +80,37 @@ def init(directory, folders, labeled, max_per_name, videos, models_dir, no_git) 
     click.echo(f"created {root}\nnext: cd {directory} && facedata build")
 
 
+def dask_option():
+    return click.option(
+        "--dask",
+        metavar="ADDRESS",
+        default=None,
+        help="run detect/embed/reconstruct3d shards on a Dask cluster: tcp://HOST:8786 (a `dask scheduler`) or "
+        "local:N (N worker processes here); overrides execution.dask_address",
+    )
+
+
+def _use_dask(address: str | None) -> None:
+    """Hand --dask to the stages (DVC starts them as subprocesses: the environment reaches them)."""
+    if address is None:
+        return
+    from facedata.scale.connect import ENV, ScaleError, check_address
+
+    try:
+        check_address(address)
+    except ScaleError as exc:
+        _fail(f"--dask: {exc}")
+    os.environ[ENV] = address
+
+
 @main.command()
 @click.option("--stage", "stages", multiple=True, help="run only these stages (repeatable), in DAG order")
 @click.option("--force", is_flag=True, help="rerun stages even when DVC finds them up to date")
 @wait_option()
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="project directory (default: here)")
 @click.option("--push", is_flag=True, help="after a successful build, `dvc push` to the default DVC remote")
-def build(stages, force, wait, root, push) -> None:
+@dask_option()
+def build(stages, force, wait, root, push, dask) -> None:
     """Run the pipeline: a Prefect flow with one task per DVC stage, in DAG order.
 
     params.yaml is checked first (`facedata check`): a bad parameter stops the build before any stage runs.
@@ -95,7 +119,8 @@ def build(stages, force, wait, root, push) -> None:
     (stopped on exit, Ctrl-C and SIGTERM included); set PREFECT_API_URL (e.g. to a `prefect server start` at
     http://127.0.0.1:4200/api) to watch runs in the Prefect UI. With --push, the outputs go to the project's
     default DVC remote (`dvc remote add -d NAME URL`), so teammates get them with `dvc pull` instead of
-    rebuilding.
+    rebuilding. With --dask (or execution.dask_address), detect, embed and reconstruct3d run as shards on a
+    Dask cluster and the cluster stage's large kNN search too; the results are the same (docs/scale.md).
 
     \b
     Exit code 0 when every stage succeeded, 1 when a stage failed, 2 for a usage or configuration problem
@@ -108,6 +133,7 @@ def build(stages, force, wait, root, push) -> None:
         project = Project.find(root)
     except ProjectError as exc:
         _fail(str(exc))
+    _use_dask(dask)
     if not _report_check(project.root):
         _fail("params.yaml has problems (listed above); nothing was run")
     if stages:
@@ -201,10 +227,12 @@ def _report_check(root: Path) -> bool:
 @main.command()
 @click.argument("name")
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="project directory (default: here)")
-def stage(name, root) -> None:
+@dask_option()
+def stage(name, root, dask) -> None:
     """Run one stage directly (what `dvc repro` runs); prefer `facedata build` or `dvc repro`."""
     from facedata.pipeline.runner import run_stage
 
+    _use_dask(dask)
     sys.exit(run_stage(name, root))
 
 

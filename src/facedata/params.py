@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +60,9 @@ def _one_of(*choices: str) -> tuple[Callable[[Any], bool], str]:
 
 
 _DEVICE = _one_of("auto", "cpu", "cuda")
+
+#: `execution.dask_address`: '' (no cluster), local:N (N worker processes here), or a scheduler's address.
+DASK_ADDRESS = re.compile(r"|local:[1-9]\d*|(tcp|tls|ucx|ws|wss)://\S+")
 
 
 def _embed_model(v: Any) -> bool:
@@ -451,6 +455,24 @@ SPEC: dict[str, Spec] = {
     **_TRAIN_SPEC,
     # --- `facedata index-video` (issue 19): who is on screen when; defaults measured in BENCHMARKS.md ----------
     **_VIDEO_SPEC,
+    # --- scale-out (issue 20): detect / embed / reconstruct3d as shards on a Dask cluster (docs/scale.md) -------
+    "execution.dask_address": Spec(
+        "",
+        (str,),
+        lambda v: DASK_ADDRESS.fullmatch(v) is not None,
+        "'', local:N or tcp://HOST:PORT",
+        "Dask cluster for detect/embed/reconstruct3d shards and the cluster stage's large kNN; '' = this machine "
+        "only; $FACEDATA_DASK_ADDRESS (--dask) wins",
+        perf=True,
+    ),
+    "execution.shard_size": Spec(256, (int,), _pos, "> 0", "items per shard (one Dask task)", perf=True),
+    "execution.retries": Spec(2, (int,), _in(0, 10), "0..10", "resubmissions of a shard that failed", perf=True),
+    "execution.worker_threads": Spec(
+        1, (int,), _pos, "> 0", "torch/OpenCV threads per shard on a worker (run one worker per core)", perf=True
+    ),
+    "execution.worker_timeout_s": Spec(
+        120.0, NUM, _pos, "> 0", "how long a stage waits for the cluster's first worker", perf=True
+    ),
 }
 
 

@@ -194,20 +194,27 @@ class Result:
 
 
 def cluster_faces(
-    fs: FaceSet, p: dict, seed: int = 0, progress=None, extra: Callable[[FaceSet], Constraints] | None = None
+    fs: FaceSet,
+    p: dict,
+    seed: int = 0,
+    progress=None,
+    extra: Callable[[FaceSet], Constraints] | None = None,
+    graph: tuple | None = None,
 ) -> Result:
     """Cluster a face set with the `cluster:` params (method, threshold, constraints...). `progress(n)` is
     called as the kNN search goes (for a progress bar). The kNN graph of methods that use one is built here,
-    passed in explicitly and returned, so the caller (doubt scores) does not search again. `extra`: more
-    constraints (see `constraints`)."""
+    passed in explicitly and returned, so the caller (doubt scores) does not search again; a caller that searched
+    already (on a Dask cluster: `knn_dask`) passes its `graph`. `extra`: more constraints (see `constraints`)."""
     t0 = time.perf_counter()
     cannot, must = constraints(fs, p, extra)
     opts = options(p, seed)
     if p["method"] in CONSTRAINED:
         opts = replace(opts, cannot_link=cannot, must_link=must)
-    graph = None
-    if len(fs) and p["method"] in GRAPH_METHODS:
+    if not (len(fs) and p["method"] in GRAPH_METHODS):
+        graph = None
+    elif graph is None:
         graph = knn_graph(fs.x, replace(opts, progress=progress))
+    if graph is not None:
         opts = replace(opts, knn_graph=graph)
     labels = cluster(fs.x, p["method"], opts) if len(fs) else np.zeros(0, dtype=np.int64)
     sizes = np.bincount(labels) if len(labels) else np.zeros(0, dtype=np.int64)

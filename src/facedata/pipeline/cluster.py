@@ -12,24 +12,29 @@ before clustering starts), and the clusters manifest is built the same way.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from facedata import ids, manifest
+from facedata.cluster.algorithms import GRAPH_METHODS
 from facedata.cluster.faceset import FaceSet, cluster_faces, constraints, options, read_faceset
 from facedata.cluster.graph import compact
 from facedata.cluster.identities import absorb_faces, dominant_clusters, face_doubt
 from facedata.cluster.incremental import add_faces
-from facedata.cluster.knn import knn
+from facedata.cluster.knn import knn, knn_dask
 from facedata.cluster.metrics import LOG_COLUMNS, clustering_metrics, labelled_assignment, labelled_items
 from facedata.lineage import LINEAGE_TYPE, embeddings_model
 from facedata.pipeline.runner import StageContext
 from facedata.review import decisions
 from facedata.review.constraints import clustering_constraints, enforce, identities_of, review_columns
 from facedata.review.decisions import State
+from facedata.scale.connect import connect, dashboard_link, dask_address
 
 
 def previous_labels(ctx: StageContext, fs: FaceSet, model) -> np.ndarray | None:
@@ -53,8 +58,37 @@ def previous_labels(ctx: StageContext, fs: FaceSet, model) -> np.ndarray | None:
     return prev
 
 
+def neighbours(ctx: StageContext, x: np.ndarray, client=None) -> tuple[np.ndarray, np.ndarray]:
+    """The kNN graph over `x` (cluster.k): on the Dask cluster (`knn_dask`, the same graph) when the stage has a
+    client, which it has only above `cluster.exact_knn_max` faces with a cluster configured; else here."""
+    p = ctx.p
+    if client is not None:
+        return knn_dask(x, p["k"], client, exact_max=p["exact_knn_max"], nprobe=p["nprobe"])
+    return knn(x, p["k"], exact_max=p["exact_knn_max"], nprobe=p["nprobe"])
+
+
+@contextmanager
+def knn_client(ctx: StageContext, n: int) -> Iterator:
+    """A Dask client for the kNN search when one is configured and `n` faces are beyond the exact search's
+    limit (only the approximate search of millions pays for a cluster); else None. The rest stays local."""
+    address = dask_address(ctx.params)
+    if not address or n <= ctx.p["exact_knn_max"]:
+        yield None
+        return
+    with connect(address) as client:
+        link = dashboard_link(client)
+        print(
+            f"facedata cluster: kNN search of {n} faces on the Dask cluster at {client.scheduler.address}"
+            + (f"; dashboard: {link}" if link else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+        ctx.run["dashboard"] = link
+        yield client
+
+
 def assign(
-    ctx: StageContext, fs: FaceSet, model, state: State | None = None
+    ctx: StageContext, fs: FaceSet, model, state: State | None = None, client=None
 ) -> tuple[np.ndarray, dict, tuple | None]:
     """Labels for every face, how they were obtained (full or incremental), and the kNN graph when one was
     built over all faces in `fs` order (reused for the doubt scores). Review decisions (`state`) go in as
@@ -78,8 +112,9 @@ def assign(
             labels = np.empty(len(fs), dtype=np.int64)
             labels[order] = labels_sorted
             return compact(enforce(labels, state, fs.face_ids)), {"mode": "incremental", **stats}, None
+    graph = neighbours(ctx, fs.x, client) if client is not None and p["method"] in GRAPH_METHODS else None
     with ctx.progress(total=len(fs), desc="cluster: neighbours", unit="face") as bar:
-        result = cluster_faces(fs, p, progress=bar.update, extra=extra)
+        result = cluster_faces(fs, p, progress=bar.update, extra=extra, graph=graph)
     return compact(enforce(result.labels, state, fs.face_ids)), {"mode": "full", **result.info}, result.knn_graph
 
 
@@ -94,8 +129,12 @@ def run(ctx: StageContext) -> dict:
     fs, images, faces = read_faceset(ctx.root, model_name)
     model = embeddings_model(ctx.root, model_name)
     state = decisions.fold(decisions.read(ctx.root))
-    labels, how, graph = assign(ctx, fs, model, state)
     n = len(fs)
+    with knn_client(ctx, n) as client:
+        ctx.run["knn"] = "local" if client is None else "dask"
+        labels, how, graph = assign(ctx, fs, model, state, client)
+        if n and graph is None:
+            graph = neighbours(ctx, fs.x, client)
 
     # Cluster ids: named after the smallest member face id (rows are sorted by face id, so the first row).
     sizes = np.bincount(labels) if n else np.zeros(0, dtype=np.int64)
@@ -115,8 +154,6 @@ def run(ctx: StageContext) -> dict:
     vectors = dict(zip(fs.face_ids, fs.x, strict=True))
     absorbed = absorb_faces(identity_rows, query_images, face_cluster, face_image, vectors, p["absorb_threshold"])
     del vectors
-    if n and graph is None:
-        graph = knn(fs.x, p["k"], exact_max=p["exact_knn_max"], nprobe=p["nprobe"])
     doubt = face_doubt(fs.x, labels, *graph, p["threshold"]) if n else None
 
     lineage = ctx.lineage(model)

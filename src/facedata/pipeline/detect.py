@@ -9,15 +9,14 @@ gets a `detections` row with status `error` and the reason; it is retried on the
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from facedata import manifest
-from facedata.faces.pool import map_ordered, worker_count
+from facedata.faces.pool import worker_count
 from facedata.imageio import ImageRejected, read_image_file
-from facedata.pipeline.incremental import reusable, run_batches, write_all
+from facedata.pipeline.incremental import reusable, run_items, write_all
 from facedata.pipeline.runner import StageContext
 from facedata.storecheck import Verifier, bad_crops
 
@@ -58,6 +57,17 @@ def _detect_batch(state, batch: list[dict]) -> tuple[str, list[dict], list[dict]
     return detector.version, det_rows, faces
 
 
+def _to_rows(result: tuple[str, list[dict], list[dict]], args: tuple[dict, str, str]) -> dict[str, list[dict]]:
+    """A batch's manifest rows, stamped with the run's lineage, once the detector's version is checked."""
+    version, det_rows, face_rows_ = result
+    lineage, expected, detector = args
+    if version != expected:
+        raise RuntimeError(f"detector {detector} reports version {version}, expected {expected}")
+    for r in (*det_rows, *face_rows_):
+        r["lineage"] = lineage
+    return {"detections": det_rows, "faces": face_rows_}
+
+
 def model_identity(params: dict, project: Project) -> ModelId:
     """The detector's identity (its registered weights)."""
     from facedata.models import identity
@@ -95,32 +105,25 @@ def run(ctx: StageContext) -> dict:
         )
     todo = [r for r in images if r["image_id"] not in done]
     slim = [{"image_id": r["image_id"], "store_path": r["store_path"]} for r in todo]
-    batches = [slim[i : i + p["batch_size"]] for i in range(0, len(slim), p["batch_size"])]
+    n_batches = -(-len(slim) // p["batch_size"])
 
     from facedata.device import resolve_device
 
-    workers = min(worker_count(p["workers"], resolve_device(p["device"])), max(1, len(batches)))
-    results = map_ordered(_make_worker, (p, str(ctx.root)), _detect_batch, batches, workers) if todo else iter(())
-
-    lineage = ctx.lineage(model)
-
-    def process(batch: list[dict]) -> dict[str, list[dict]]:
-        version, det_rows, face_rows_ = next(results)
-        if version != model.version:
-            raise RuntimeError(f"detector {p['detector']} reports version {version}, expected {model.version}")
-        for r in (*det_rows, *face_rows_):
-            r["lineage"] = lineage
-        return {"detections": det_rows, "faces": face_rows_}
-
-    rows = run_batches(
+    workers = min(worker_count(p["workers"], resolve_device(p["device"])), max(1, n_batches))
+    rows = run_items(
         ctx,
         slim,
         p["batch_size"],
-        process,
+        _make_worker,
+        (p, str(ctx.root)),
+        _detect_batch,
+        _to_rows,
+        (ctx.lineage(model), model.version, p["detector"]),
         {"detections": old_det, "faces": old_faces},
+        model,
+        workers,
         desc="detect",
         unit="img",
-        checkpoint_seconds=checkpoint_seconds(),
     )
     write_all(ctx, rows)
     dets, faces = rows["detections"], rows["faces"]
@@ -132,7 +135,7 @@ def run(ctx: StageContext) -> dict:
             if reason:
                 key = reason.split(" ")[0]
                 filtered[key] = filtered.get(key, 0) + 1
-    ctx.run.update(workers=workers, n_processed=len(todo), n_reused=len(done), n_crops_restored=len(bad))
+    ctx.run.update(n_processed=len(todo), n_reused=len(done), n_crops_restored=len(bad))
     return {
         "detector": p["detector"],
         "n_images": n_img,
@@ -144,11 +147,6 @@ def run(ctx: StageContext) -> dict:
         "n_faces_filtered": sum(1 for f in faces if f["status"] == "filtered"),
         "filtered_by": dict(sorted(filtered.items())),
     }
-
-
-def checkpoint_seconds() -> float:
-    """How often finished rows are written while a stage runs (FACEDATA_CHECKPOINT_SECONDS, default 30)."""
-    return float(os.environ.get("FACEDATA_CHECKPOINT_SECONDS", "30"))
 
 
 def _det_row(image: dict, detector: str, status: str, reason, n_faces: int, n_kept: int) -> dict:

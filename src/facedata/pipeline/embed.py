@@ -19,10 +19,9 @@ import numpy as np
 
 from facedata import manifest
 from facedata.faces.align import align
-from facedata.faces.pool import map_ordered, worker_count
+from facedata.faces.pool import worker_count
 from facedata.imageio import read_image_file
-from facedata.pipeline.detect import checkpoint_seconds
-from facedata.pipeline.incremental import reusable, run_batches, write_all
+from facedata.pipeline.incremental import reusable, run_items, write_all
 from facedata.pipeline.runner import StageContext
 
 if TYPE_CHECKING:
@@ -89,6 +88,28 @@ def _embed_batch(state, batch: list[dict]) -> tuple[str, str, list[tuple[str, li
     return model.name, version, [(f["face_id"], v.tolist()) for f, v in zip(batch, vecs, strict=True)]
 
 
+def _to_rows(result: tuple[str, str, list], args: tuple[dict, str, str, str]) -> dict[str, list[dict]]:
+    """A batch's embeddings rows, once the recognizer that made them is checked to be the expected one."""
+    name, version, vecs = result
+    lineage, want_name, want_version, model_param = args
+    if (name, version) != (want_name, want_version):  # e.g. the weights file was replaced mid-run
+        raise RuntimeError(f"the recognizer loaded is {name} {version}, expected {want_name} {want_version}")
+    return {
+        "embeddings": [
+            {
+                "face_id": fid,
+                # params' value, so cluster/export find the vectors with `embed.model` as written
+                "model": model_param,
+                "model_version": version,
+                "dim": len(v),
+                "vector": v,
+                "lineage": lineage,
+            }
+            for fid, v in vecs
+        ]
+    }
+
+
 def model_identity(params: dict, project: Project) -> ModelId:
     """The identity of the vectors the stage makes (`facedata.embed.embedder_identity`)."""
     from facedata.embed import embedder_identity
@@ -114,46 +135,28 @@ def run(ctx: StageContext) -> dict:
     )
     keys = ("face_id", "crop_path", "align_template", "crop_size", "landmarks", "detector", *BOX)
     slim = [{**{k: f[k] for k in keys}, "store_path": images.get(f["image_id"])} for f in todo]
-    batches = [slim[i : i + p["batch_size"]] for i in range(0, len(slim), p["batch_size"])]
+    n_batches = -(-len(slim) // p["batch_size"])
 
     from facedata.device import resolve_device
 
-    workers = min(worker_count(p["workers"], resolve_device(p["device"])), max(1, len(batches)))
-    results = map_ordered(_make_worker, (p, str(ctx.root)), _embed_batch, batches, workers) if todo else iter(())
-
-    lineage = ctx.lineage(model)
-
-    def process(batch: list[dict]) -> dict[str, list[dict]]:
-        name, version, vecs = next(results)
-        if (name, version) != (model.name, model.version):  # e.g. the weights file was replaced mid-run
-            raise RuntimeError(f"the recognizer loaded is {name} {version}, expected {model.name} {model.version}")
-        return {
-            "embeddings": [
-                {
-                    "face_id": fid,
-                    # params' value, so cluster/export find the vectors with `embed.model` as written
-                    "model": p["model"],
-                    "model_version": version,
-                    "dim": len(v),
-                    "vector": v,
-                    "lineage": lineage,
-                }
-                for fid, v in vecs
-            ]
-        }
-
-    rows = run_batches(
+    workers = min(worker_count(p["workers"], resolve_device(p["device"])), max(1, n_batches))
+    rows = run_items(
         ctx,
         slim,
         p["batch_size"],
-        process,
+        _make_worker,
+        (p, str(ctx.root)),
+        _embed_batch,
+        _to_rows,
+        (ctx.lineage(model), model.name, model.version, p["model"]),
         {"embeddings": old},
+        model,
+        workers,
         desc="embed",
         unit="face",
-        checkpoint_seconds=checkpoint_seconds(),
     )
     write_all(ctx, rows)
-    ctx.run.update(workers=workers, n_embedded=len(todo), n_reused=len(done))
+    ctx.run.update(n_embedded=len(todo), n_reused=len(done))
     return {
         "model": p["model"],
         "model_version": model.version,

@@ -1,16 +1,22 @@
 """The incremental pattern shared by per-item stages (detect, embed, reconstruct3d): reuse rows made earlier by
 the same params, code and model, process only the rest in batches, and checkpoint to disk as it goes, so a
-killed run loses at most one checkpoint interval of work and a rerun picks up where it stopped."""
+killed run loses at most one checkpoint interval of work and a rerun picks up where it stopped. `run_items` runs
+the batches over local worker processes, or as shards on a Dask cluster when one is configured
+(`facedata.scale`); both make the same rows."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from facedata import manifest
-from facedata.pipeline.runner import StageContext
+from facedata.faces.pool import map_ordered
+from facedata.models import MODELS_DIR_ENV
+from facedata.pipeline.runner import StageContext, StageFailed
+from facedata.scale import ShardJob, connect, dask_address, run_sharded
+from facedata.scale.shards import ShardsFailed
 
 if TYPE_CHECKING:
     from facedata.models import ModelId
@@ -65,3 +71,56 @@ def run_batches(
 def write_all(ctx: StageContext, rows: Rows) -> None:
     for name, items in rows.items():
         manifest.write(name, manifest.from_rows(name, items), ctx.root)
+
+
+def run_items(
+    ctx: StageContext,
+    todo: Sequence[dict],
+    batch_size: int,
+    factory: Callable[..., Any],
+    factory_args: tuple,
+    fn: Callable[[Any, list], Any],
+    to_rows: Callable[[Any, Any], Rows],
+    rows_args: Any,
+    base: Rows,
+    model: ModelId | None,
+    workers: int,
+    desc: str,
+    unit: str,
+) -> Rows:
+    """Process `todo` in batches of `batch_size`: `state = factory(*factory_args)` once per worker,
+    `to_rows(fn(state, batch), rows_args)` per batch (module-level functions: they travel to worker processes
+    by name). Over `workers` local processes with `run_batches` checkpoints, or, with a Dask address in force
+    (`facedata.scale.dask_address`), as shards on that cluster. Returns base rows plus new rows per manifest;
+    `ctx.run["workers"]` says how many workers ran it."""
+    address = dask_address(ctx.params)
+    artifact = ctx.project.reports_dir / ctx.stage / "dask.artifact.md"
+    if address and todo:
+        job = ShardJob(
+            ctx.stage,
+            str(ctx.root),
+            factory,
+            factory_args,
+            fn,
+            to_rows,
+            rows_args,
+            ctx.recipe.code_hash,
+            int(ctx.params.get("execution", {}).get("worker_threads", 1)),
+            tuple((k, os.environ[k]) for k in (MODELS_DIR_ENV,) if os.environ.get(k)),
+        )
+        with connect(address) as client:
+            try:
+                rows = run_sharded(
+                    ctx, client, job, todo, batch_size, base, model, desc, unit, lambda r: write_all(ctx, r)
+                )
+            except ShardsFailed as exc:
+                raise StageFailed(str(exc)) from exc
+        ctx.run["workers"] = ctx.run["dask_workers"]
+        return rows
+    artifact.unlink(missing_ok=True)  # a page about an earlier Dask run would mislead the build's watchers
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    results = map_ordered(factory, factory_args, fn, batches, workers) if todo else iter(())
+    ctx.run["workers"] = workers
+    return run_batches(
+        ctx, todo, batch_size, lambda _batch: to_rows(next(results), rows_args), base, desc=desc, unit=unit
+    )

@@ -21,7 +21,8 @@ import numpy as np
 
 from facedata import manifest
 from facedata.imageio import ImageRejected, read_image_file
-from facedata.pipeline.incremental import reusable, run_batches, write_all
+from facedata.params import canonical_json
+from facedata.pipeline.incremental import reusable, run_items, write_all
 from facedata.pipeline.runner import StageContext
 
 if TYPE_CHECKING:
@@ -61,16 +62,16 @@ def run(ctx: StageContext) -> dict:
     by_image: dict[str, list[dict]] = defaultdict(list)
     for f in todo_faces:
         by_image[f["image_id"]].append(f)
-    todo = sorted(by_image)  # image ids
+    # one item per photo: its faces (the columns the reconstruction reads), so a shard carries its own work
+    todo = [{"image_id": i, "faces": sorted(by_image[i], key=lambda f: f["face_id"])} for i in sorted(by_image)]
 
     rec: Reconstructor | None = None
-    kept_results: dict[str, tuple[np.ndarray, FaceResult]] = {}  # a few faces kept for the renders
     n_renders = int(p["renders"])
 
     def reconstructor() -> Reconstructor:
         nonlocal rec
         if rec is None:
-            rec = Reconstructor(p, p.get("weights") or None)
+            rec = _reconstructor(p)
         return rec
 
     def lineage() -> dict:
@@ -80,33 +81,24 @@ def run(ctx: StageContext) -> dict:
             )
         return ctx.lineage(model)
 
-    def process(batch: list[str]) -> dict[str, list[dict]]:
-        r3 = reconstructor()
-        lin = lineage()
-        out, imgs, boxes, metas = [], [], [], []
-        for image_id in batch:
-            group = sorted(by_image[image_id], key=lambda f: f["face_id"])
-            try:
-                rgb = read_image_file(root / group[0]["store_path"], min_side=1).rgb
-            except (OSError, ImageRejected) as exc:
-                out += [rows.error_row(f, f"cannot read stored image: {exc}", lin) for f in group]
-                continue
-            imgs.append(rgb)
-            boxes.append(np.array([[f["x1"], f["y1"], f["x2"], f["y2"]] for f in group], dtype=np.float64))
-            metas.append(group)
-        for img, group, results in zip(imgs, metas, r3.faces(imgs, boxes) if imgs else [], strict=True):
-            for f, res in zip(group, results, strict=True):
-                folder = faces_dir / f["face_id"]
-                r3.write_face(res, folder, {"face_id": f["face_id"], "image_id": f["image_id"]})
-                out.append(rows.face_row(res, f, root, folder, lin))
-                if res.status == "ok" and len(kept_results) < n_renders:
-                    kept_results[f["face_id"]] = (img, res)
-        return {"meshes": out}
-
     t0 = time.perf_counter()
     # old fused rows ride along in checkpoints, so a run killed before fusion keeps them reusable
     base = {"meshes": reused + [r for r in old if r["kind"] == "fused"]}
-    result = run_batches(ctx, todo, IMAGES_PER_BATCH, process, base, desc="reconstruct3d", unit="img")
+    result = run_items(
+        ctx,
+        todo,
+        IMAGES_PER_BATCH,
+        _make_worker,
+        (p, str(root)),
+        _reconstruct_batch,
+        _to_rows,
+        (str(root), ctx.lineage(model), model.version),
+        base,
+        model,
+        1,  # the regressor and the dense fit use the process's cores; more processes only contend
+        desc="reconstruct3d",
+        unit="img",
+    )
     face_rows = [r for r in result["meshes"] if r["kind"] == "face"]
     face_seconds = time.perf_counter() - t0
 
@@ -139,6 +131,7 @@ def run(ctx: StageContext) -> dict:
         run_faces_per_second=round(len(new_rows) / face_seconds, 2) if new_rows and face_seconds > 0 else None,
     )
     page = {**metrics, **ctx.run}
+    kept_results = _render_results(reconstructor, face_rows, done, current, root, n_renders)
     if n_renders > 0:
         # Reused faces and meshes were not reconstructed in this run: render some of them again, so a rerun's
         # report shows as much as the first run's instead of thinning out to what changed.
@@ -165,6 +158,85 @@ def run(ctx: StageContext) -> dict:
         # the stage's declared output exists for DVC.
         ctx.run.update(report.write_report(report_dir, "reconstruct3d", [], [], None, None, 0, page))
     return metrics
+
+
+_LOADED: list = []  # [(key, Reconstructor)]: the last one built in this process
+
+
+def _reconstructor(p: dict) -> Reconstructor:
+    """The 3D models for these params, built once per process: the batches (local run) and the fusion and
+    renders after them share one. The key has the weights file's size and time, so replaced weights reload."""
+    weights = p.get("weights") or None
+    stat = os.stat(weights) if weights and os.path.exists(weights) else None
+    key = (canonical_json(p), stat and (stat.st_size, stat.st_mtime_ns))
+    if not _LOADED or _LOADED[0][0] != key:
+        _LOADED.clear()
+        _LOADED.append((key, Reconstructor(p, weights)))
+    return _LOADED[0][1]
+
+
+def _make_worker(p: dict, root: str) -> tuple[Reconstructor, Path]:
+    return _reconstructor(p), Path(root)
+
+
+def _reconstruct_batch(state, batch: list[dict]) -> tuple[str, list[tuple[dict, FaceResult | str]]]:
+    """(models' version, (face, result or the reason it could not be read) per face) for a batch of photos;
+    each face's mesh files are written to `data/meshes/faces/<face_id>/` as it goes."""
+    r3, root = state
+    out: list[tuple[dict, FaceResult | str]] = []
+    imgs, boxes, groups = [], [], []
+    for item in batch:
+        group = item["faces"]
+        try:
+            rgb = read_image_file(root / group[0]["store_path"], min_side=1).rgb
+        except (OSError, ImageRejected) as exc:
+            out += [(f, f"cannot read stored image: {exc}") for f in group]
+            continue
+        imgs.append(rgb)
+        boxes.append(np.array([[f["x1"], f["y1"], f["x2"], f["y2"]] for f in group], dtype=np.float64))
+        groups.append(group)
+    for group, results in zip(groups, r3.faces(imgs, boxes) if imgs else [], strict=True):
+        for f, res in zip(group, results, strict=True):
+            folder = root / "data" / "meshes" / "faces" / f["face_id"]
+            r3.write_face(res, folder, {"face_id": f["face_id"], "image_id": f["image_id"]})
+            out.append((f, res))
+    return r3.model_version, out
+
+
+def _to_rows(result: tuple[str, list], args: tuple[str, dict, str]) -> dict[str, list[dict]]:
+    version, out = result
+    root, lineage, expected = args
+    if version != expected:
+        raise RuntimeError(f"the 3D models loaded are {version}, expected {expected}")
+    faces_dir = Path(root) / "data" / "meshes" / "faces"
+    return {
+        "meshes": [
+            rows.error_row(f, res, lineage)
+            if isinstance(res, str)
+            else rows.face_row(res, f, Path(root), faces_dir / f["face_id"], lineage)
+            for f, res in out
+        ]
+    }
+
+
+def _render_results(reconstructor, face_rows, done, current, root: Path, n: int) -> dict:
+    """The first `n` faces made ok by this run (by photo), reconstructed again here for the report's renders
+    (the same result: the model is deterministic), wherever the run itself went (local or on Dask workers)."""
+    new_ok = sorted(
+        (r["image_id"], r["face_id"]) for r in face_rows if r["status"] == "ok" and r["face_id"] not in done
+    )
+    picked = [fid for _, fid in new_ok[:n]] if n > 0 else []
+    out: dict = {}
+    for fid in picked:
+        f = current[fid]
+        try:
+            rgb = read_image_file(root / f["store_path"], min_side=1).rgb
+        except (OSError, ImageRejected):
+            continue
+        box = np.array([[f["x1"], f["y1"], f["x2"], f["y2"]]], dtype=np.float64)
+        [[res]] = reconstructor().faces([rgb], [box])
+        out[fid] = (rgb, res)
+    return out
 
 
 def rows_model_name() -> str:

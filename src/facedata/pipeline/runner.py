@@ -223,8 +223,9 @@ def _fmt(v) -> str:
 def _known_errors() -> tuple[type[BaseException], ...]:
     from facedata.manifest import ManifestError
     from facedata.models import ModelError
+    from facedata.scale.connect import ScaleError
 
-    return (ParamsError, ProjectError, ManifestError, ModelError, FileNotFoundError, PermissionError)
+    return (ParamsError, ProjectError, ManifestError, ModelError, ScaleError, FileNotFoundError, PermissionError)
 
 
 KnownErrors = _known_errors()
