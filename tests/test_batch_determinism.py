@@ -103,7 +103,8 @@ def crops(images):
     from facedata.faces.analyze import FaceAnalyzer
 
     analyzer = FaceAnalyzer({**P["detect"], "device": "cpu"})
-    return [f.crop for fs in analyzer.analyze(images) for f in fs]
+    found = [f.crop for fs in analyzer.analyze(images) for f in fs]
+    return found + [np.ascontiguousarray(c[:, ::-1]) for c in found]  # mirrored: more than one forward batch
 
 
 def _check_embedder(model, crops: list[np.ndarray], thread_counts=(1, 2)) -> None:
