@@ -195,7 +195,14 @@ _VIDEO_SPEC: dict[str, Spec] = {
     "video.min_confidence": Spec(0.5, NUM, _in(0, 1), "0..1", "less confident segments are dropped"),
     "video.max_seconds": Spec(0.0, NUM, _nonneg, ">= 0", "index only the first N seconds (0: all)"),
     "video.batch_size": Spec(8, (int,), _pos, "> 0", "frames per detector batch", perf=True),
-    "video.threads": Spec(0, (int,), _nonneg, ">= 0", "torch CPU threads (0: torch's default)", perf=True),
+    "video.threads": Spec(
+        0,
+        (int,),
+        _nonneg,
+        ">= 0",
+        "torch CPU threads outside model passes (those use one; 0: torch's default)",
+        perf=True,
+    ),
 }
 
 #: Every parameter, by dotted key. Lists of sources are checked by `_check_sources`.
