@@ -200,7 +200,9 @@ def _outs_changed(root: Path, stage: str, since: float, timeout: float) -> None:
 
     paths = [root / o for o in stage_defs()[stage].outs]
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    # Also stop waiting once the stage no longer holds the lock (it finished before writing anything after
+    # `since`, e.g. `check`): waiting on would let DVC run the next, fast stages to the end before the kill.
+    while time.monotonic() < deadline and (holder(root) or {}).get("command") == f"facedata stage {stage}":
         for p in paths:
             files = [p] if p.is_file() else (list(p.rglob("*")) if p.is_dir() else [])
             if any(f.is_file() and f.stat().st_mtime > since for f in files):
