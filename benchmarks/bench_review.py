@@ -1,7 +1,7 @@
 """Review effort (issue 16): how many faces must a person look at before the dataset is right?
 
     python -m benchmarks review -- [--fraction 0.3] [--seed 0] [--work DIR] [--precision 0.999] [--recall 0.99]
-                                   [--random-repeats 5] [--split tune]
+                                   [--random-repeats 5] [--split tune] [--scratch DIR]
 
 The faces are real: LFW photos detected and embedded by the project's own detect / embed stages, read (never
 rebuilt) from the evaluation caches of the curation benchmark (`benchmarks/bench_curation.py`, run
@@ -50,7 +50,7 @@ CACHES = {"cast": "lfw/test", "strangers": "unknown"}
 
 
 def _cache_project(work: Path, folder: str) -> Path:
-    from facedata.cluster.evaluate import cache_project_for
+    from facedata.pipeline.evalcache import cache_project_for
 
     root = cache_project_for(work / folder, work / "eval_cache")
     if not (root / "data" / "manifests" / "embeddings.parquet").exists():
@@ -226,15 +226,17 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--recall", type=float, default=0.99)
     ap.add_argument("--random-repeats", type=int, default=5)
     ap.add_argument("--split", choices=("tune", "test", "all"), default="tune")
+    ap.add_argument("--scratch", type=Path, default=None,
+                    help="where the scratch project is (re)built (default: WORK/review_scratch-SPLIT)")  # fmt: skip
     args = ap.parse_args(argv)
     os.environ.setdefault("FACEDATA_MODELS_DIR", str(SHARED / "models"))
     os.environ.setdefault("FACEDATA_OFFLINE", "1")
-    from facedata.cluster.evaluate import default_cache_dir
+    from facedata.pipeline.evalcache import default_cache_dir
     from facedata.pipeline.runner import run_stage
     from facedata.review import decisions, queue
 
     work = args.work or default_cache_dir().parent / f"bench_curation-f{args.fraction}-s{args.seed}"
-    scratch = work / "review_scratch"
+    scratch = args.scratch or work / f"review_scratch-{args.split}"
     true_of_image = simulated_crawl(work, scratch, args.split, args.fraction, args.seed, repo_params())
     t0 = time.perf_counter()
     if run_stage("cluster", scratch) != 0:

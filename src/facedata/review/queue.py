@@ -211,24 +211,80 @@ def centres(board: Board, cur: Current) -> dict[str, np.ndarray]:
 
 
 def review_order(board: Board, cur: Current) -> list[int]:
-    """The faces a reviewer looks at one by one, in the app's order (its /queue page): first every face of the
-    names the build could not settle (status weak / conflict: no clear dominant cluster), then the faces that
-    may be wrong about a usable name by the cluster stage's doubt (raised for poor quality), most doubtful
-    first: its own members and the faces of its images left outside alike. Reviewed faces are left out."""
+    """The faces a reviewer looks at one by one, in the app's order (its /queue page). Reviewed faces are left
+    out. First every face of the names the build could not settle (status weak / conflict: no clear dominant
+    cluster), most doubtful first. Then, for the usable names, the faces most likely wrong about them:
+
+    1. faces given a name although their image was found only under another name's query;
+    2. faces left out of a name whose nearest other cluster is that name's (a likely missed member), most
+       doubtful first;
+    3. the name's members, least typical first: distance to the centre of the rest of the name's faces
+       relative to the name's spread (the median of that distance over its members), raised for poor
+       quality; a face far out for a tight name comes before a typical one of a loose name;
+    4. the rest of the faces of the name's images left out (strangers, other people in the photo), by doubt.
+
+    The cluster stage's doubt alone would put the many strangers a crawl brings (correctly left out, each
+    halfway between nothing and everything) before the members that really are wrong."""
     unsettled = sorted((n for n in board.names if n not in cur.usable), key=lambda n: n)
     first: list[int] = []
     for n in unsettled:
         rows = [i for i, q in enumerate(board.query) if q == n and not cur.reviewed[i]]
         first.extend(sorted(rows, key=lambda i: (-cur.score[i], i)))
     seen = set(first)
-    rest = [
-        i
-        for i in range(len(board))
-        if i not in seen
-        and not cur.reviewed[i]
-        and (cur.identity[i] in cur.usable or board.query[i] in cur.usable)
-    ]
-    return first + sorted(rest, key=lambda i: (-cur.score[i], i))
+    todo = [i for i in range(len(board)) if i not in seen and not cur.reviewed[i]]
+    atypical = member_atypicality(board, cur)
+    home = _name_clusters(board, cur)
+    cross, missed, members_, rest = [], [], [], []
+    for i in todo:
+        name, query = cur.identity[i], board.query[i]
+        if name in cur.usable:
+            (cross if query is not None and query != name else members_).append(i)
+        elif query in cur.usable and not cur.group[i].startswith("rej:"):
+            (missed if board.next_cluster[i] in home.get(query, ()) else rest).append(i)
+    return (
+        first
+        + sorted(cross, key=lambda i: (-atypical[i], i))
+        + sorted(missed, key=lambda i: (-cur.score[i], i))
+        + sorted(members_, key=lambda i: (-atypical[i], i))
+        + sorted(rest, key=lambda i: (-cur.score[i], i))
+    )
+
+
+def member_atypicality(board: Board, cur: Current) -> np.ndarray:
+    """Per face given a name: its distance to the centre of the rest of that name's faces over the name's
+    spread (median of that distance over its members; the median over all names for a name of fewer than 3
+    faces), plus 0.5 for a poor quality score. 0 for faces without a name or without embeddings."""
+    out = np.zeros(len(board), dtype=np.float64)
+    if board.x is None or board.x.shape[1] == 0:
+        return out
+    rows: dict[str, list[int]] = defaultdict(list)
+    for i, n in enumerate(cur.identity):
+        if n is not None:
+            rows[n].append(i)
+    spread: dict[str, float] = {}
+    for n, r in rows.items():
+        if len(r) < 2:
+            continue
+        x = board.x[r].astype(np.float64)
+        rest = x.sum(axis=0) - x
+        rest /= np.maximum(np.linalg.norm(rest, axis=1, keepdims=True), 1e-12)
+        out[r] = np.linalg.norm(x - rest, axis=1)
+        if len(r) >= 3:
+            spread[n] = float(np.median(out[r]))
+    overall = float(np.median(list(spread.values()))) if spread else 1.0
+    for n, r in rows.items():
+        out[r] /= max(spread.get(n, overall), 1e-6)
+    low = board.quality < LOW_QUALITY
+    return out + np.where(low & np.array([n is not None for n in cur.identity], dtype=bool), 0.5, 0.0)
+
+
+def _name_clusters(board: Board, cur: Current) -> dict[str, set[str]]:
+    """Each name's clusters as the board has them (the clusters its faces are in)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for i, n in enumerate(cur.identity):
+        if n is not None:
+            out[n].add(board.cluster[i])
+    return out
 
 
 def similar(board: Board, face: str, limit: int = 200) -> list[int]:
