@@ -79,7 +79,7 @@ def test_a_wrong_member_comes_before_the_strangers_rightly_left_out():
     assert sorted(order) == list(range(len(board)))  # nothing dropped from the queue, each face once
 
 
-def test_reviewed_faces_leave_the_queue_and_unsettled_names_come_first():
+def test_reviewed_faces_leave_the_queue_and_an_unsettled_names_recurring_faces_come_first():
     board, wrong, strangers, missed, cross = _crawl(1)
     board.status["B"] = "weak"
     state = decisions.fold(
@@ -91,8 +91,13 @@ def test_reviewed_faces_leave_the_queue_and_unsettled_names_come_first():
     cur = queue.current(board, state)
     order = queue.review_order(board, cur)
     assert wrong not in order
-    b_folder = {i for i, q in enumerate(board.query) if q == "B"}
-    assert set(order[: len(b_folder)]) == b_folder
+    # B's faces that recur in its folder (its person) first; the one face of B's folder that looks like nobody
+    # else there (A's, given A) after the faces left out near a usable name's cluster, before A's members
+    b_own = {i for i, n in enumerate(board.identity) if n == "B"}
+    assert set(order[: len(b_own)]) == b_own
+    pos = {i: k for k, i in enumerate(order)}
+    assert pos[missed] < pos[cross] < min(pos[i] for i, n in enumerate(board.identity) if n == "A" and i not in (cross, wrong))
+    assert sorted(order) == sorted(set(range(len(board))) - {wrong})
 
 
 def test_atypicality_is_relative_to_each_names_spread():

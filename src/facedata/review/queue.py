@@ -226,11 +226,17 @@ def review_order(board: Board, cur: Current) -> list[int]:
     The cluster stage's doubt alone would put the many strangers a crawl brings (correctly left out, each
     halfway between nothing and everything) before the members that really are wrong."""
     unsettled = sorted((n for n in board.names if n not in cur.usable), key=lambda n: n)
-    first: list[int] = []
-    for n in unsettled:
-        rows = [i for i, q in enumerate(board.query) if q == n and not cur.reviewed[i]]
-        first.extend(sorted(rows, key=lambda i: (-cur.score[i], i)))
+    recur = folder_recurrence(board)
+    settled = [i for i, n in enumerate(cur.identity) if n in cur.usable and board.query[i] == n]
+    typical = float(np.percentile(recur[settled], 5)) if settled else -np.inf
+    unsettled_faces = [i for i, q in enumerate(board.query) if q in unsettled and not cur.reviewed[i]]
+    first = sorted(
+        (i for i in unsettled_faces if recur[i] >= typical or cur.identity[i] == board.query[i]),
+        key=lambda i: (-recur[i], i),
+    )
     seen = set(first)
+    later = sorted((i for i in unsettled_faces if i not in seen), key=lambda i: (-recur[i], i))
+    seen.update(later)
     todo = [i for i in range(len(board)) if i not in seen and not cur.reviewed[i]]
     atypical = member_atypicality(board, cur)
     home = _name_clusters(board, cur)
@@ -241,13 +247,37 @@ def review_order(board: Board, cur: Current) -> list[int]:
             (cross if query is not None and query != name else members_).append(i)
         elif query in cur.usable and not cur.group[i].startswith("rej:"):
             (missed if board.next_cluster[i] in home.get(query, ()) else rest).append(i)
+        else:
+            rest.append(i)
     return (
         first
         + sorted(cross, key=lambda i: (-atypical[i], i))
         + sorted(missed, key=lambda i: (-cur.score[i], i))
+        + later
         + sorted(members_, key=lambda i: (-atypical[i], i))
         + sorted(rest, key=lambda i: (-cur.score[i], i))
     )
+
+
+def folder_recurrence(board: Board, k: int = 3) -> np.ndarray:
+    """Per face: the mean cosine similarity to its `k` most similar faces among the other faces of its query's
+    folder. The person a folder was crawled for recurs in it; the strangers a crawl brings mostly do not."""
+    out = np.zeros(len(board), dtype=np.float64)
+    if board.x is None or board.x.shape[1] == 0:
+        return out
+    folders: dict[str, list[int]] = defaultdict(list)
+    for i, q in enumerate(board.query):
+        if q is not None:
+            folders[q].append(i)
+    for rows in folders.values():
+        if len(rows) < 2:
+            continue
+        x = board.x[rows].astype(np.float64)
+        sim = x @ x.T
+        np.fill_diagonal(sim, -np.inf)
+        top = -np.sort(-sim, axis=1)[:, : min(k, len(rows) - 1)]
+        out[rows] = top.mean(axis=1)
+    return out
 
 
 def member_atypicality(board: Board, cur: Current) -> np.ndarray:
