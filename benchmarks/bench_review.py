@@ -226,8 +226,9 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--recall", type=float, default=0.99)
     ap.add_argument("--random-repeats", type=int, default=5)
     ap.add_argument("--split", choices=("tune", "test", "all"), default="tune")
-    ap.add_argument("--scratch", type=Path, default=None,
-                    help="where the scratch project is (re)built (default: WORK/review_scratch-SPLIT)")  # fmt: skip
+    ap.add_argument(
+        "--scratch", type=Path, default=None, help="scratch project (default WORK/review_scratch-SPLIT)"
+    )
     args = ap.parse_args(argv)
     os.environ.setdefault("FACEDATA_MODELS_DIR", str(SHARED / "models"))
     os.environ.setdefault("FACEDATA_OFFLINE", "1")

@@ -49,7 +49,9 @@ def _crawl(seed: int = 0):
     strangers = []
     for k in range(6):
         strangers.append(len(rows))
-        rows.append({"cluster": f"cS{k}", "identity": None, "query": "A", "doubt": 0.46, "next": f"cS{(k + 1) % 6}"})
+        rows.append(
+            {"cluster": f"cS{k}", "identity": None, "query": "A", "doubt": 0.46, "next": f"cS{(k + 1) % 6}"}
+        )
         xs.append(_unit(rng.normal(size=d)))
     missed = len(rows)
     rows.append({"cluster": "cM", "identity": None, "query": "A", "doubt": 0.45, "next": "cA"})
@@ -96,7 +98,11 @@ def test_reviewed_faces_leave_the_queue_and_an_unsettled_names_recurring_faces_c
     b_own = {i for i, n in enumerate(board.identity) if n == "B"}
     assert set(order[: len(b_own)]) == b_own
     pos = {i: k for k, i in enumerate(order)}
-    assert pos[missed] < pos[cross] < min(pos[i] for i, n in enumerate(board.identity) if n == "A" and i not in (cross, wrong))
+    assert (
+        pos[missed]
+        < pos[cross]
+        < min(pos[i] for i, n in enumerate(board.identity) if n == "A" and i not in (cross, wrong))
+    )
     assert sorted(order) == sorted(set(range(len(board))) - {wrong})
 
 

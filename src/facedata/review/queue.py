@@ -211,20 +211,22 @@ def centres(board: Board, cur: Current) -> dict[str, np.ndarray]:
 
 
 def review_order(board: Board, cur: Current) -> list[int]:
-    """The faces a reviewer looks at one by one, in the app's order (its /queue page). Reviewed faces are left
-    out. First every face of the names the build could not settle (status weak / conflict: no clear dominant
-    cluster), most doubtful first. Then, for the usable names, the faces most likely wrong about them:
+    """The faces a reviewer looks at one by one, in the app's order (its /queue page and the review-effort
+    benchmark). Reviewed faces are left out; every other face comes once.
 
-    1. faces given a name although their image was found only under another name's query;
-    2. faces left out of a name whose nearest other cluster is that name's (a likely missed member), most
-       doubtful first;
-    3. the name's members, least typical first: distance to the centre of the rest of the name's faces
-       relative to the name's spread (the median of that distance over its members), raised for poor
-       quality; a face far out for a tight name comes before a typical one of a loose name;
-    4. the rest of the faces of the name's images left out (strangers, other people in the photo), by doubt.
+    1. the names the build could not settle (status weak / conflict): the faces of their folders that recur
+       there as much as a settled name's members do (`folder_recurrence`), and the faces given the name, most
+       recurring first, across those names (the person a folder was crawled for is the one who recurs in it);
+    2. faces given a usable name although only another name's query found their image, least typical first;
+    3. faces left out of a usable name whose nearest other cluster is that name's (a likely missed member),
+       most doubtful first;
+    4. the rest of the unsettled names' folders, most recurring first;
+    5. the usable names' members, least typical first (`member_atypicality`: a face far out for a tight name
+       before a typical one of a loose name);
+    6. everything else (the strangers a crawl brings, rightly left out), by the cluster stage's doubt.
 
-    The cluster stage's doubt alone would put the many strangers a crawl brings (correctly left out, each
-    halfway between nothing and everything) before the members that really are wrong."""
+    By the doubt alone those strangers, each about halfway between its own singleton and the nearest
+    cluster, would come before the members that really are wrong."""
     unsettled = sorted((n for n in board.names if n not in cur.usable), key=lambda n: n)
     recur = folder_recurrence(board)
     settled = [i for i, n in enumerate(cur.identity) if n in cur.usable and board.query[i] == n]
@@ -232,10 +234,10 @@ def review_order(board: Board, cur: Current) -> list[int]:
     unsettled_faces = [i for i, q in enumerate(board.query) if q in unsettled and not cur.reviewed[i]]
     first = sorted(
         (i for i in unsettled_faces if recur[i] >= typical or cur.identity[i] == board.query[i]),
-        key=lambda i: (-recur[i], i),
+        key=lambda i: (-recur[i], -cur.score[i], i),
     )
     seen = set(first)
-    later = sorted((i for i in unsettled_faces if i not in seen), key=lambda i: (-recur[i], i))
+    later = sorted((i for i in unsettled_faces if i not in seen), key=lambda i: (-recur[i], -cur.score[i], i))
     seen.update(later)
     todo = [i for i in range(len(board)) if i not in seen and not cur.reviewed[i]]
     atypical = member_atypicality(board, cur)
