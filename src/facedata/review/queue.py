@@ -195,14 +195,20 @@ def names(board: Board, cur: Current) -> list[dict]:
     return [stats[k] for k in sorted(stats)]
 
 
+def _rows_by(values: list[str | None]) -> dict[str, list[int]]:
+    """Row numbers per value (a name, a query), None left out."""
+    rows: dict[str, list[int]] = defaultdict(list)
+    for i, v in enumerate(values):
+        if v is not None:
+            rows[v].append(i)
+    return rows
+
+
 def centres(board: Board, cur: Current) -> dict[str, np.ndarray]:
     """Unit mean embedding of each name's current faces."""
     if board.x is None or board.x.shape[1] == 0:
         return {}
-    rows: dict[str, list[int]] = defaultdict(list)
-    for i, n in enumerate(cur.identity):
-        if n is not None:
-            rows[n].append(i)
+    rows = _rows_by(cur.identity)
     out = {}
     for n, r in rows.items():
         c = board.x[r].mean(axis=0)
@@ -267,11 +273,7 @@ def folder_recurrence(board: Board, k: int = 3) -> np.ndarray:
     out = np.zeros(len(board), dtype=np.float64)
     if board.x is None or board.x.shape[1] == 0:
         return out
-    folders: dict[str, list[int]] = defaultdict(list)
-    for i, q in enumerate(board.query):
-        if q is not None:
-            folders[q].append(i)
-    for rows in folders.values():
+    for rows in _rows_by(board.query).values():
         if len(rows) < 2:
             continue
         x = board.x[rows].astype(np.float64)
@@ -289,10 +291,7 @@ def member_atypicality(board: Board, cur: Current) -> np.ndarray:
     out = np.zeros(len(board), dtype=np.float64)
     if board.x is None or board.x.shape[1] == 0:
         return out
-    rows: dict[str, list[int]] = defaultdict(list)
-    for i, n in enumerate(cur.identity):
-        if n is not None:
-            rows[n].append(i)
+    rows = _rows_by(cur.identity)
     spread: dict[str, float] = {}
     for n, r in rows.items():
         if len(r) < 2:
