@@ -1,14 +1,16 @@
 """Review effort (issue 16): how many faces must a person look at before the dataset is right?
 
     python -m benchmarks review -- [--fraction 0.3] [--seed 0] [--work DIR] [--precision 0.999] [--recall 0.99]
-                                   [--random-repeats 5] [--split tune]
+                                   [--random-repeats 5] [--split tune] [--scratch DIR]
+                                   [--crawl-fraction F] [--crawl-seed S]
 
 The faces are real: LFW photos detected and embedded by the project's own detect / embed stages, read (never
 rebuilt) from the evaluation caches of the curation benchmark (`benchmarks/bench_curation.py`, run
 `python -m benchmarks curation -- --prepare-only` first): its held-out LFW cast images (every LFW identity
 with >= 10 images; about 30% of each one's photos) and its "unknown" strangers (LFW people with < 10 images,
 one photo each). The simulated crawl: each cast name of the `--split` half (`facedata.cluster.evaluate.in_split`,
-seed 0) gets its photos plus distractor strangers making up `--fraction` of its folder (seeded draw). These
+seed 0) gets its photos plus distractor strangers making up `--fraction` of its folder (seeded draw; other draws
+and shares from the same caches with `--crawl-seed` / `--crawl-fraction`, for tuning on more crawls). These
 rows go into a scratch project's manifests and the real `cluster` stage runs there with the repository's
 params.yaml.
 
@@ -22,10 +24,8 @@ person do it (`facedata.review.decisions`): a face given a name that is not its 
 (not_this_person) or moved to its true name; a face of the name left outside is moved in. It stops as soon as
 precision >= --precision and recall >= --recall. Orders compared:
 
-- **app**: `facedata.review.queue.review_order`, the app's /queue page: every face that may be wrong about a
-  name, most likely wrong first (a face given the name, the farther from the name's centre the likelier; a
-  face among the name's images left outside, the nearer the likelier), then, if that is not enough, each
-  name's grid least typical first;
+- **app**: `facedata.review.queue.review_order`, the app's /queue page (every face once, most likely wrong
+  first: see its docstring), then, if that is not enough, each name's grid least typical first;
 - **random**: the same faces in a random order (median over --random-repeats shuffles);
 - **everything**: every face looked at once.
 
@@ -50,7 +50,7 @@ CACHES = {"cast": "lfw/test", "strangers": "unknown"}
 
 
 def _cache_project(work: Path, folder: str) -> Path:
-    from facedata.cluster.evaluate import cache_project_for
+    from facedata.pipeline.evalcache import cache_project_for
 
     root = cache_project_for(work / folder, work / "eval_cache")
     if not (root / "data" / "manifests" / "embeddings.parquet").exists():
@@ -226,16 +226,23 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--recall", type=float, default=0.99)
     ap.add_argument("--random-repeats", type=int, default=5)
     ap.add_argument("--split", choices=("tune", "test", "all"), default="tune")
+    ap.add_argument("--crawl-fraction", type=float, default=None, help="distractor share (default --fraction)")
+    ap.add_argument("--crawl-seed", type=int, default=None, help="distractor draw (default --seed)")
+    ap.add_argument(
+        "--scratch", type=Path, default=None, help="scratch project (default WORK/review_scratch-SPLIT)"
+    )
     args = ap.parse_args(argv)
     os.environ.setdefault("FACEDATA_MODELS_DIR", str(SHARED / "models"))
     os.environ.setdefault("FACEDATA_OFFLINE", "1")
-    from facedata.cluster.evaluate import default_cache_dir
+    from facedata.pipeline.evalcache import default_cache_dir
     from facedata.pipeline.runner import run_stage
     from facedata.review import decisions, queue
 
     work = args.work or default_cache_dir().parent / f"bench_curation-f{args.fraction}-s{args.seed}"
-    scratch = work / "review_scratch"
-    true_of_image = simulated_crawl(work, scratch, args.split, args.fraction, args.seed, repo_params())
+    scratch = args.scratch or work / f"review_scratch-{args.split}"
+    fraction = args.fraction if args.crawl_fraction is None else args.crawl_fraction
+    crawl_seed = args.seed if args.crawl_seed is None else args.crawl_seed
+    true_of_image = simulated_crawl(work, scratch, args.split, fraction, crawl_seed, repo_params())
     t0 = time.perf_counter()
     if run_stage("cluster", scratch) != 0:
         raise SystemExit(f"the cluster stage failed in {scratch}")
@@ -267,6 +274,7 @@ def main(argv: list[str]) -> dict:
     n = len(considered)
     return {
         "split": args.split,
+        "crawl": {"fraction": fraction, "seed": crawl_seed},
         "n_names": len(names),
         "n_faces_considered": n,
         "target": {"precision": args.precision, "recall": args.recall},

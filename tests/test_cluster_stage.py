@@ -22,6 +22,18 @@ from facedata.pipeline.runner import run_stage
 
 from .projects import run_report
 
+
+def _png(fid: str) -> bytes:
+    """A small real PNG per face (the export's contact sheets open the crops), coloured by its id."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), tuple(bytes.fromhex(fid[1:7]))).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 NAMES = ["ann", "bob", "cyd", "dee", "eve", "fay"]
 NOW = dt.datetime(2026, 11, 21, tzinfo=dt.UTC)
 
@@ -119,7 +131,7 @@ class Builder:
 
     def face(self, image_id: str, k: int, person: str, box) -> None:
         fid = ids.face_id(image_id, "mtcnn", box)
-        crop = store.put_blob("crops", fid, ".png", b"crop " + fid.encode(), self.root)
+        crop = store.put_blob("crops", fid, ".png", _png(fid), self.root)
         self.faces.append(
             {
                 "face_id": fid,

@@ -290,7 +290,7 @@ def test_sigterm_to_build_stops_the_stage_and_the_temporary_server(projects, tmp
         lines.append(line)
         found = re.search(r"temporary server on http://127\.0\.0\.1:(\d+)", line)
         port = int(found.group(1)) if found else port
-        if "Running stage 'detect'" in line:
+        if "Task run 'detect'" in line:  # the stage's own output (DVC's "Running stage" is at DEBUG)
             break
     assert port and _listening(port), "".join(lines[-30:])
     assert holder(victim)["command"] == "facedata build"

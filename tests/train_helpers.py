@@ -108,6 +108,10 @@ def synthetic_project(
     if review:
         t = pq.read_table(path)
         for name, values in review.items():
-            t = t.append_column(name, pa.array(values))
+            column = pa.array(values, type=t.schema.field(name).type if name in t.schema.names else None)
+            if name in t.schema.names:
+                t = t.set_column(t.schema.get_field_index(name), name, column)
+            else:
+                t = t.append_column(name, column)
         pq.write_table(t, path)
     return root

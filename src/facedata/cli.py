@@ -173,7 +173,7 @@ def build(stages, force, wait, root, push, dask) -> None:
         )
         sys.exit(143 if signal_name == "SIGTERM" else 130)
     except Exception as exc:  # the stage's own lines are in the log above: say once what failed, where to look
-        from facedata.summary import build_record_path, stage_lines
+        from facedata.pipeline.summary import build_record_path, stage_lines
 
         record = build_record_path(project.root)
         if record.exists() and record.stat().st_mtime >= started:  # this build got as far as its stages
@@ -307,7 +307,7 @@ def summary(root) -> None:
 
 
 def _print_summary(root: Path) -> None:
-    from facedata.summary import summary_text
+    from facedata.pipeline.summary import summary_text
 
     click.echo(summary_text(root))
 

@@ -41,7 +41,7 @@ from facedata.lock import project_lock  # noqa: E402
 from facedata.params import ParamsError  # noqa: E402
 from facedata.pipeline.dag import read_dag, refresh_versions  # noqa: E402
 from facedata.pipeline.runner import BUSY_MARK, GATE_MARK, SETUP_MARK, run_report_path  # noqa: E402
-from facedata.summary import build_record_path, summary_text  # noqa: E402
+from facedata.pipeline.summary import build_record_path, summary_text  # noqa: E402
 
 GATE_EXIT = 1  # facedata.pipeline.runner: the stage ran and a check failed
 STOP_GRACE_S = 20.0  # an interrupted stage gets this long to checkpoint before it is killed

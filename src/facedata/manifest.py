@@ -552,6 +552,8 @@ PATH_BASES: dict[tuple[str, str], str] = {
     ("faces", "crop_path"): _PROJECT,
     ("dataset", "file_path"): "the dataset folder (data/dataset)",
     ("video_tracks", "thumbnail"): "the index folder (--out of `facedata index-video`)",
+    **{(m, "video_path"): "the directory `facedata index-video` ran in (the path as given on its command line)"
+       for m in ("video_tracks", "video_segments")},
     **{(m, "source_uri"): "folder and video sources: the source's path as written in params.yaml (relative "
        "ones from " + _PROJECT + ") and the path below it; web sources: an absolute URL"
        for m in ("images", "crawl_log", "dataset")},

@@ -195,14 +195,20 @@ def names(board: Board, cur: Current) -> list[dict]:
     return [stats[k] for k in sorted(stats)]
 
 
+def _rows_by(values: list[str | None]) -> dict[str, list[int]]:
+    """Row numbers per value (a name, a query), None left out."""
+    rows: dict[str, list[int]] = defaultdict(list)
+    for i, v in enumerate(values):
+        if v is not None:
+            rows[v].append(i)
+    return rows
+
+
 def centres(board: Board, cur: Current) -> dict[str, np.ndarray]:
     """Unit mean embedding of each name's current faces."""
     if board.x is None or board.x.shape[1] == 0:
         return {}
-    rows: dict[str, list[int]] = defaultdict(list)
-    for i, n in enumerate(cur.identity):
-        if n is not None:
-            rows[n].append(i)
+    rows = _rows_by(cur.identity)
     out = {}
     for n, r in rows.items():
         c = board.x[r].mean(axis=0)
@@ -211,24 +217,105 @@ def centres(board: Board, cur: Current) -> dict[str, np.ndarray]:
 
 
 def review_order(board: Board, cur: Current) -> list[int]:
-    """The faces a reviewer looks at one by one, in the app's order (its /queue page): first every face of the
-    names the build could not settle (status weak / conflict: no clear dominant cluster), then the faces that
-    may be wrong about a usable name by the cluster stage's doubt (raised for poor quality), most doubtful
-    first: its own members and the faces of its images left outside alike. Reviewed faces are left out."""
+    """The faces a reviewer looks at one by one, in the app's order (its /queue page and the review-effort
+    benchmark). Reviewed faces are left out; every other face comes once.
+
+    1. the names the build could not settle (status weak / conflict): the faces of their folders that recur
+       there as much as a settled name's members do (`folder_recurrence`), and the faces given the name, most
+       recurring first, across those names (the person a folder was crawled for is the one who recurs in it);
+    2. faces given a usable name although only another name's query found their image, least typical first;
+    3. faces left out of a usable name whose nearest other cluster is that name's (a likely missed member),
+       most doubtful first;
+    4. the rest of the unsettled names' folders, most recurring first;
+    5. the usable names' members, least typical first (`member_atypicality`: a face far out for a tight name
+       before a typical one of a loose name);
+    6. everything else (the strangers a crawl brings, rightly left out), by the cluster stage's doubt.
+
+    By the doubt alone those strangers, each about halfway between its own singleton and the nearest
+    cluster, would come before the members that really are wrong."""
     unsettled = sorted((n for n in board.names if n not in cur.usable), key=lambda n: n)
-    first: list[int] = []
-    for n in unsettled:
-        rows = [i for i, q in enumerate(board.query) if q == n and not cur.reviewed[i]]
-        first.extend(sorted(rows, key=lambda i: (-cur.score[i], i)))
+    recur = folder_recurrence(board)
+    settled = [i for i, n in enumerate(cur.identity) if n in cur.usable and board.query[i] == n]
+    typical = float(np.percentile(recur[settled], 5)) if settled else -np.inf
+    unsettled_faces = [i for i, q in enumerate(board.query) if q in unsettled and not cur.reviewed[i]]
+    first = sorted(
+        (i for i in unsettled_faces if recur[i] >= typical or cur.identity[i] == board.query[i]),
+        key=lambda i: (-recur[i], -cur.score[i], i),
+    )
     seen = set(first)
-    rest = [
-        i
-        for i in range(len(board))
-        if i not in seen
-        and not cur.reviewed[i]
-        and (cur.identity[i] in cur.usable or board.query[i] in cur.usable)
-    ]
-    return first + sorted(rest, key=lambda i: (-cur.score[i], i))
+    later = sorted((i for i in unsettled_faces if i not in seen), key=lambda i: (-recur[i], -cur.score[i], i))
+    seen.update(later)
+    todo = [i for i in range(len(board)) if i not in seen and not cur.reviewed[i]]
+    atypical = member_atypicality(board, cur)
+    home = _name_clusters(board, cur)
+    cross, missed, members_, rest = [], [], [], []
+    for i in todo:
+        name, query = cur.identity[i], board.query[i]
+        if name in cur.usable:
+            (cross if query is not None and query != name else members_).append(i)
+        elif query in cur.usable and not cur.group[i].startswith("rej:"):
+            (missed if board.next_cluster[i] in home.get(query, ()) else rest).append(i)
+        else:
+            rest.append(i)
+    return (
+        first
+        + sorted(cross, key=lambda i: (-atypical[i], i))
+        + sorted(missed, key=lambda i: (-cur.score[i], i))
+        + later
+        + sorted(members_, key=lambda i: (-atypical[i], i))
+        + sorted(rest, key=lambda i: (-cur.score[i], i))
+    )
+
+
+def folder_recurrence(board: Board, k: int = 3) -> np.ndarray:
+    """Per face: the mean cosine similarity to its `k` most similar faces among the other faces of its query's
+    folder. The person a folder was crawled for recurs in it; the strangers a crawl brings mostly do not."""
+    out = np.zeros(len(board), dtype=np.float64)
+    if board.x is None or board.x.shape[1] == 0:
+        return out
+    for rows in _rows_by(board.query).values():
+        if len(rows) < 2:
+            continue
+        x = board.x[rows].astype(np.float64)
+        sim = x @ x.T
+        np.fill_diagonal(sim, -np.inf)
+        top = -np.sort(-sim, axis=1)[:, : min(k, len(rows) - 1)]
+        out[rows] = top.mean(axis=1)
+    return out
+
+
+def member_atypicality(board: Board, cur: Current) -> np.ndarray:
+    """Per face given a name: its distance to the centre of the rest of that name's faces over the name's
+    spread (median of that distance over its members; the median over all names for a name of fewer than 3
+    faces), plus 0.5 for a poor quality score. 0 for faces without a name or without embeddings."""
+    out = np.zeros(len(board), dtype=np.float64)
+    if board.x is None or board.x.shape[1] == 0:
+        return out
+    rows = _rows_by(cur.identity)
+    spread: dict[str, float] = {}
+    for n, r in rows.items():
+        if len(r) < 2:
+            continue
+        x = board.x[r].astype(np.float64)
+        rest = x.sum(axis=0) - x
+        rest /= np.maximum(np.linalg.norm(rest, axis=1, keepdims=True), 1e-12)
+        out[r] = np.linalg.norm(x - rest, axis=1)
+        if len(r) >= 3:
+            spread[n] = float(np.median(out[r]))
+    overall = float(np.median(list(spread.values()))) if spread else 1.0
+    for n, r in rows.items():
+        out[r] /= max(spread.get(n, overall), 1e-6)
+    low = board.quality < LOW_QUALITY
+    return out + np.where(low & np.array([n is not None for n in cur.identity], dtype=bool), 0.5, 0.0)
+
+
+def _name_clusters(board: Board, cur: Current) -> dict[str, set[str]]:
+    """Each name's clusters as the board has them (the clusters its faces are in)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for i, n in enumerate(cur.identity):
+        if n is not None:
+            out[n].add(board.cluster[i])
+    return out
 
 
 def similar(board: Board, face: str, limit: int = 200) -> list[int]:

@@ -98,7 +98,8 @@ def review_summary(review: dict[str, list], n: int) -> dict:
 
 
 def _review_columns(path: Path) -> dict[str, list]:
-    """The review columns the dataset file has (written by the review app's export), by face order."""
+    """The review columns the dataset file has (written by the export since the review app), by face order;
+    a column with no value at all (a dataset written before review existed) counts as absent."""
     import pyarrow.parquet as pq
 
     names = set(pq.read_schema(path).names)
@@ -106,7 +107,7 @@ def _review_columns(path: Path) -> dict[str, list]:
     if not present:
         return {}
     table = pq.read_table(path, columns=["face_id", *present]).sort_by("face_id")
-    return {c: table.column(c).to_pylist() for c in present}
+    return {c: table.column(c).to_pylist() for c in present if table.column(c).null_count < table.num_rows}
 
 
 def load(root: str | Path, model: str, cfg: TrainConfig) -> TrainingData:
