@@ -195,7 +195,14 @@ _VIDEO_SPEC: dict[str, Spec] = {
     "video.min_confidence": Spec(0.5, NUM, _in(0, 1), "0..1", "less confident segments are dropped"),
     "video.max_seconds": Spec(0.0, NUM, _nonneg, ">= 0", "index only the first N seconds (0: all)"),
     "video.batch_size": Spec(8, (int,), _pos, "> 0", "frames per detector batch", perf=True),
-    "video.threads": Spec(0, (int,), _nonneg, ">= 0", "torch CPU threads (0: torch's default)", perf=True),
+    "video.threads": Spec(
+        0,
+        (int,),
+        _nonneg,
+        ">= 0",
+        "torch CPU threads outside model passes (those use one; 0: torch's default)",
+        perf=True,
+    ),
 }
 
 #: Every parameter, by dotted key. Lists of sources are checked by `_check_sources`.
@@ -280,7 +287,9 @@ SPEC: dict[str, Spec] = {
     "detect.detector": Spec("retinaface", (str,), *_one_of("retinaface", "yunet", "mtcnn"), "face detector"),
     "detect.device": Spec("auto", (str,), *_DEVICE, "auto uses a GPU when one is present", perf=True),
     "detect.workers": Spec(0, (int,), _nonneg, ">= 0", "worker processes; 0 = one per core", perf=True),
-    "detect.batch_size": Spec(16, (int,), _pos, "> 0", "images per detector batch", perf=True),
+    "detect.batch_size": Spec(
+        16, (int,), _pos, "> 0", "images per work unit (results never depend on it)", perf=True
+    ),
     "detect.max_side": Spec(1920, (int,), _nonneg, ">= 0", "larger images are shrunk for detection (0: never)"),
     "detect.candidate_score": Spec(0.5, NUM, _in(0, 1), "0..1", "detector floor: weaker candidates are no faces"),
     "detect.min_score": Spec(0.9, NUM, _in(0, 1), "0..1", "faces with a lower detector score are filtered"),
@@ -318,7 +327,9 @@ SPEC: dict[str, Spec] = {
     ),
     "embed.device": Spec("auto", (str,), *_DEVICE, "", perf=True),
     "embed.workers": Spec(0, (int,), _nonneg, ">= 0", "worker processes; 0 = one per core", perf=True),
-    "embed.batch_size": Spec(64, (int,), _pos, "> 0", "faces per embedding batch", perf=True),
+    "embed.batch_size": Spec(
+        64, (int,), _pos, "> 0", "faces per work unit (results never depend on it)", perf=True
+    ),
     # --- cluster; distances are L2 between unit vectors (cosine = 1 - d^2/2) ---
     "cluster.method": Spec("knn_average", (str,), *_CLUSTER, "clustering algorithm (baselines for comparison)"),
     "cluster.threshold": Spec(

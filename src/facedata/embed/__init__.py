@@ -16,6 +16,7 @@ augmentation): twice the compute, and on LFW pairs a measurably better verificat
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -49,15 +50,34 @@ def check_crops(crops: list[np.ndarray], size: int, name: str) -> None:
             raise ValueError(f"{name} needs {size}x{size} RGB uint8 crops, got {c.shape} {c.dtype}")
 
 
+#: Crops per recognizer forward pass, always: the last pass of a call is padded with blank crops. A convolution
+#: over N crops differs in the last float bits between values of N, so a fixed N (and fixed threads,
+#: `facedata.device.inference_threads`) makes a face's vector independent of how many faces, and which, are
+#: embedded with it (`embed.batch_size` is speed-only; a resumed run batches differently). At a fixed N a
+#: crop's result does not depend on its position or companions (tests/test_batch_determinism.py); 8 runs
+#: within a few % of the fastest batch on a CPU core (BENCHMARKS.md).
+FORWARD_BATCH = 8
+
+
+def fixed_batches(x: np.ndarray, size: int = FORWARD_BATCH) -> Iterator[tuple[np.ndarray, int]]:
+    """`x` cut into chunks of exactly `size` rows, the last padded with zeros, each with its count of real rows."""
+    for s in range(0, len(x), size):
+        chunk = x[s : s + size]
+        n = len(chunk)
+        if n < size:
+            chunk = np.concatenate([chunk, np.zeros((size - n, *x.shape[1:]), x.dtype)])
+        yield chunk, n
+
+
 class TorchEmbedder:
-    """Shared by the torch models: batching, device placement, flip averaging, normalisation."""
+    """Shared by the torch models: fixed-size forward batches, device placement, flip averaging,
+    normalisation."""
 
     name = ""
     version = ""
     dim = 0
     template = ""
     crop_size = 0
-    batch = 32
 
     def __init__(self, device: str = "auto", flip: bool = False) -> None:
         from facedata.device import resolve_device
@@ -72,17 +92,19 @@ class TorchEmbedder:
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         import torch
 
+        from facedata.device import inference_threads
+
         if not crops:
             return np.zeros((0, self.dim), np.float32)
         check_crops(crops, self.crop_size, self.name)
         out = []
-        with torch.inference_mode():
-            for s in range(0, len(crops), self.batch):
-                x = torch.from_numpy(np.stack(crops[s : s + self.batch])).to(self.device)
+        with torch.inference_mode(), inference_threads(self.device):
+            for chunk, n in fixed_batches(np.stack(crops)):
+                x = torch.from_numpy(chunk).to(self.device)
                 v = torch.nn.functional.normalize(self._forward(x).float(), dim=1)
                 if self.flip:
                     v = v + torch.nn.functional.normalize(self._forward(x.flip(2)).float(), dim=1)
-                out.append(v.cpu().numpy())
+                out.append(v[:n].cpu().numpy())
         return l2_normalize(np.concatenate(out))
 
 

@@ -20,7 +20,6 @@ BENCHMARKS.md (detectors, verification).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,7 +27,7 @@ import cv2
 import numpy as np
 
 from facedata import models
-from facedata.device import resolve_device
+from facedata.device import inference_threads, resolve_device
 from facedata.params import default
 
 
@@ -145,7 +144,7 @@ class YuNetDetector:
 
 
 class RetinaFaceDetector:
-    """RetinaFace MobileNet-0.25 in torch; images of the same size are batched (on a GPU, a real speed-up).
+    """RetinaFace MobileNet-0.25 in torch, one image per network pass (results independent of batching).
 
     This small model was trained on 300 px crops; on inputs much larger than ~1000 px it starts to see faces in
     textured backgrounds (false positives on large press photos at full size, none once shrunk), so images are
@@ -197,28 +196,29 @@ class RetinaFaceDetector:
         return [self._merge(c) for c in candidates]
 
     def _run(self, shrunk: list[tuple[np.ndarray, float] | None]) -> dict[int, tuple]:
-        """One network pass over the images of one pyramid level; (boxes, scores, landmarks) in image pixels."""
+        """One network pass per image of one pyramid level; (boxes, scores, landmarks) in image pixels.
+
+        Each image goes through the network alone (a batch of one), on `INFERENCE_THREADS` CPU threads: a
+        convolution over several images, or on other thread counts, differs in the last float bits from the
+        same image alone, and a face's box would depend on which images shared its batch (`detect.batch_size`
+        is speed-only, and a resumed run batches differently). Measured cost in BENCHMARKS.md."""
         import torch
 
         from facedata.faces.retinaface import MEAN_BGR
 
         out: dict[int, tuple] = {}
-        by_shape: dict[tuple, list[int]] = defaultdict(list)
-        for i, item in enumerate(shrunk):
-            if item is not None:
-                by_shape[item[0].shape[:2]].append(i)
         mean = torch.tensor(MEAN_BGR, device=self.device).view(1, 3, 1, 1)
-        with torch.inference_mode():
-            for (h, w), idx in by_shape.items():
-                batch = torch.from_numpy(np.stack([shrunk[i][0] for i in idx])).to(self.device)
-                x = batch.permute(0, 3, 1, 2).flip(1).float() - mean  # RGB -> BGR, as trained
-                deltas, logits, lm_deltas = self.net(x)
-                boxes, lms = self._decode(deltas, lm_deltas, h, w)
-                scores = torch.softmax(logits, dim=-1)[..., 1]
-                for j, i in enumerate(idx):
-                    keep = scores[j] > self.candidate_score
-                    back = shrunk[i][1]
-                    out[i] = ((boxes[j][keep] * back).cpu(), scores[j][keep].cpu(), (lms[j][keep] * back).cpu())
+        with torch.inference_mode(), inference_threads(self.device):
+            for i, item in enumerate(shrunk):
+                if item is None:
+                    continue
+                img, back = item
+                x = torch.from_numpy(img).to(self.device)[None].permute(0, 3, 1, 2).flip(1).float() - mean
+                deltas, logits, lm_deltas = self.net(x)  # RGB -> BGR above, as trained
+                boxes, lms = self._decode(deltas, lm_deltas, *img.shape[:2])
+                scores = torch.softmax(logits[0], dim=-1)[:, 1]
+                keep = scores > self.candidate_score
+                out[i] = ((boxes[0][keep] * back).cpu(), scores[keep].cpu(), (lms[0][keep] * back).cpu())
         return out
 
     def _merge(self, found: list[tuple]) -> Detections:
@@ -249,7 +249,7 @@ class RetinaFaceDetector:
 
 
 class MTCNNDetector:
-    """MTCNN from facenet-pytorch, weights from the model resolver, images batched by size."""
+    """MTCNN from facenet-pytorch, weights from the model resolver, one image per network pass."""
 
     name = "mtcnn"
 
@@ -286,25 +286,20 @@ class MTCNNDetector:
         self.net.eval()
 
     def detect(self, images: list[np.ndarray]) -> list[Detections]:
-        """Detect in every image; images of the same size go through the network as one batch."""
+        """Detect in every image, each on its own (see `RetinaFaceDetector._run` for why not batched)."""
         import torch
 
-        out: list[Detections | None] = [None] * len(images)
-        shrunk = [_shrink(img, self.max_side) for img in images]
-        by_shape: dict[tuple, list[int]] = defaultdict(list)
-        for i, (small, _) in enumerate(shrunk):
-            by_shape[small.shape].append(i)
-        with torch.inference_mode():
-            for idx in by_shape.values():
-                batch = np.stack([shrunk[i][0] for i in idx])
-                boxes, probs, lms = self.net.detect(batch, landmarks=True)
-                for j, i in enumerate(idx):
-                    d = _to_detections(boxes[j], probs[j], lms[j])
-                    if len(d):
-                        keep = d.scores >= self.candidate_score
-                        d = Detections(d.boxes[keep], d.scores[keep], d.landmarks[keep])
-                    out[i] = d.scaled(shrunk[i][1])
-        return out  # type: ignore[return-value]
+        out = []
+        with torch.inference_mode(), inference_threads(self.device):
+            for img in images:
+                small, back = _shrink(img, self.max_side)
+                boxes, probs, lms = self.net.detect(small[None], landmarks=True)
+                d = _to_detections(boxes[0], probs[0], lms[0])
+                if len(d):
+                    keep = d.scores >= self.candidate_score
+                    d = Detections(d.boxes[keep], d.scores[keep], d.landmarks[keep])
+                out.append(d.scaled(back))
+        return out
 
 
 DETECTORS = ("retinaface", "yunet", "mtcnn")
