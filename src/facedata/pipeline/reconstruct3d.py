@@ -226,8 +226,13 @@ def _render_results(reconstructor, face_rows, done, current, root: Path, n: int)
         (r["image_id"], r["face_id"]) for r in face_rows if r["status"] == "ok" and r["face_id"] not in done
     )
     picked = [fid for _, fid in new_ok[:n]] if n > 0 else []
+    return _reconstruct_again(reconstructor, picked, current, root)
+
+
+def _reconstruct_again(reconstructor, face_ids: list[str], current: dict, root: Path) -> dict:
+    """{face_id: (rgb, result)} for the faces whose photo can still be read, reconstructed here."""
     out: dict = {}
-    for fid in picked:
+    for fid in face_ids:
         f = current[fid]
         try:
             rgb = read_image_file(root / f["store_path"], min_side=1).rgb
@@ -323,14 +328,9 @@ def _top_up_renders(kept: dict, face_rows: list[dict], current: dict, root: Path
     extra = sorted(
         (r for r in face_rows if r["status"] == "ok" and r["face_id"] not in kept), key=lambda r: r["face_id"]
     )
-    for r in extra[: max(0, n - len(kept))]:
-        face = current[r["face_id"]]
-        try:
-            rgb = read_image_file(root / face["store_path"], min_side=1).rgb
-        except (OSError, ImageRejected):
-            continue
-        box = np.array([[face["x1"], face["y1"], face["x2"], face["y2"]]], dtype=np.float64)
-        kept[r["face_id"]] = (rgb, reconstructor().faces([rgb], [box])[0][0])
+    kept.update(
+        _reconstruct_again(reconstructor, [r["face_id"] for r in extra[: max(0, n - len(kept))]], current, root)
+    )
 
 
 def _refuse_first(fused_rows: list[dict], face_rows: list[dict], current: dict, root: Path, reconstructor) -> list:
