@@ -1,30 +1,40 @@
 """Scale-out benchmark (issue 20): detect + embed images/s on a Dask cluster of 1 and 2 workers against the local
-run, same images, same run.
+run, same images, same run, with the CPU time each configuration used and what the machine gave it.
 
 One project of N LFW images is ingested once; each configuration then runs the detect and embed stages from
-scratch on a copy of it, `--rounds` times, in turn (so a load change on the shared machine hits every
-configuration alike); the median wall time of detect + embed per configuration is reported as images/s.
+scratch on a copy of it, `--rounds` times, configurations in turn each round (so a load change on the shared
+machine hits every configuration alike); medians over the rounds.
 
-- `local_1`: no cluster, one process (`detect.workers: 1`, `embed.workers: 1`): the reference.
-- `local_2`: no cluster, facedata's local pool of 2 worker processes.
-- `dask_1`, `dask_2`: a `LocalCluster` of 1 / 2 single-threaded worker processes on 127.0.0.1 (started before
-  the clock starts, as a running cluster would be; model loading on the workers is inside the time).
+- `local_1`: no cluster, one process (`detect.workers: 1`, `embed.workers: 1`), in this process: the reference.
+- `local_2`: no cluster, facedata's local pool of 2 worker processes (started by each stage, as in a build).
+- `dask_1`, `dask_2`: a `LocalCluster` of 1 / 2 single-threaded worker processes on 127.0.0.1, started and
+  warmed up (one untimed detect + embed of a few images: imports and models loaded, as on a cluster that is
+  already running) before the clock starts.
+
+For each configuration: wall time; CPU time of facedata's processes (this process, which runs the stages and the
+LocalCluster's scheduler, plus the local pool's or the Dask workers' processes); `cores_used` = that CPU time /
+wall time; and what the whole machine did meanwhile (`/proc/stat`: CPU seconds busy outside this benchmark, and
+the 1-minute load average sampled every 0.5 s). Where `cores_used` of a 2-worker configuration is well below 2
+while `others_cpu_s` is high, the machine did not give each worker a core, and its wall-time ratio says little;
+the CPU seconds per image still compare the configurations' costs.
 
 Each configuration's manifests are compared with the reference's (stable view): a speed-up that changes the
-result is reported as such. The machine's load average is recorded at start and end: on a 2-core machine
-shared with other jobs a second worker only helps when a core is free for it.
+result is reported as such.
 
-Usage: python -m benchmarks dask [-- --images 64 --rounds 2 --shard-size 16]
+Usage: python -m benchmarks dask [-- --images 96 --rounds 3 --shard-size 16]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -38,10 +48,8 @@ NAMES = [
     "Jean_Chretien",
     "Junichiro_Koizumi",
 ]
-
-
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
+CONFIGS = ("local_1", "local_2", "dask_1", "dask_2")
+TABLES = ("detections", "faces", "embeddings")
 
 
 def _params(lfw: Path, per_name: int, shard_size: int, workers: int) -> dict:
@@ -57,7 +65,61 @@ def _params(lfw: Path, per_name: int, shard_size: int, workers: int) -> dict:
     }
 
 
-def _run(base: Path, dest: Path, params: dict, address: str | None) -> float:
+def _machine_busy() -> tuple[float, int]:
+    """(CPU seconds the whole machine has been busy since boot, cores), from /proc/stat (steal and idle aside)."""
+    with open("/proc/stat") as f:
+        head = f.readline().split()
+        cores = sum(1 for line in f if line.startswith("cpu"))
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in head[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK"), cores
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and of its children that have ended (the local pool's workers)."""
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def _workers_cpu(client) -> float:
+    return sum(client.run(time.process_time).values()) if client is not None else 0.0
+
+
+@contextmanager
+def _measure(client):
+    """Wall time, facedata's CPU time and the machine's load while the block runs (filled in on exit)."""
+    out: dict = {}
+    loads: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.5):
+            loads.append(os.getloadavg()[0])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    busy0, cores = _machine_busy()
+    own0, workers0 = _own_cpu(), _workers_cpu(client)
+    t0 = time.perf_counter()
+    sampler.start()
+    try:
+        yield out
+    finally:
+        wall = time.perf_counter() - t0
+        stop.set()
+        sampler.join()
+        ours = _own_cpu() - own0 + _workers_cpu(client) - workers0
+        busy = _machine_busy()[0] - busy0
+        loads = loads or [os.getloadavg()[0]]
+        out.update(
+            wall_s=wall,
+            cpu_s=ours,
+            others_cpu_s=max(0.0, busy - ours),
+            idle_cpu_s=max(0.0, wall * cores - busy),
+            load_mean=statistics.mean(loads),
+            load_max=max(loads),
+        )
+
+
+def _run(base: Path, dest: Path, params: dict, address: str | None, client) -> dict:
     from facedata.pipeline.runner import run_stage
     from facedata.scale.connect import ENV
 
@@ -67,29 +129,39 @@ def _run(base: Path, dest: Path, params: dict, address: str | None) -> float:
         os.environ[ENV] = address
     else:
         os.environ.pop(ENV, None)
-    t0 = time.perf_counter()
     try:
-        for stage in ("detect", "embed"):
-            if run_stage(stage, dest) != 0:
-                raise RuntimeError(f"{stage} failed in {dest}")
+        with _measure(client) as m:
+            for stage in ("detect", "embed"):
+                if run_stage(stage, dest) != 0:
+                    raise RuntimeError(f"{stage} failed in {dest}")
     finally:
         os.environ.pop(ENV, None)
-    return time.perf_counter() - t0
+    return m
 
 
 def _same(a: Path, b: Path) -> bool:
     from facedata import manifest
 
     return all(
-        manifest.stable_view(manifest.read(n, a)).equals(manifest.stable_view(manifest.read(n, b)))
-        for n in ("detections", "faces", "embeddings")
+        manifest.stable_view(manifest.read(n, a)).equals(manifest.stable_view(manifest.read(n, b))) for n in TABLES
     )
+
+
+def _ingest(root: Path, params: dict) -> int:
+    from facedata import manifest
+    from facedata.pipeline.runner import run_stage
+
+    root.mkdir()
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    if run_stage("ingest", root) != 0:
+        raise RuntimeError(f"ingest failed in {root}")
+    return manifest.read("images", root).num_rows
 
 
 def main(argv: list[str]) -> dict:
     ap = argparse.ArgumentParser(prog="python -m benchmarks dask")
-    ap.add_argument("--images", type=int, default=64, help="LFW images (spread over 6 people)")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--images", type=int, default=96, help="LFW images (spread over 6 people)")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--shard-size", type=int, default=16)
     args = ap.parse_args(argv)
     lfw = SHARED / "data" / "faces" / "lfw"
@@ -98,21 +170,16 @@ def main(argv: list[str]) -> dict:
     os.environ.setdefault("FACEDATA_MODELS_DIR", str(SHARED / "models"))
     from distributed import Client, LocalCluster
 
-    from facedata import manifest
     from facedata.faces.pool import available_cores
-    from facedata.pipeline.runner import run_stage
 
     per_name = -(-args.images // len(NAMES))
-    load_start = _load()
-    times: dict[str, list[float]] = {c: [] for c in ("local_1", "local_2", "dask_1", "dask_2")}
+    started = time.time()
+    runs: dict[str, list[dict]] = {c: [] for c in CONFIGS}
     same: dict[str, bool] = {}
     with tempfile.TemporaryDirectory(prefix="bench_dask_") as tmp:
-        base = Path(tmp) / "base"
-        base.mkdir()
-        (base / "params.yaml").write_text(yaml.safe_dump(_params(lfw, per_name, args.shard_size, 1)))
-        if run_stage("ingest", base) != 0:
-            raise RuntimeError("ingest failed")
-        n_images = manifest.read("images", base).num_rows
+        base, warm = Path(tmp) / "base", Path(tmp) / "warm"
+        n_images = _ingest(base, _params(lfw, per_name, args.shard_size, 1))
+        _ingest(warm, _params(lfw, 2, args.shard_size, 1))
         clusters = {}
         for n in (1, 2):
             lc = LocalCluster(
@@ -124,14 +191,19 @@ def main(argv: list[str]) -> dict:
             )
             clusters[n] = (lc, Client(lc))
         try:
+            for config in CONFIGS:  # untimed: imports and first model loads, in this process and on the workers
+                kind, n = config.split("_")
+                if kind != "local" or n == "1":
+                    address = clusters[int(n)][0].scheduler_address if kind == "dask" else None
+                    _run(warm, Path(tmp) / f"warm_{config}", _params(lfw, 2, 4, 1), address, None)
             for r in range(args.rounds):
-                for config in times:
+                for config in CONFIGS:
                     kind, n = config.split("_")
                     workers = int(n) if kind == "local" else 1
                     params = _params(lfw, per_name, args.shard_size, workers)
-                    address = clusters[int(n)][0].scheduler_address if kind == "dask" else None
+                    lc, client = clusters[int(n)] if kind == "dask" else (None, None)
                     dest = Path(tmp) / f"{config}_{r}"
-                    times[config].append(_run(base, dest, params, address))
+                    runs[config].append(_run(base, dest, params, lc.scheduler_address if lc else None, client))
                     if r == 0 and config != "local_1":
                         same[config] = _same(dest, Path(tmp) / "local_1_0")
                     if r > 0:
@@ -140,20 +212,38 @@ def main(argv: list[str]) -> dict:
             for lc, client in clusters.values():
                 client.close()
                 lc.close()
-    median = {c: statistics.median(t) for c, t in times.items()}
-    ips = {c: round(n_images / s, 2) for c, s in median.items()}
+
+    def med(config: str, key: str) -> float:
+        return statistics.median(m[key] for m in runs[config])
+
+    table = {}
+    for c in CONFIGS:
+        wall, cpu = med(c, "wall_s"), med(c, "cpu_s")
+        table[c] = {
+            "wall_s": round(wall, 2),
+            "images_per_s": round(n_images / wall, 2),
+            "cpu_s": round(cpu, 2),
+            "cpu_ms_per_image": round(1000 * cpu / n_images, 1),
+            "cores_used": round(cpu / wall, 2),
+            "others_cpu_s": round(med(c, "others_cpu_s"), 2),
+            "idle_cpu_s": round(med(c, "idle_cpu_s"), 2),
+            "load_mean": round(med(c, "load_mean"), 2),
+            "load_max": round(max(m["load_max"] for m in runs[c]), 2),
+        }
+    ips = {c: table[c]["images_per_s"] for c in CONFIGS}
+    cpu = {c: table[c]["cpu_s"] for c in CONFIGS}
     return {
         "images": n_images,
         "rounds": args.rounds,
         "shard_size": args.shard_size,
         "cores_available": available_cores(),
-        "load_average_at_start": load_start,
-        "load_average_at_end": _load(),
-        "median_seconds_detect_embed": {c: round(s, 2) for c, s in median.items()},
-        "images_per_second": ips,
+        "minutes": round((time.time() - started) / 60, 1),
+        "per_config_medians": table,
         "ratio_dask_2_vs_dask_1": round(ips["dask_2"] / ips["dask_1"], 2),
-        "ratio_dask_2_vs_local_1": round(ips["dask_2"] / ips["local_1"], 2),
         "ratio_dask_1_vs_local_1": round(ips["dask_1"] / ips["local_1"], 2),
+        "ratio_dask_2_vs_local_1": round(ips["dask_2"] / ips["local_1"], 2),
         "ratio_local_2_vs_local_1": round(ips["local_2"] / ips["local_1"], 2),
+        "cpu_ratio_dask_1_vs_local_1": round(cpu["dask_1"] / cpu["local_1"], 2),
         "same_manifests_as_local_1": same,
+        "runs": {c: [{k: round(v, 2) for k, v in m.items()} for m in runs[c]] for c in CONFIGS},
     }

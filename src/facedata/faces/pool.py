@@ -11,6 +11,7 @@ the parent (forking after torch has started threads can deadlock), and the same 
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import sys
@@ -55,8 +56,44 @@ def set_threads(n: int, n_cv2: int | None = None) -> None:
         sys.modules["cv2"].setNumThreads(n if n_cv2 is None else n_cv2)
 
 
+#: glibc `mallopt` parameters and the values a worker process sets (`keep_model_buffers`): the ceiling glibc's own
+#: dynamic mmap threshold reaches on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX), and twice it for the trim threshold, as
+#: glibc's dynamic rule sets it.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 << 20
+TRIM_THRESHOLD = 64 << 20
+_MALLOC_KEPT = False
+
+
+def keep_model_buffers() -> bool:
+    """Let glibc keep freed model buffers for the next forward pass (once per process; False where there is no
+    glibc `mallopt`).
+
+    Why: Dask's nanny starts every worker with `MALLOC_TRIM_THRESHOLD_=65536` (to hand memory back to the OS
+    fast), and it leaks into the environment of the process that started it, so a local pool started after a
+    LocalCluster inherits it too. Setting it also turns off glibc's dynamic mmap threshold: every buffer above
+    128 KiB, i.e. each activation of a conv net, is then mmapped and unmapped in each forward pass and
+    page-faulted in again, which cost one Dask worker 2-2.5x the CPU time of the same passes in-process
+    (BENCHMARKS.md, "Scale-out on Dask"). Fixed thresholds at glibc's own dynamic ceiling restore in-process
+    behaviour; the heap still shrinks once more than 64 MiB lie free at its top."""
+    global _MALLOC_KEPT
+    if _MALLOC_KEPT:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    _MALLOC_KEPT = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
+    return _MALLOC_KEPT
+
+
 def _init(factory: Callable[..., Any], args: tuple, threads: int) -> None:
     global _STATE
+    keep_model_buffers()
     # Before the factory imports torch (it reads these at start-up), and again after, to be sure.
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     _STATE = factory(*args)

@@ -107,6 +107,7 @@ def run_items(
             ctx.recipe.code_hash,
             int(ctx.params.get("execution", {}).get("worker_threads", 1)),
             tuple((k, os.environ[k]) for k in (MODELS_DIR_ENV,) if os.environ.get(k)),
+            model,
         )
         with connect(address) as client:
             try:

@@ -2,7 +2,8 @@
 
 The stage's todo list is cut into batches (the stage's `batch_size`) and the batches into shards of about
 `execution.shard_size` items. Each shard is one Dask task: on a worker it builds the stage's model once (per
-worker thread, kept for the next shards), runs the stage's own batch function, turns the results into manifest
+worker thread, kept for the next shards and stages: `KEEP_MODELS`), runs the stage's own batch function, turns
+the results into manifest
 rows (lineage set, model version checked) and writes them as partial manifests in the checkpoint folder
 `data/checkpoints/<stage>/`, a `<shard>.done.json` last. The driver (the DVC stage process) merges the
 partials of every shard, in shard order, with the rows it reused, and the stage writes its manifests once,
@@ -24,6 +25,7 @@ import shutil
 import sys
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 
 from facedata import atomic, manifest
+from facedata.faces.pool import keep_model_buffers
 from facedata.params import canonical_json
 from facedata.scale.connect import ScaleError, dashboard_link
 
@@ -63,6 +66,7 @@ class ShardJob:
     code_hash: str
     threads: int = 1
     env: tuple[tuple[str, str], ...] = ()  # set on the worker first (the project's models folder)
+    model: Any = None  # the model's identity (weights sha256): a worker reuses a kept model for the same only
 
 
 def checkpoint_dir(root: str | os.PathLike, stage: str) -> Path:
@@ -85,21 +89,33 @@ def shard_id(ctx: StageContext, model: ModelId | None, batches: list[list[dict]]
 # --- on the worker -------------------------------------------------------------------------------------------
 
 _LOCAL = threading.local()
+#: Models a worker thread keeps, most recently used first: one per per-item stage of a build (detect, embed,
+#: reconstruct3d), so a cluster that outlives a stage loads each model once, not once per stage and build.
+KEEP_MODELS = 3
 
 
 def _state(job: ShardJob):
-    """The job's model state for this worker thread, built once and kept while the same job comes back."""
+    """The job's model state for this worker thread, built once and kept (up to `KEEP_MODELS` of them) while
+    the same factory, arguments and model identity come back."""
     from facedata.faces.pool import set_threads
 
-    key = (job.factory.__module__, job.factory.__qualname__, canonical_json(job.factory_args), job.threads)
-    cached = getattr(_LOCAL, "cached", None)
-    if cached is None or cached[0] != key:
-        _LOCAL.cached = None  # free the previous model first
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(job.threads)
-        state = job.factory(*job.factory_args)
-        set_threads(job.threads)
-        _LOCAL.cached = (key, state)
-    return _LOCAL.cached[1]
+    key = (
+        job.factory.__module__,
+        job.factory.__qualname__,
+        canonical_json([job.factory_args, job.model]),
+        job.threads,
+    )
+    kept: OrderedDict = getattr(_LOCAL, "models", None) or OrderedDict()
+    _LOCAL.models = kept
+    if key in kept:
+        kept.move_to_end(key)
+        return kept[key]
+    while len(kept) >= KEEP_MODELS:
+        kept.popitem(last=False)  # the least recently used model goes first
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(job.threads)
+    kept[key] = state = job.factory(*job.factory_args)
+    set_threads(job.threads)
+    return state
 
 
 @lru_cache(maxsize=16)
@@ -121,6 +137,7 @@ def run_shard(job: ShardJob, sid: str, batches: list[list[dict]]) -> dict[str, i
     if done.exists():  # finished by an attempt whose answer was lost with its worker
         return json.loads(done.read_text())
     (folder / f"{sid}.start.{uuid.uuid4().hex}").touch()
+    keep_model_buffers()
     os.environ.update(dict(job.env))
     if _worker_code_hash(job.stage) != job.code_hash:
         raise ScaleError(
