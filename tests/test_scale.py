@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -103,12 +104,59 @@ def test_sharded_detect_and_embed_match_the_local_run(photos, local_run, cluster
     assert detect["shards"] == -(-n // 4) == detect["shards_done"] and detect["shards_failed"] == 0, detect
     assert (root / "data" / "reports" / "detect" / "dask.artifact.md").exists()
     assert not checkpoint_dir(root, "detect").exists(), "a finished stage leaves no checkpoints"
+    _assert_dashboard_answers(detect["dashboard"])
     # metrics are results only: identical to the local run's
     for stage in ("detect", "embed"):
         ours, theirs = (
             json.loads((r / "data" / "metrics" / f"{stage}.json").read_text()) for r in (root, local_run)
         )
         assert ours == theirs, stage
+
+
+def _assert_dashboard_answers(link: str) -> None:
+    """The logged link is the scheduler's live dashboard (bokeh installed), served from 127.0.0.1 with its
+    scripts: without bokeh the same URL answers 200 too, with a page that asks for bokeh."""
+    from urllib.parse import urljoin
+    from urllib.request import urlopen
+
+    assert link and link.startswith("http://127.0.0.1:"), link
+    with urlopen(link, timeout=30) as page:
+        assert page.status == 200
+        html = page.read().decode()
+    assert "Dask Diagnostic UI" in html and "needs bokeh" not in html, html[:300]
+    scripts = re.findall(r'<script src="([^"]+)"', html)
+    assert scripts and not any("//" in src for src in scripts), scripts  # nothing from a CDN
+    with urlopen(urljoin(link, scripts[0]), timeout=30) as js:
+        assert js.status == 200 and len(js.read()) > 10_000
+
+
+def test_workers_keep_model_buffers_between_passes(photos, cluster, tmp_path):
+    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_ set, which made glibc mmap and page-fault every
+    large buffer afresh (2048 faults per 8 MiB): one worker used 2-2.5x the CPU of the in-process run. A sharded
+    stage sets its workers up first, so buffers are reused (all but a few faults gone)."""
+
+    def page_faults_per_buffer() -> tuple[float, str | None]:
+        """On a worker: minor page faults per 8 MiB buffer allocated, filled and freed 16 times (what a conv
+        net's activations do in each forward pass), and the glibc setting the nanny gave the worker."""
+        import resource
+
+        import numpy as np
+
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(16):
+            np.ones(1 << 20, dtype=np.float64)
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 16
+        return faults, os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+    address, client = cluster
+    root = _project(tmp_path / "proj", photos, dask_address=address, shard_size=4)
+    for stage in ("ingest", "detect"):
+        assert run_stage(stage, root) == 0, stage
+    probes = client.run(page_faults_per_buffer)
+    assert len(probes) == 2
+    for worker, (faults, trim) in probes.items():
+        assert trim == "65536", f"the nanny no longer sets MALLOC_TRIM_THRESHOLD_ ({trim}): revisit this test"
+        assert faults < 64, f"{worker}: {faults} page faults per 8 MiB buffer"
 
 
 def _processing(client) -> dict[str, list[str]]:
@@ -249,3 +297,36 @@ def test_dask_local_n_starts_and_stops_its_own_cluster(photos, local_run, tmp_pa
     assert report["dask_workers"] == 2 and report["shards_done"] == report["shards"] >= 2, report
     for name in ("detections", "faces"):
         assert _stable(root, name).equals(_stable(local_run, name)), name
+
+
+LOADS: list[str] = []
+
+
+def _count_load(name: str) -> str:
+    LOADS.append(name)
+    return f"model {name}"
+
+
+def test_a_worker_keeps_each_stages_model_across_shards_and_stages():
+    """One worker thread keeps detect's, embed's and reconstruct3d's models (KEEP_MODELS) while the same factory,
+    arguments and model identity come back, so a cluster that outlives a stage loads each once; another model
+    identity (e.g. replaced weights) is loaded anew, and the least recently used model goes first."""
+    from facedata.models import ModelId
+    from facedata.scale.shards import KEEP_MODELS, ShardJob, _state
+
+    def job(name: str, sha: str = "a") -> ShardJob:
+        return ShardJob("s", "/", _count_load, (name,), len, dict, None, "c", model=ModelId(name, "1", sha))
+
+    LOADS.clear()
+    for name in ("detect", "embed", "detect", "embed", "detect"):  # shards of a build's stages, in turn
+        assert _state(job(name)) == f"model {name}"
+    assert LOADS == ["detect", "embed"]
+    _state(job("detect", sha="b"))  # new weights under the same name
+    assert LOADS == ["detect", "embed", "detect"]
+    assert KEEP_MODELS == 3
+    _state(job("recon"))  # a fourth model: the least recently used one (embed's) goes
+    _state(job("detect", sha="b"))
+    _state(job("detect", sha="a"))
+    assert LOADS == ["detect", "embed", "detect", "recon"]
+    _state(job("embed"))
+    assert LOADS == ["detect", "embed", "detect", "recon", "embed"]

@@ -74,9 +74,17 @@ def connect(address: str, timeout: float = 30.0) -> Iterator:
 
 
 def dashboard_link(client) -> str | None:
-    """The cluster's dashboard URL, when its scheduler serves one (it needs bokeh)."""
+    """The cluster's dashboard URL, when its scheduler serves the dashboard's pages: its HTTP server runs
+    without bokeh too, but then /status is a 404, so a link is given only where the scheduler has bokeh."""
     try:
         services = client.scheduler_info().get("services", {})
-    except Exception:  # an old scheduler or a closing client: no link is not an error
+        pages = "dashboard" in services and client.run_on_scheduler(_has_bokeh)
+    except Exception:  # an old or locked-down scheduler, or a closing client: no link is not an error
         return None
-    return client.dashboard_link if "dashboard" in services else None
+    return client.dashboard_link if pages else None
+
+
+def _has_bokeh() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None

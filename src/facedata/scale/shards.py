@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 
 from facedata import atomic, manifest
-from facedata.faces.pool import keep_model_buffers
 from facedata.params import canonical_json
 from facedata.scale.connect import ScaleError, dashboard_link
 
@@ -137,7 +136,6 @@ def run_shard(job: ShardJob, sid: str, batches: list[list[dict]]) -> dict[str, i
     if done.exists():  # finished by an attempt whose answer was lost with its worker
         return json.loads(done.read_text())
     (folder / f"{sid}.start.{uuid.uuid4().hex}").touch()
-    keep_model_buffers()
     os.environ.update(dict(job.env))
     if _worker_code_hash(job.stage) != job.code_hash:
         raise ScaleError(
@@ -216,6 +214,7 @@ def run_sharded(
         client.wait_for_workers(1, timeout=float(ex.get("worker_timeout_s", 120)))
     except TimeoutError as exc:
         raise ScaleError(f"the Dask cluster has no workers (waited {exc}): start `dask worker ADDRESS`") from exc
+    _set_up_workers(client)
     n_workers = len(client.scheduler_info().get("workers", {}))
     link = dashboard_link(client)
     _announce(ctx, client, len(shards), reused, n_workers, link)
@@ -284,6 +283,18 @@ def run_sharded(
         )
     shutil.rmtree(folder, ignore_errors=True)
     return rows
+
+
+def _set_up_workers(client) -> None:
+    from facedata.scale.worker import WorkerSetup
+
+    try:
+        client.register_plugin(WorkerSetup())
+    except Exception as exc:  # raised on a worker: e.g. one without facedata installed
+        raise ScaleError(
+            f"a Dask worker could not set up for facedata ({type(exc).__name__}: {exc}): install the same "
+            "facedata on every worker"
+        ) from exc
 
 
 def _announce(ctx: StageContext, client, n_shards: int, reused: int, n_workers: int, link: str | None) -> None:
