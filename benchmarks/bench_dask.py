@@ -21,6 +21,10 @@ the CPU seconds per image still compare the configurations' costs.
 Each configuration's manifests are compared with the reference's (stable view): a speed-up that changes the
 result is reported as such.
 
+`model_passes_12x8_crops`: what one model pass costs in this process, on a Dask worker as Dask's nanny starts it
+(`MALLOC_TRIM_THRESHOLD_=65536`), and on a worker facedata has set up (`facedata.scale.worker`): CPU and system
+seconds and minor page faults of 12 dlib-resnet passes over 8 flipped crops, medians of 3.
+
 Usage: python -m benchmarks dask [-- --images 96 --rounds 3 --shard-size 16]
 """
 
@@ -119,6 +123,42 @@ def _measure(client):
         )
 
 
+def model_passes(n: int = 12) -> dict:
+    """CPU cost of `n` dlib-resnet passes over 8 flipped crops in the calling process (model loaded and one pass
+    made first): CPU and system seconds, minor page faults."""
+    import numpy as np
+
+    from facedata.embed import make_embedder
+
+    model = make_embedder("dlib-resnet", "cpu", True, False)
+    crops = [np.random.default_rng(i).integers(0, 255, (150, 150, 3), dtype=np.uint8) for i in range(8)]
+    model.embed(crops)
+    r0, c0 = resource.getrusage(resource.RUSAGE_SELF), time.process_time()
+    for _ in range(n):
+        model.embed(crops)
+    r1, c1 = resource.getrusage(resource.RUSAGE_SELF), time.process_time()
+    return {
+        "cpu_s": round(c1 - c0, 2),
+        "system_s": round(r1.ru_stime - r0.ru_stime, 2),
+        "minor_page_faults": r1.ru_minflt - r0.ru_minflt,
+    }
+
+
+def _passes_where(clusters: dict, raw) -> dict:
+    """`model_passes` here, on a Dask worker as the nanny starts it, and on one set up by facedata's stages
+    (`facedata.scale.worker.WorkerSetup`, which the warm-up registered): medians of 3 alternating runs."""
+    where = {
+        "in_process": model_passes,
+        "dask_worker_as_started": lambda: raw.submit(model_passes, pure=False).result(),
+        "dask_worker_set_up": lambda: clusters[1][1].submit(model_passes, pure=False).result(),
+    }
+    got: dict[str, list[dict]] = {k: [] for k in where}
+    for _ in range(3):
+        for k, f in where.items():
+            got[k].append(f())
+    return {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in got.items()}
+
+
 def _run(base: Path, dest: Path, params: dict, address: str | None, client) -> dict:
     from facedata.pipeline.runner import run_stage
     from facedata.scale.connect import ENV
@@ -190,6 +230,8 @@ def main(argv: list[str]) -> dict:
                 dashboard_address="127.0.0.1:0",
             )
             clusters[n] = (lc, Client(lc))
+        raw_cluster = LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
+        raw = Client(raw_cluster)
         try:
             for config in CONFIGS:  # untimed: imports and first model loads, in this process and on the workers
                 kind, n = config.split("_")
@@ -208,8 +250,9 @@ def main(argv: list[str]) -> dict:
                         same[config] = _same(dest, Path(tmp) / "local_1_0")
                     if r > 0:
                         shutil.rmtree(dest)
+            passes = _passes_where(clusters, raw)
         finally:
-            for lc, client in clusters.values():
+            for lc, client in [*clusters.values(), (raw_cluster, raw)]:
                 client.close()
                 lc.close()
 
@@ -245,5 +288,6 @@ def main(argv: list[str]) -> dict:
         "ratio_local_2_vs_local_1": round(ips["local_2"] / ips["local_1"], 2),
         "cpu_ratio_dask_1_vs_local_1": round(cpu["dask_1"] / cpu["local_1"], 2),
         "same_manifests_as_local_1": same,
+        "model_passes_12x8_crops": passes,
         "runs": {c: [{k: round(v, 2) for k, v in m.items()} for m in runs[c]] for c in CONFIGS},
     }
