@@ -73,9 +73,9 @@ def keep_model_buffers() -> bool:
     fast), and it leaks into the environment of the process that started it, so a local pool started after a
     LocalCluster inherits it too. Setting it also turns off glibc's dynamic mmap threshold: every buffer above
     128 KiB, i.e. each activation of a conv net, is then mmapped and unmapped in each forward pass and
-    page-faulted in again, which cost one Dask worker 2-2.5x the CPU time of the same passes in-process
-    (BENCHMARKS.md, "Scale-out on Dask"). Fixed thresholds at glibc's own dynamic ceiling restore in-process
-    behaviour; the heap still shrinks once more than 64 MiB lie free at its top."""
+    page-faulted in again, which made the same passes far dearer on a Dask worker than in-process
+    (docs/scale.md, BENCHMARKS.md "Scale-out on Dask"). Fixed thresholds at glibc's own dynamic ceiling restore
+    in-process behaviour; the heap still shrinks once more than 64 MiB lie free at its top."""
     global _MALLOC_KEPT
     if _MALLOC_KEPT:
         return True

@@ -1,11 +1,11 @@
 """A per-item stage's work as shards on a Dask cluster, merged into the same manifests as a local run.
 
 The stage's todo list is cut into batches (the stage's `batch_size`) and the batches into shards of about
-`execution.shard_size` items. Each shard is one Dask task: on a worker it builds the stage's model once (per
-worker thread, kept for the next shards and stages: `KEEP_MODELS`), runs the stage's own batch function, turns
-the results into manifest
-rows (lineage set, model version checked) and writes them as partial manifests in the checkpoint folder
-`data/checkpoints/<stage>/`, a `<shard>.done.json` last. The driver (the DVC stage process) merges the
+`execution.shard_size` items. Every worker is first set up for facedata (`facedata.scale.worker`). Each shard
+is one Dask task: on a worker it builds the stage's model once (per worker thread, kept for the next shards and
+stages: `KEEP_MODELS`), runs the stage's own batch function, turns the results into manifest rows (lineage set,
+model version checked) and writes them as partial manifests in the checkpoint folder `data/checkpoints/<stage>/`,
+a `<shard>.done.json` last. The driver (the DVC stage process) merges the
 partials of every shard, in shard order, with the rows it reused, and the stage writes its manifests once,
 atomically, as the local run does; the manifests are sorted by key on write, so the result is the local run's.
 
