@@ -11,10 +11,11 @@ machine hits every configuration alike); medians over the rounds.
   warmed up (one untimed detect + embed of a few images: imports and models loaded, as on a cluster that is
   already running) before the clock starts.
 
-For each configuration: wall time; CPU time of facedata's processes (this process, which runs the stages and the
-LocalCluster's scheduler, plus the local pool's or the Dask workers' processes); `cores_used` = that CPU time /
-wall time; and what the whole machine did meanwhile (`/proc/stat`: CPU seconds busy outside this benchmark, and
-the 1-minute load average sampled every 0.5 s). Where `cores_used` of a 2-worker configuration is well below 2
+For each configuration: wall time; CPU time of facedata's processes (`cpu_s`: this process, which runs the
+stages and hosts the LocalClusters' schedulers and nannies, plus the local pool's or the Dask workers'
+processes; `cpu_s_dask_workers`: the Dask workers' part); `cores_used` = CPU time / wall time; and what the
+whole machine did meanwhile (`/proc/stat`: CPU seconds busy outside this benchmark, and the 1-minute load
+average sampled every 0.5 s). Where `cores_used` of a 2-worker configuration is well below 2
 while `others_cpu_s` is high, the machine did not give each worker a core, and its wall-time ratio says little;
 the CPU seconds per image still compare the configurations' costs.
 
@@ -110,12 +111,14 @@ def _measure(client):
         wall = time.perf_counter() - t0
         stop.set()
         sampler.join()
-        ours = _own_cpu() - own0 + _workers_cpu(client) - workers0
+        own, workers = _own_cpu() - own0, _workers_cpu(client) - workers0
+        ours = own + workers
         busy = _machine_busy()[0] - busy0
         loads = loads or [os.getloadavg()[0]]
         out.update(
             wall_s=wall,
             cpu_s=ours,
+            cpu_s_dask_workers=workers,
             others_cpu_s=max(0.0, busy - ours),
             idle_cpu_s=max(0.0, wall * cores - busy),
             load_mean=statistics.mean(loads),
@@ -266,6 +269,7 @@ def main(argv: list[str]) -> dict:
             "wall_s": round(wall, 2),
             "images_per_s": round(n_images / wall, 2),
             "cpu_s": round(cpu, 2),
+            "cpu_s_dask_workers": round(med(c, "cpu_s_dask_workers"), 2),
             "cpu_ms_per_image": round(1000 * cpu / n_images, 1),
             "cores_used": round(cpu / wall, 2),
             "others_cpu_s": round(med(c, "others_cpu_s"), 2),
