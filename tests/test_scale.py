@@ -293,6 +293,7 @@ def test_dask_local_n_starts_and_stops_its_own_cluster(photos, local_run, tmp_pa
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "on the Dask cluster at tcp://127.0.0.1:" in done.stderr
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/status", done.stderr), done.stderr[-3000:]
     report = run_report(root, "detect")
     assert report["dask_workers"] == 2 and report["shards_done"] == report["shards"] >= 2, report
     for name in ("detections", "faces"):
