@@ -194,6 +194,16 @@ _VIDEO_SPEC: dict[str, Spec] = {
     "video.min_segment_s": Spec(0.5, NUM, _nonneg, ">= 0", "shorter segments are dropped"),
     "video.min_confidence": Spec(0.5, NUM, _in(0, 1), "0..1", "less confident segments are dropped"),
     "video.max_seconds": Spec(0.0, NUM, _nonneg, ">= 0", "index only the first N seconds (0: all)"),
+    "video.name_frames": Spec(
+        8, (int,), _pos, "> 0", "naming a person found in video (`facedata review`) adds this many best frames"
+    ),
+    "video.name_spacing_s": Spec(
+        1.0,
+        NUM,
+        _nonneg,
+        ">= 0",
+        "...at least this far apart within one track (near-identical frames teach little)",
+    ),
     "video.batch_size": Spec(8, (int,), _pos, "> 0", "frames per detector batch", perf=True),
     "video.threads": Spec(
         0,

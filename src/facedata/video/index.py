@@ -268,7 +268,7 @@ def write_index(results: list[VideoIndex], out_dir: str | Path, lineage: dict) -
         (SEGMENTS, [row for r in results for row in segment_rows(r)]),
     ):
         target = out / f"{name}.parquet"
-        old = manifest.conform(name, _read(target), fill_missing=True) if target.exists() else manifest.empty(name)
+        old = read_index(out, name)
         old = old.filter(pc.invert(pc.is_in(old["video_id"], value_set=ids)))
         new = manifest.from_rows(name, [{**row, "lineage": lineage} for row in rows])
         paths[name] = manifest.write(name, manifest.merge(name, old, new), path=target)
@@ -277,6 +277,14 @@ def write_index(results: list[VideoIndex], out_dir: str | Path, lineage: dict) -
             write_jpeg(out / "thumbs" / f"{tid}.jpg", rgb)
         paths[f"timeline:{r.info.path}"] = write_timeline(r, out)
     return paths
+
+
+def read_index(out_dir: str | Path, name: str = TRACKS):
+    """One of an index folder's manifests (`video_tracks` or `video_segments`); empty when not written yet."""
+    from facedata import manifest
+
+    target = Path(out_dir) / f"{name}.parquet"
+    return manifest.conform(name, _read(target), fill_missing=True) if target.exists() else manifest.empty(name)
 
 
 def _read(path: Path):
