@@ -126,6 +126,9 @@ class VideoIndexer:
     def _embed(self, obs: list[Observation]) -> None:
         from facedata.faces.views import embed_views
 
+        obs = [o for o in obs if o.embedding is None]
+        if not obs:
+            return
         extra = [o.views or [] for o in obs] if self.analyzer.views is not None else None
         vecs = embed_views(self.analyzer.embedder, [o.crop for o in obs], extra)
         for o, vec in zip(obs, vecs, strict=True):
@@ -157,7 +160,11 @@ class VideoIndexer:
 
     def _feed(self, tracker: Tracker, batch, progress) -> int:
         n = 0
-        for frame, obs in zip(batch, self._faces(batch), strict=True):
+        faces = self._faces(batch)
+        # The faces the tracker will embed whatever happens, embedded together: a recognizer pass always runs
+        # FORWARD_BATCH crops (batch-independent results), so one call per frame would mostly embed padding.
+        self._embed(must_embed(tracker, faces, track_settings(self.v)))
+        for frame, obs in zip(batch, faces, strict=True):
             tracker.update(frame.t, frame.shot, obs, self._embed, frame.rgb)
             n += len(obs)
         if progress is not None:
@@ -212,6 +219,27 @@ class VideoIndexer:
                 spans.append((names[k], tr.start, end, float(conf[k]), tid))
         segments = build_segments(spans, v["merge_gap_s"], v["min_segment_s"], v["min_confidence"])
         return VideoIndex(info, tracks, rows, segments, 0.0, thumbs)
+
+
+def must_embed(tracker: Tracker, frames: list[list[Observation]], s: TrackSettings) -> list[Observation]:
+    """Faces of these consecutive analysed frames that `Tracker.update` will embed: all but those that might
+    continue a track on box overlap alone, which needs a face of the analysed frame just before, in the same
+    shot, overlapping by `sure_iou` (a necessary condition, so nothing is embedded that the tracker would not)."""
+    from facedata.cluster.constraints import iou
+
+    before = [tr.obs[-1] for tr in tracker.tracks if tr.obs]
+    prev = [o for o in before if o.t == max((b.t for b in before), default=None)]
+    out = []
+    for obs in frames:
+        for o in obs:
+            near = [p for p in prev if p.shot == o.shot and o.t - p.t <= 1.5 * s.period_s]
+            if not near or iou(np.stack([p.box for p in near]), o.box[None]).max() < s.sure_iou:
+                out.append(o)
+        if obs:
+            prev = obs
+        elif prev:
+            prev = []  # an analysed frame without faces: no face continues from before it on overlap
+    return out
 
 
 def segment_rows(result: VideoIndex) -> list[dict]:
