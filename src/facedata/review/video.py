@@ -23,7 +23,7 @@ from pathlib import Path
 from facedata import atomic, ids
 from facedata.review import decisions
 from facedata.review.decisions import ReviewError, State
-from facedata.sources.config import check_picked_frames
+from facedata.collect.config import check_picked_frames
 from facedata.video.candidates import Candidate, best_frames, load
 
 PARAMS = "params.yaml"
