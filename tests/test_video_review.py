@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from facedata import ids, manifest
-from facedata.review import decisions
 from facedata.collect.config import check_picked_frames
 from facedata.collect.video import VideoSettings, iter_video_items
+from facedata.review import decisions
 from facedata.video.candidates import Candidate, best_frames
 
 from .projects import dvc, make_project, run

@@ -21,9 +21,9 @@ import os
 from pathlib import Path
 
 from facedata import atomic, ids
+from facedata.collect.config import check_picked_frames
 from facedata.review import decisions
 from facedata.review.decisions import ReviewError, State
-from facedata.collect.config import check_picked_frames
 from facedata.video.candidates import Candidate, best_frames, load
 
 PARAMS = "params.yaml"
