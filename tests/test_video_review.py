@@ -201,89 +201,57 @@ def test_naming_a_person_found_in_video_adds_their_frames_to_the_next_build(inde
 def test_naming_a_person_found_in_video_in_a_real_browser(indexed, tmp_path):
     """`facedata review` as users start it, in headless Chromium: the video page, "name this person", the
     prompt answered, the decision and the source saved; then the side panel's undo takes both back."""
-    import http.client
     import os
     import shutil
-    import subprocess
-    import time
 
-    from .conftest import free_port
-    from .test_review_app import CHROMEDRIVER, CHROMIUM
+    from .test_review_app import CHROMEDRIVER, CHROMIUM, chromium, review_app
 
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.skip("chromium / chromedriver not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     root, _ = indexed
-    port = free_port()
-    log = open(tmp_path / "review.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [str(BIN / "facedata"), "review", "--project", str(root), "--port", str(port), "--reviewer", "selenium"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--window-size=1400,1000", "--disable-background-networking"):  # fmt: skip
-        options.add_argument(arg)
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    driver = None
-    try:
-        for _ in range(300):
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/video")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("the review app did not start: " + (tmp_path / "review.log").read_text())
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-        wait = WebDriverWait(driver, 30)
-        n0 = len(decisions.read(root))
-        driver.get(url + "/video")
-        wait.until(
-            lambda d: d.execute_script("return document.images[0].complete && document.images[0].naturalWidth") > 0
-        )
-        buttons = driver.find_elements(By.CSS_SELECTOR, "button.name-candidate")
-        assert buttons, "unnamed candidates are listed with a button to name them"
-        button = buttons[-1]
-        cand = button.get_attribute("data-candidate")
-        old = driver.find_element(By.TAG_NAME, "html")
-        button.click()
-        wait.until(ec.alert_is_present()).send_keys("Bo Ruiz")
-        driver.switch_to.alert.accept()
-        wait.until(ec.staleness_of(old))
-        section = driver.find_element(By.CSS_SELECTOR, f'section[data-candidate="{cand}"]')
-        assert "named" in section.get_attribute("class") and "Bo Ruiz" in section.text
-        row = decisions.read(root)[n0]
-        assert (row["action"], row["target"], row["reviewer"]) == ("name_video", "Bo Ruiz", "selenium")
-        videos = yaml.safe_load((root / "params.yaml").read_text())["sources"]["videos"]
-        assert [v["review"] for v in videos if v.get("query_name") == "Bo Ruiz"] == [row["review_id"]]
-        driver.save_screenshot(str(tmp_path / "video-named.png"))
-        if os.environ.get("FACEDATA_TEST_ARTIFACTS"):
-            Path(os.environ["FACEDATA_TEST_ARTIFACTS"]).mkdir(parents=True, exist_ok=True)
-            shutil.copy(
-                tmp_path / "video-named.png", Path(os.environ["FACEDATA_TEST_ARTIFACTS"]) / "video-named.png"
+    with review_app(root, tmp_path, ready="/video") as url:
+        driver = chromium()
+        try:
+            wait = WebDriverWait(driver, 30)
+            n0 = len(decisions.read(root))
+            driver.get(url + "/video")
+            wait.until(
+                lambda d: (
+                    d.execute_script("return document.images[0].complete && document.images[0].naturalWidth") > 0
+                )
             )
+            buttons = driver.find_elements(By.CSS_SELECTOR, "button.name-candidate")
+            assert buttons, "unnamed candidates are listed with a button to name them"
+            button = buttons[-1]
+            cand = button.get_attribute("data-candidate")
+            old = driver.find_element(By.TAG_NAME, "html")
+            button.click()
+            wait.until(ec.alert_is_present()).send_keys("Bo Ruiz")
+            driver.switch_to.alert.accept()
+            wait.until(ec.staleness_of(old))
+            section = driver.find_element(By.CSS_SELECTOR, f'section[data-candidate="{cand}"]')
+            assert "named" in section.get_attribute("class") and "Bo Ruiz" in section.text
+            row = decisions.read(root)[n0]
+            assert (row["action"], row["target"], row["reviewer"]) == ("name_video", "Bo Ruiz", "selenium")
+            videos = yaml.safe_load((root / "params.yaml").read_text())["sources"]["videos"]
+            assert [v["review"] for v in videos if v.get("query_name") == "Bo Ruiz"] == [row["review_id"]]
+            driver.save_screenshot(str(tmp_path / "video-named.png"))
+            if os.environ.get("FACEDATA_TEST_ARTIFACTS"):
+                Path(os.environ["FACEDATA_TEST_ARTIFACTS"]).mkdir(parents=True, exist_ok=True)
+                shutil.copy(
+                    tmp_path / "video-named.png", Path(os.environ["FACEDATA_TEST_ARTIFACTS"]) / "video-named.png"
+                )
 
-        old = driver.find_element(By.TAG_NAME, "html")
-        driver.find_element(By.CSS_SELECTOR, f'button.undo[data-undo="{row["review_id"]}"]').click()
-        wait.until(ec.staleness_of(old))
-        assert decisions.read(root)[-1]["undoes"] == row["review_id"]
-        videos = yaml.safe_load((root / "params.yaml").read_text())["sources"]["videos"]
-        assert not [v for v in videos if v.get("query_name") == "Bo Ruiz"]
-        assert driver.find_element(By.CSS_SELECTOR, f'section[data-candidate="{cand}"] button.name-candidate')
-    finally:
-        if driver is not None:
+            old = driver.find_element(By.TAG_NAME, "html")
+            driver.find_element(By.CSS_SELECTOR, f'button.undo[data-undo="{row["review_id"]}"]').click()
+            wait.until(ec.staleness_of(old))
+            assert decisions.read(root)[-1]["undoes"] == row["review_id"]
+            videos = yaml.safe_load((root / "params.yaml").read_text())["sources"]["videos"]
+            assert not [v for v in videos if v.get("query_name") == "Bo Ruiz"]
+            assert driver.find_element(By.CSS_SELECTOR, f'section[data-candidate="{cand}"] button.name-candidate')
+        finally:
             driver.quit()
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()

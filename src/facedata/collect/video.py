@@ -131,22 +131,17 @@ def iter_video_items(
             return
         native = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        track_of = picks or {}
+
+        def frame_item(idx: int, **kw) -> SourceItem:
+            return _frame_item(uri, query_name, video_id, idx, native, base, track_of.get(idx), **kw)
+
         if picks is not None:
             regular = {i for i in picks if i < n}
             for idx in sorted(set(picks) - regular):
-                yield _frame_item(
-                    uri,
-                    query_name,
-                    video_id,
-                    idx,
-                    native,
-                    base,
-                    picks[idx],
-                    error=f"missing: frame {idx} is past the end of the video ({n} frames)",
-                )
+                yield frame_item(idx, error=f"missing: frame {idx} is past the end of the video ({n} frames)")
         else:
             regular = set(sample_indices(n, native, settings.fps, settings.max_frames))
-        track_of = picks or {}
         if not regular:
             yield SourceItem("video", uri, query_name, now, error=f"empty: {n} frames at {native} fps", extra=base)
             return
@@ -172,16 +167,7 @@ def iter_video_items(
             if not ok or bgr is None:
                 if is_regular:
                     n_candidates += 1
-                    yield _frame_item(
-                        uri,
-                        query_name,
-                        video_id,
-                        idx,
-                        native,
-                        base,
-                        track_of.get(idx),
-                        error=f"decode_failed: frame {idx}",
-                    )
+                    yield frame_item(idx, error=f"decode_failed: frame {idx}")
                 idx += 1
                 continue
             cut = None
@@ -214,15 +200,7 @@ def iter_video_items(
             idx += 1
         stats["candidates"] = stats.get("candidates", 0) + n_candidates
         if n and idx < n and idx <= max(regular):
-            yield _frame_item(
-                uri,
-                query_name,
-                video_id,
-                idx,
-                native,
-                base,
-                error=f"truncated: video ended at frame {idx}, header says {n}",
-            )
+            yield frame_item(idx, error=f"truncated: video ended at frame {idx}, header says {n}")
     finally:
         cap.release()
 

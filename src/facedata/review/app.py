@@ -277,15 +277,9 @@ def create_app(
 
     @app.post("/api/decide")
     async def decide(request: Request):
-        try:
-            body = await request.json()
-        except ValueError:
-            return error(request, 400, "the body must be JSON")
+        body = await json_object(request)
         if not isinstance(body, dict):
-            return error(request, 400, "the body must be a JSON object")
-        from starlette.concurrency import run_in_threadpool
-
-        from facedata.lock import ProjectBusy
+            return body
 
         def record() -> dict:  # in a worker thread: waiting for the project lock must not stall the server
             if body.get("action") == "undo":  # needs no build (a decision on people found in video, say)
@@ -310,13 +304,30 @@ def create_app(
                 then=then,
             )
 
+        return await saved(record, lambda row: {"ok": True, "review": _brief(row)})
+
+    async def json_object(request: Request):
+        """The request's JSON object, or the 400 answer saying what is wrong with the body."""
         try:
-            row = await run_in_threadpool(record)
+            body = await request.json()
+        except ValueError:
+            return error(request, 400, "the body must be JSON")
+        return body if isinstance(body, dict) else error(request, 400, "the body must be a JSON object")
+
+    async def saved(record, answer):
+        """Run `record` (it waits for the project lock) in a worker thread, so the server keeps serving; a
+        conflict with another reviewer is a 409, a busy project a 503."""
+        from starlette.concurrency import run_in_threadpool
+
+        from facedata.lock import ProjectBusy
+
+        try:
+            out = await run_in_threadpool(record)
         except Conflict as exc:
             return JSONResponse({"error": str(exc), "conflict": [_brief(r) for r in exc.rows]}, status_code=409)
         except ProjectBusy as exc:
             return JSONResponse({"error": f"not saved: {exc}"}, status_code=503)
-        return {"ok": True, "review": _brief(row)}
+        return answer(out)
 
     @app.get("/video", response_class=HTMLResponse)
     def video_page(request: Request):
@@ -338,15 +349,11 @@ def create_app(
     @app.post("/api/name-video")
     async def name_video(request: Request):
         """Name a candidate person found in video: a decision, and its best frames as a video source."""
-        try:
-            body = await request.json()
-        except ValueError:
-            return error(request, 400, "the body must be JSON")
-        if not isinstance(body, dict) or not isinstance(body.get("candidate"), str):
+        body = await json_object(request)
+        if not isinstance(body, dict):
+            return body
+        if not isinstance(body.get("candidate"), str):
             return error(request, 400, 'the body must be {"candidate": ..., "target": NAME}')
-        from starlette.concurrency import run_in_threadpool
-
-        from facedata.lock import ProjectBusy
         from facedata.project import Project
 
         def record() -> tuple[dict, dict]:
@@ -362,13 +369,7 @@ def create_app(
                 wait=lock_wait,
             )
 
-        try:
-            row, entry = await run_in_threadpool(record)
-        except Conflict as exc:
-            return JSONResponse({"error": str(exc), "conflict": [_brief(r) for r in exc.rows]}, status_code=409)
-        except ProjectBusy as exc:
-            return JSONResponse({"error": f"not saved: {exc}"}, status_code=503)
-        return {"ok": True, "review": _brief(row), "source": entry}
+        return await saved(record, lambda out: {"ok": True, "review": _brief(out[0]), "source": out[1]})
 
     return app
 
