@@ -253,6 +253,48 @@ def timed(indexer, video) -> tuple:
     }
 
 
+def embedding_ahead_speed(params: dict, runs: int) -> dict:
+    """The Hamilton clip indexed `runs` times, alternately with the faces the tracker will embed embedded ahead
+    per detector batch (shipped) and frame by frame as the tracker asks (the reference): medians of CPU seconds
+    per video second and wall-clock speed, and recognizer passes (FORWARD_BATCH crops each). Same tracks."""
+    from facedata.embed import FORWARD_BATCH
+    from facedata.train.identify import from_folder
+    from facedata.video import index as vindex
+
+    video = SHARED / "data" / "video" / "short_hamilton_clip.mp4"
+    g = from_folder(SHARED / "data" / "video" / "known_people", params["detect"], params["embed"], 0.93, 1)
+    indexer = vindex.VideoIndexer(params, g)
+    embedder = indexer.analyzer.embedder
+    real_embed, real_ahead = embedder.embed, vindex.must_embed
+    passes = [0]
+
+    def counting(crops):
+        passes[0] += math.ceil(len(crops) / FORWARD_BATCH)
+        return real_embed(crops)
+
+    embedder.embed = counting
+    indexer.index(video)  # warm-up
+    out: dict = {}
+    first: list = []
+    try:
+        for mode in ("ahead", "frame_by_frame") * runs:
+            vindex.must_embed = real_ahead if mode == "ahead" else (lambda *a: [])
+            passes[0] = 0
+            result, speed = timed(indexer, video)
+            tracks = [row["frames"] for row in result.rows]
+            first = first if out else tracks
+            assert tracks == first, "tracks differ between the two ways of embedding"
+            out.setdefault(mode, {"runs": [], "n_tracks": len(tracks)})["runs"].append(
+                {**speed, "recognizer_passes": passes[0]}
+            )
+    finally:
+        vindex.must_embed, embedder.embed = real_ahead, real_embed
+    for r in out.values():
+        for k in ("cpu_s_per_video_s", "speed_x_realtime", "recognizer_passes"):
+            r[f"median_{k}"] = float(np.median([x[k] for x in r["runs"]]))
+    return out
+
+
 def main(argv: list[str]) -> dict:
     from facedata.params import defaults
     from facedata.train.identify import from_folder
@@ -267,6 +309,13 @@ def main(argv: list[str]) -> dict:
     ap.add_argument(
         "--tune-only", action="store_true", help="only the tune video, no reference: for choosing settings"
     )
+    ap.add_argument(
+        "--speed-only",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only speed on the Hamilton clip, N runs each with faces embedded ahead and frame by frame",
+    )
     args = ap.parse_args(argv)
     params = defaults()
     if args.fps:
@@ -279,6 +328,9 @@ def main(argv: list[str]) -> dict:
         "params": {k: params["video"][k] for k in ("fps", "detector", "max_side")},
         "load": os.getloadavg(),
     }
+    if args.speed_only:
+        out["hamilton_speed"] = embedding_ahead_speed(params, args.speed_only)
+        return out
     splits = ("tune",) if args.tune_only else ("tune", "test")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
