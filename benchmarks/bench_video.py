@@ -256,7 +256,7 @@ def timed(indexer, video) -> tuple:
 def embedding_ahead_speed(params: dict, runs: int) -> dict:
     """The Hamilton clip indexed `runs` times, alternately with the faces the tracker will embed embedded ahead
     per detector batch (shipped) and frame by frame as the tracker asks (the reference): medians of CPU seconds
-    per video second and wall-clock speed, and recognizer passes (FORWARD_BATCH crops each). Same tracks."""
+    per video second and wall-clock speed, and embedder batches (FORWARD_BATCH crops each; with `embed.flip` each is two passes, the crops and their mirror images). Same tracks."""
     from facedata.embed import FORWARD_BATCH
     from facedata.train.identify import from_folder
     from facedata.video import index as vindex
@@ -285,12 +285,12 @@ def embedding_ahead_speed(params: dict, runs: int) -> dict:
             first = first if out else tracks
             assert tracks == first, "tracks differ between the two ways of embedding"
             out.setdefault(mode, {"runs": [], "n_tracks": len(tracks)})["runs"].append(
-                {**speed, "recognizer_passes": passes[0]}
+                {**speed, "embed_batches": passes[0]}
             )
     finally:
         vindex.must_embed, embedder.embed = real_ahead, real_embed
     for r in out.values():
-        for k in ("cpu_s_per_video_s", "speed_x_realtime", "recognizer_passes"):
+        for k in ("cpu_s_per_video_s", "speed_x_realtime", "embed_batches"):
             r[f"median_{k}"] = float(np.median([x[k] for x in r["runs"]]))
     return out
 
