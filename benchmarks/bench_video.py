@@ -256,7 +256,8 @@ def timed(indexer, video) -> tuple:
 def embedding_ahead_speed(params: dict, runs: int) -> dict:
     """The Hamilton clip indexed `runs` times, alternately with the faces the tracker will embed embedded ahead
     per detector batch (shipped) and frame by frame as the tracker asks (the reference): medians of CPU seconds
-    per video second and wall-clock speed, and embedder batches (FORWARD_BATCH crops each; with `embed.flip` each is two passes, the crops and their mirror images). Same tracks."""
+    per video second, wall-clock speed, and embedder batches (FORWARD_BATCH crops each; with `embed.flip` each
+    is two passes, the crops and their mirror images). The tracks must come out the same."""
     from facedata.embed import FORWARD_BATCH
     from facedata.train.identify import from_folder
     from facedata.video import index as vindex
