@@ -332,7 +332,10 @@ def create_app(
     @app.get("/video", response_class=HTMLResponse)
     def video_page(request: Request):
         _, state = rv.state()
-        people = video.candidate_views(index_dir, state)
+        try:
+            people = video.candidate_views(index_dir, state)
+        except manifest.ManifestError as exc:
+            return error(request, 409, str(exc))
         return page(request, "video.html", people=people, index_dir=str(index_dir))
 
     @app.get("/video/thumb/{track_id}")
