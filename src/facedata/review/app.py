@@ -159,7 +159,14 @@ def create_app(
             gold=gold,
             n_faces=len(board),
             n_decisions=len(state.active),
+            n_video=unnamed_in_video(state),
         )
+
+    def unnamed_in_video(state) -> int:
+        try:
+            return sum(not p["named"] for p in video.candidate_views(index_dir, state))
+        except manifest.ManifestError:
+            return 0  # the video page says why
 
     @app.get("/name/{name}", response_class=HTMLResponse)
     def name_page(request: Request, name: str, page_no: int = 0):
