@@ -87,6 +87,28 @@ def test_picked_frames_are_ingested_exactly_with_their_tracks(tmp_path):
     assert all(i.query_name == "Ana" and i.extra["video_id"] == ids.sha256_file(path) for i in items)
 
 
+def test_params_yaml_gets_the_source_and_loses_it_on_undo_keeping_everything_else(tmp_path):
+    from facedata.review.decisions import State
+    from facedata.review.video import drop_undone, edit_videos
+
+    text = (
+        "# my project\nsources:\n  cast: [Ana]   # who we look for\n  videos:\n"
+        "    - path: clips/a.mp4   # sampled\ningest:\n  video_fps: 1.0  # per second\n"
+    )
+    (tmp_path / "params.yaml").write_text(text)
+    entry = {"path": "../v.mp4", "query_name": "Bo", "frames": [3, 9], "tracks": ["t1", "t2"], "review": "R1"}
+    edit_videos(tmp_path, lambda videos: videos.append(entry) or True)
+    after = (tmp_path / "params.yaml").read_text()
+    assert "# my project" in after and "# who we look for" in after and "# per second" in after
+    assert "frames: [3, 9]" in after and not any(line != line.rstrip() for line in after.splitlines())
+    assert yaml.safe_load(after)["sources"]["videos"] == [{"path": "clips/a.mp4"}, entry]
+    drop_undone(tmp_path, State(undone={"R0"}))  # another decision undone: nothing changes
+    assert (tmp_path / "params.yaml").read_text() == after
+    drop_undone(tmp_path, State(undone={"R1"}))
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text()) == yaml.safe_load(text)
+    assert "# who we look for" in (tmp_path / "params.yaml").read_text()
+
+
 def _ingest_defaults() -> dict:
     from facedata.params import SPEC
 
