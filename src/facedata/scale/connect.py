@@ -75,7 +75,7 @@ def connect(address: str, timeout: float = 30.0) -> Iterator:
 
 def dashboard_link(client) -> str | None:
     """The cluster's dashboard URL, when its scheduler serves the dashboard's pages: its HTTP server runs
-    without bokeh too, but then /status is a 404, so a link is given only where the scheduler has bokeh."""
+    without bokeh too, but then /status only asks for bokeh, so a link is given only where the scheduler has it."""
     try:
         services = client.scheduler_info().get("services", {})
         pages = "dashboard" in services and client.run_on_scheduler(_has_bokeh)

@@ -5,9 +5,9 @@ The stage's todo list is cut into batches (the stage's `batch_size`) and the bat
 is one Dask task: on a worker it builds the stage's model once (per worker thread, kept for the next shards and
 stages: `KEEP_MODELS`), runs the stage's own batch function, turns the results into manifest rows (lineage set,
 model version checked) and writes them as partial manifests in the checkpoint folder `data/checkpoints/<stage>/`,
-a `<shard>.done.json` last. The driver (the DVC stage process) merges the
-partials of every shard, in shard order, with the rows it reused, and the stage writes its manifests once,
-atomically, as the local run does; the manifests are sorted by key on write, so the result is the local run's.
+a `<shard>.done.json` last. The driver (the DVC stage process) merges the partials of every shard, in shard
+order, with the rows it reused, and the stage writes its manifests once, atomically, as the local run does; the
+manifests are sorted by key on write, so the result is the local run's.
 
 Failures: a worker lost mid-shard makes the scheduler run the shard again elsewhere; a shard that raises is
 submitted again up to `execution.retries` times; each attempt leaves a start mark, so the run report counts
@@ -65,7 +65,7 @@ class ShardJob:
     code_hash: str
     threads: int = 1
     env: tuple[tuple[str, str], ...] = ()  # set on the worker first (the project's models folder)
-    model: Any = None  # the model's identity (weights sha256): a worker reuses a kept model for the same only
+    model: Any = None  # the model's identity (weights sha256 included): a kept model serves only the same one
 
 
 def checkpoint_dir(root: str | os.PathLike, stage: str) -> Path:
@@ -88,8 +88,8 @@ def shard_id(ctx: StageContext, model: ModelId | None, batches: list[list[dict]]
 # --- on the worker -------------------------------------------------------------------------------------------
 
 _LOCAL = threading.local()
-#: Models a worker thread keeps, most recently used first: one per per-item stage of a build (detect, embed,
-#: reconstruct3d), so a cluster that outlives a stage loads each model once, not once per stage and build.
+#: Models a worker thread keeps (the least recently used goes first): one per per-item stage of a build (detect,
+#: embed, reconstruct3d), so a cluster that outlives a stage loads each model once, not once per stage and build.
 KEEP_MODELS = 3
 
 
