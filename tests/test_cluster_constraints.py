@@ -57,21 +57,10 @@ def test_a_cut_to_another_person_in_the_same_place_is_not_a_track(shared):
     Barack Obama where he stood. Their boxes overlap (IoU ~0.44) and the two faces are ~0.47 apart, inside the
     old 0.55 gate: one track (one must-link group) chained the two people. Same-person links in that clip
     are at most ~0.34 apart; the default gate keeps them and refuses the cut."""
-    import cv2
+    from facedata.params import default
 
-    from facedata.faces.analyze import FaceAnalyzer
-    from facedata.params import default, defaults
-
-    cap = cv2.VideoCapture(str(shared / "data" / "video" / "short_hamilton_clip.mp4"))
-    frames = []
-    for index in (210, 216):
-        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-        ok, bgr = cap.read()
-        assert ok
-        frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
-    p = defaults()
-    analyzer = FaceAnalyzer({**p["detect"], "device": "cpu"}, {**p["embed"], "device": "cpu"})
-    faces = [next(f for f in fs if f.ok) for fs in analyzer.analyze(frames)]  # the one usable face of each
+    # The one usable face of each frame.
+    faces = [next(f for f in fs if f.ok) for fs in _hamilton_faces(shared, (210, 216))]
     boxes = np.stack([f.box for f in faces]).astype(np.float32)
     x = np.stack([f.embedding for f in faces])
     distance = float(np.linalg.norm(x[0] - x[1]))
@@ -116,25 +105,14 @@ def test_a_hand_beside_a_close_up_track_is_nobodys_face(shared):
     consistency all rank the badly aligned profile as less face-like). Counting every frame of the track as a
     shared neighbour gave the hand the bonus that put it into Alex Lacamoire's cluster; counted once, as the
     one look it is, the hand stays alone and every real face stays with its person."""
-    import cv2
-
-    from facedata.cluster.constraints import iou
     from facedata.cluster.evaluate import read_face_labels
     from facedata.cluster.faceset import FaceSet, cluster_faces
-    from facedata.faces.analyze import FaceAnalyzer
     from facedata.params import defaults
 
     wanted = [f for f in range(30, 160, 3) if f <= 45 or f >= 126]
-    cap = cv2.VideoCapture(str(shared / "data" / "video" / "short_hamilton_clip.mp4"))
-    frames = []
-    for index in wanted:
-        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-        ok, bgr = cap.read()
-        assert ok
-        frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
-    p = defaults()
-    analyzer = FaceAnalyzer({**p["detect"], "device": "cpu"}, {**p["embed"], "device": "cpu"})
-    rows = [(index, f) for index, fs in zip(wanted, analyzer.analyze(frames), strict=True) for f in fs if f.ok]
+    rows = [
+        (index, f) for index, fs in zip(wanted, _hamilton_faces(shared, wanted), strict=True) for f in fs if f.ok
+    ]
     fs = FaceSet(
         face_ids=[str(i) for i in range(len(rows))],
         image_ids=[f"frame{index}" for index, _ in rows],
@@ -157,10 +135,28 @@ def test_a_hand_beside_a_close_up_track_is_nobodys_face(shared):
     assert sorted(set(truth)) == ["alex_lacamoire", "lin_manuel_miranda", "not_a_face_1", "not_a_face_2"]
     assert (truth == "alex_lacamoire").sum() == 3
 
-    result = cluster_faces(fs, p["cluster"])
+    result = cluster_faces(fs, defaults()["cluster"])
     assert result.info["n_must_link_groups"] >= 2  # the close-up and the singing are tracks
     lab = result.labels
     alex = set(lab[truth == "alex_lacamoire"])
     assert len(alex) == 1 and len(set(lab[truth == "lin_manuel_miranda"])) == 1
     for hand in np.flatnonzero(np.char.startswith(truth, "not_a_face")):
         assert (lab == lab[hand]).sum() == 1, f"{truth[hand]} was put with {set(truth[lab == lab[hand]])}"
+
+
+def _hamilton_faces(shared, frame_indices):
+    """The analysed faces (default detect / embed params, CPU) of the given frames of the Hamilton clip."""
+    import cv2
+
+    from facedata.faces.analyze import FaceAnalyzer
+    from facedata.params import defaults
+
+    cap = cv2.VideoCapture(str(shared / "data" / "video" / "short_hamilton_clip.mp4"))
+    frames = []
+    for index in frame_indices:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, bgr = cap.read()
+        assert ok
+        frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
+    p = defaults()
+    return FaceAnalyzer({**p["detect"], "device": "cpu"}, {**p["embed"], "device": "cpu"}).analyze(frames)
