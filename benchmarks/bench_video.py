@@ -1,6 +1,7 @@
 """Who is on screen: segment precision/recall in time and track clustering, on videos with ground truth.
 
-    python -m benchmarks video [-- --people 8 --strangers 4 --fps 2]
+    python -m benchmarks video [-- --people 8 --strangers 4 --fps 2 --detector yunet --max-side 960]
+    python -m benchmarks video -- --tune-only --fps 1      # compare settings on the tune video only
 
 1. Synthetic broadcast (`facedata.video.synthetic`): LFW photos assembled into shots of 3 s (one person, two
    people side by side, people who are not in the gallery; faces of 35-90 px, a third of the shots out of
@@ -13,7 +14,9 @@
 
 Reported per video: time-based precision / recall / F1 of segments (micro over identities, and per
 identity), track clustering (purity, inverse purity, BCubed F, NMI, predicted vs true people), the share of
-unknown people's tracks left `unknown`, and speed as video seconds per processing second (models loaded).
+unknown people's tracks left `unknown`, and speed (models loaded before timing): video seconds per processing
+second (wall clock), and process CPU seconds per video second with the load average around the run, since the
+machines these run on are shared and wall-clock speed says more about the neighbours than about facedata.
 The reference, measured in the same run at the same threshold: every face embedded and named on its own, the
 matches merged into segments by the same rules (what a client of a face-search API does).
 """
@@ -235,6 +238,64 @@ def ece(conf: np.ndarray, correct: np.ndarray, bins: int = 5) -> float:
     return round(total / max(len(conf), 1), 4)
 
 
+def timed(indexer, video) -> tuple:
+    """Index `video` (models already loaded); (result, speed: wall-clock x real time, process CPU seconds per
+    video second, 1-minute load average before and after)."""
+    load0 = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = indexer.index(video)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    secs = max(result.info.seconds, 1e-9)
+    return result, {
+        "speed_x_realtime": round(secs / wall, 3),
+        "cpu_s_per_video_s": round(cpu / secs, 4),
+        "load_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
+    }
+
+
+def embedding_ahead_speed(params: dict, runs: int) -> dict:
+    """The Hamilton clip indexed `runs` times, alternately with the faces the tracker will embed embedded ahead
+    per detector batch (shipped) and frame by frame as the tracker asks (the reference): medians of CPU seconds
+    per video second, wall-clock speed, and embedder batches (FORWARD_BATCH crops each; with `embed.flip` each
+    is two passes, the crops and their mirror images). The tracks must come out the same."""
+    from facedata.embed import FORWARD_BATCH
+    from facedata.train.identify import from_folder
+    from facedata.video import index as vindex
+
+    video = SHARED / "data" / "video" / "short_hamilton_clip.mp4"
+    g = from_folder(SHARED / "data" / "video" / "known_people", params["detect"], params["embed"], 0.93, 1)
+    indexer = vindex.VideoIndexer(params, g)
+    embedder = indexer.analyzer.embedder
+    real_embed, real_ahead = embedder.embed, vindex.must_embed
+    passes = [0]
+
+    def counting(crops):
+        passes[0] += math.ceil(len(crops) / FORWARD_BATCH)
+        return real_embed(crops)
+
+    embedder.embed = counting
+    indexer.index(video)  # warm-up
+    out: dict = {}
+    first: list = []
+    try:
+        for mode in ("ahead", "frame_by_frame") * runs:
+            vindex.must_embed = real_ahead if mode == "ahead" else (lambda *a: [])
+            passes[0] = 0
+            result, speed = timed(indexer, video)
+            tracks = [row["frames"] for row in result.rows]
+            first = first if out else tracks
+            assert tracks == first, "tracks differ between the two ways of embedding"
+            out.setdefault(mode, {"runs": [], "n_tracks": len(tracks)})["runs"].append(
+                {**speed, "embed_batches": passes[0]}
+            )
+    finally:
+        vindex.must_embed, embedder.embed = real_ahead, real_embed
+    for r in out.values():
+        for k in ("cpu_s_per_video_s", "speed_x_realtime", "embed_batches"):
+            r[f"median_{k}"] = float(np.median([x[k] for x in r["runs"]]))
+    return out
+
+
 def main(argv: list[str]) -> dict:
     from facedata.params import defaults
     from facedata.train.identify import from_folder
@@ -245,27 +306,43 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--strangers", type=int, default=4, help="people not in the gallery per half")
     ap.add_argument("--fps", type=float, default=None, help="video.fps (default: the params default)")
     ap.add_argument("--detector", default=None, help="video.detector (default: the params default)")
+    ap.add_argument("--max-side", type=int, default=None, help="video.max_side (default: the params default)")
+    ap.add_argument(
+        "--tune-only", action="store_true", help="only the tune video, no reference: for choosing settings"
+    )
+    ap.add_argument(
+        "--speed-only",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only speed on the Hamilton clip, N runs each with faces embedded ahead and frame by frame",
+    )
     args = ap.parse_args(argv)
     params = defaults()
     if args.fps:
         params["video"]["fps"] = args.fps
     if args.detector:
         params["video"]["detector"] = args.detector
+    if args.max_side is not None:
+        params["video"]["max_side"] = args.max_side
     out: dict = {
         "params": {k: params["video"][k] for k in ("fps", "detector", "max_side")},
         "load": os.getloadavg(),
     }
+    if args.speed_only:
+        out["hamilton_speed"] = embedding_ahead_speed(params, args.speed_only)
+        return out
+    splits = ("tune",) if args.tune_only else ("tune", "test")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cases = {split: build_case(split, args.people, args.strangers, tmp) for split in ("tune", "test")}
+        cases = {split: build_case(split, args.people, args.strangers, tmp) for split in splits}
         runs = {}
         for split, (video, gdir, truth, cast, _) in cases.items():
             g = from_folder(gdir, params["detect"], params["embed"], 0.9, workers=1)
             indexer = VideoIndexer(params, g)
-            t0 = time.perf_counter()
-            result = indexer.index(video)
+            result, speed = timed(indexer, video)
             ranges, labels = synthetic_truth(truth, result)
-            runs[split] = (indexer, result, ranges, labels, cast, time.perf_counter() - t0)
+            runs[split] = (indexer, result, ranges, labels, cast, speed)
         # Tune: the threshold with the best segment F1, then the confidence slope, on the tune video only.
         indexer, result, ranges, labels, cast, _ = runs["tune"]
         sweep = []
@@ -277,35 +354,34 @@ def main(argv: list[str]) -> dict:
         x, correct, named = calibration(indexer, result, labels, cast, threshold)
         slope = fit_slope(x, correct, named)
         out["tuned"] = {"threshold": threshold, "tune_f1": best_f1, "confidence_slope": round(slope, 2)}
-        for split, (indexer, result, ranges, labels, cast, secs) in runs.items():
+        for split, (indexer, result, ranges, labels, cast, speed) in runs.items():
             res = reidentify(indexer, result, threshold, slope)
             r = score(res, ranges, labels, cast, result.info.seconds)
             x, correct, named = calibration(indexer, result, labels, cast, threshold)
             p = 1 / (1 + np.exp(-slope * x))
             r["confidence_ece"] = ece(np.where(named, p, 1 - p), correct)
-            r["speed_x_realtime"] = round(result.info.seconds / secs, 3)
+            r.update(speed)
             r["video_seconds"] = round(result.info.seconds, 2)
             r["faces"], r["embedded"] = result.n_faces, result.n_embedded
             r["label"] = "tuned on this video" if split == "tune" else "held out"
-            ref = per_frame_reference(params, indexer.gallery, cases[split][0], threshold, slope)
-            r["reference_per_frame"] = reference_scores(ref, ranges, cast)
+            if not args.tune_only:
+                ref = per_frame_reference(params, indexer.gallery, cases[split][0], threshold, slope)
+                r["reference_per_frame"] = reference_scores(ref, ranges, cast)
             out[f"synthetic_{split}"] = r
         # The Hamilton clip, at the tuned settings.
         video = SHARED / "data" / "video" / "short_hamilton_clip.mp4"
-        if video.is_file():
+        if video.is_file() and not args.tune_only:
             g = from_folder(
                 SHARED / "data" / "video" / "known_people", params["detect"], params["embed"], threshold, 1
             )
             indexer = VideoIndexer({**params, "video": {**params["video"], "confidence_slope": slope}}, g)
-            t0 = time.perf_counter()
-            result = indexer.index(video)
-            secs = time.perf_counter() - t0
+            result, speed = timed(indexer, video)
             ranges, labels = hamilton_truth(result, result.info.native_fps)
             r = score(result, ranges, labels, g.classes, result.info.seconds)
             r["segments_found"] = [
                 (s.identity, round(s.start, 2), round(s.end, 2), round(s.confidence, 3)) for s in result.segments
             ]
-            r["speed_x_realtime"] = round(result.info.seconds / secs, 3)
+            r.update(speed)
             r["faces"], r["embedded"] = result.n_faces, result.n_embedded
             ref = per_frame_reference(params, g, video, threshold, slope)
             r["reference_per_frame"] = reference_scores(ref, ranges, g.classes)

@@ -249,7 +249,7 @@ READERS = {
     "train": [],
     "train3d": [],
     "recon3d": ["facedata.pipeline.reconstruct3d"],
-    "video": ["facedata.video.index", "facedata.cli.identify"],
+    "video": ["facedata.video.index", "facedata.cli.identify", "facedata.review.video"],
     "execution": ["facedata.scale.connect", "facedata.scale.shards", "facedata.pipeline.items"],
     "identify": ["facedata.cli.identify"],
     "models": ["facedata.project"],

@@ -115,3 +115,25 @@ def test_top_level_is_one_package_per_domain_plus_shared_core():
     assert top == CORE | DOMAINS | {"pipeline", "flows", "cli"}, sorted(
         top ^ (CORE | DOMAINS | {"pipeline", "flows", "cli"})
     )
+
+
+def test_every_cli_module_command_is_registered_and_python_m_runs_the_cli():
+    """`facedata.cli.main` registers the COMMANDS of every module of the package (and `python -m facedata.cli` is
+    the same CLI): importing `cli/__main__` while registering once ran the CLI before any command was added."""
+    import importlib
+    import subprocess
+    import sys
+
+    from facedata.cli import main
+
+    expected = set()
+    for info in pkgutil.iter_modules(importlib.import_module("facedata.cli").__path__):
+        if info.name not in ("__main__", "main", "common"):
+            module = importlib.import_module(f"facedata.cli.{info.name}")
+            expected |= {c.name for c in getattr(module, "COMMANDS", [])}
+    assert {"index-video", "review", "evaluate", "train", "ingest-urls"} <= expected
+    assert expected <= set(main.commands)
+    out = subprocess.run(
+        [sys.executable, "-m", "facedata.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "index-video" in out.stdout and "ingest-urls" in out.stdout

@@ -6,6 +6,7 @@ Screenshots go to the test's tmp dir (and to $FACEDATA_TEST_ARTIFACTS when set).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import os
@@ -55,9 +56,9 @@ def built(tmp_path):
     return root, b
 
 
-@pytest.fixture
-def app_url(built, tmp_path):
-    root, _ = built
+@contextlib.contextmanager
+def review_app(root: Path, tmp_path: Path, ready: str = "/"):
+    """`facedata review` started as users start it (reviewer `selenium`), its URL once `ready` answers 200."""
     port = free_port()
     log = open(tmp_path / "review.log", "w")  # noqa: SIM115 - closed below
     exe = Path(sys.executable).parent / "facedata"
@@ -71,7 +72,7 @@ def app_url(built, tmp_path):
         for _ in range(300):
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/")
+                conn.request("GET", ready)
                 if conn.getresponse().status == 200:
                     break
             except OSError:
@@ -83,6 +84,26 @@ def app_url(built, tmp_path):
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+
+
+def chromium():
+    """Headless Debian Chromium driven by chromedriver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--window-size=1400,1000", "--disable-background-networking"):  # fmt: skip
+        options.add_argument(arg)
+    os.environ.setdefault("SE_AVOID_STATS", "true")
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+@pytest.fixture
+def app_url(built, tmp_path):
+    with review_app(built[0], tmp_path) as url:
+        yield url
 
 
 def _raw_get(url: str, path: str, host: str | None = None) -> tuple[int, bytes]:
@@ -122,8 +143,6 @@ def test_requests_the_app_must_refuse(app_url, built):
 @pytest.mark.slow
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium / chromedriver not installed")
 def test_review_in_a_real_browser_and_decisions_survive_a_rebuild(app_url, built, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -134,13 +153,7 @@ def test_review_in_a_real_browser_and_decisions_survive_a_rebuild(app_url, built
     shots = tmp_path / "screenshots"
     shots.mkdir()
     extra = os.environ.get("FACEDATA_TEST_ARTIFACTS")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--window-size=1400,1000", "--disable-background-networking"):  # fmt: skip
-        options.add_argument(arg)
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver = chromium()
     wait = WebDriverWait(driver, 20)
 
     def shot(name: str) -> None:

@@ -142,6 +142,50 @@ def test_steady_faces_are_not_embedded_every_frame():
     assert len(tracks[0].embedded) >= 1 + SETTINGS.embed_per_track
 
 
+def _scene(emb: Embed):
+    """20 analysed frames: A steady, B moving fast (overlap too small to be sure), a cut at 5 s to C alone,
+    A back after a face-less frame."""
+    frames = []
+    for k in range(20):
+        t, shot = k * 0.5, int(k >= 10)
+        faces = []
+        if k < 10:
+            faces.append(emb.face(t, shot, [100 + k, 50, 160 + k, 110], near(A, k)))
+            faces.append(emb.face(t, shot, [300 + 40 * k, 50, 360 + 40 * k, 110], near(B, 50 + k)))
+        elif k != 14:
+            faces.append(emb.face(t, shot, [120, 60, 180, 120], near(C, 100 + k)))
+            if k > 14:
+                faces.append(emb.face(t, shot, [400, 60, 460, 120], near(A, 200 + k)))
+        frames.append((t, shot, faces))
+    return frames
+
+
+def test_faces_embedded_ahead_are_only_faces_the_tracker_embeds_and_change_nothing():
+    from facedata.video.index import must_embed
+
+    plain = Embed()
+    reference = [[o.frame for o in tr.obs] for tr in run(_scene(plain), plain)]
+    emb = Embed()
+    asked: set[int] = set()
+
+    def on_demand(obs):
+        asked.update(id(o) for o in obs)
+        emb([o for o in obs if o.embedding is None])
+
+    frames, tracker, ahead = _scene(emb), Tracker(SETTINGS), set()
+    for b in range(0, len(frames), 4):
+        batch = frames[b : b + 4]
+        must = must_embed(tracker, [faces for _, _, faces in batch], SETTINGS)
+        ahead.update(id(o) for o in must)
+        emb(must)
+        for t, shot, faces in batch:
+            tracker.update(t, shot, faces, on_demand)
+    tracks = tracker.finish(on_demand)
+    assert [[o.frame for o in tr.obs] for tr in tracks] == reference
+    assert ahead and ahead <= asked  # never a face the tracker would not have embedded
+    assert emb.calls == plain.calls
+
+
 def test_cooccurring_tracks_are_pairs_with_a_shared_frame():
     emb = Embed()
     frames = [

@@ -66,6 +66,7 @@ _SOURCE_FIELDS = [
     _f("video_id", pa.string()),
     _f("frame_index", pa.int64()),
     _f("timestamp_s", pa.float64()),
+    _f("track_id", pa.string()),
     _f("fetched_at", TS, False),
 ]
 
@@ -111,6 +112,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("video_id", pa.string()),
             _f("frame_index", pa.int64()),
             _f("timestamp_s", pa.float64()),
+            _f("track_id", pa.string()),
             _lineage(),
         ]
     ),
@@ -405,6 +407,8 @@ COLUMN_DOCS: dict[str, str] = {
     "video_id": "sha256 of the video file a frame came from",
     "frame_index": "frame number in the video",
     "timestamp_s": "seconds from the start of the video",
+    "track_id": "the face track (`facedata index-video`) a frame was picked from when a reviewer named its "
+    "person in `facedata review`, else null",
     "fetched_at": "when the bytes were read or downloaded (UTC)",
     "lineage": "stage, run id, git revisions, code version and hash, params hash, model name/version/sha256 "
     "and creation time of the row",

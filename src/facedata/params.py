@@ -150,7 +150,7 @@ _TRAIN_SPEC: dict[str, Spec] = {
 }
 
 _VIDEO_SPEC: dict[str, Spec] = {
-    "video.fps": Spec(2.0, NUM, _pos, "> 0", "frames analysed per second of video (speed vs recall)"),
+    "video.fps": Spec(1.0, NUM, _pos, "> 0", "frames analysed per second of video (speed vs recall)"),
     "video.detector": Spec(
         "yunet", (str,), *_one_of("retinaface", "yunet", "mtcnn"), "face detector for video frames"
     ),
@@ -179,19 +179,29 @@ _VIDEO_SPEC: dict[str, Spec] = {
     "video.embed_per_track": Spec(5, (int,), _nonneg, ">= 0", "best faces of a track embedded for its identity"),
     "video.max_gap_s": Spec(1.5, NUM, _nonneg, ">= 0", "a track survives this long without a detection"),
     "video.gallery_threshold": Spec(
-        0.93,
+        0.925,
         NUM,
         _in(-1, 1),
         "-1..1",
         "--gallery: cosine of a track's aggregate vector to an identity's mean embedding needed to name it",
     ),
     "video.confidence_slope": Spec(
-        84.0, NUM, _pos, "> 0", "confidence = 1 / (1 + exp(-slope * (cosine - threshold)))"
+        106.0, NUM, _pos, "> 0", "confidence = 1 / (1 + exp(-slope * (cosine - threshold)))"
     ),
     "video.merge_gap_s": Spec(2.0, NUM, _nonneg, ">= 0", "one identity's tracks this close make one segment"),
     "video.min_segment_s": Spec(0.5, NUM, _nonneg, ">= 0", "shorter segments are dropped"),
     "video.min_confidence": Spec(0.5, NUM, _in(0, 1), "0..1", "less confident segments are dropped"),
     "video.max_seconds": Spec(0.0, NUM, _nonneg, ">= 0", "index only the first N seconds (0: all)"),
+    "video.name_frames": Spec(
+        8, (int,), _pos, "> 0", "naming a person found in video (`facedata review`) adds this many best frames"
+    ),
+    "video.name_spacing_s": Spec(
+        1.0,
+        NUM,
+        _nonneg,
+        ">= 0",
+        "...at least this far apart within one track (near-identical frames teach little)",
+    ),
     "video.batch_size": Spec(8, (int,), _pos, "> 0", "frames per detector batch", perf=True),
     "video.threads": Spec(
         0,

@@ -19,7 +19,7 @@ import click
 def add_commands(group: click.Group, attr: str, prefix: str = "") -> click.Group:
     """Add to `group` every command listed in `attr` by the modules of `facedata.cli` named `<prefix>*`."""
     for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
-        if info.name.startswith(prefix) and info.name not in ("main", "common"):
+        if info.name.startswith(prefix) and info.name not in ("main", "common", "__main__"):
             module = importlib.import_module(f"facedata.cli.{info.name}")
             for command in getattr(module, attr, []):
                 group.add_command(command)

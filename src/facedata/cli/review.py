@@ -14,10 +14,18 @@ import click
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (others can reach it!)")
 @click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
 @click.option("--reviewer", default=None, help="your name in the decisions (default: your login name)")
-def review(project, host, port, reviewer) -> None:
+@click.option(
+    "--video-index",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="a `facedata index-video` folder whose unnamed people to show (default: <project>/data/video_index)",
+)
+def review(project, host, port, reviewer, video_index) -> None:
     """Open the project's current build for review in the browser: per name, its faces, the ones in doubt
-    first; reject, move, merge, split, name, undo; a "same person?" queue. Every decision is appended to
-    data/manifests/reviews.parquet and applied by the next build (`facedata build`).
+    first; reject, move, merge, split, name, undo; a "same person?" queue; people found in video but not in
+    the gallery (`facedata index-video`), to name: their best frames become a video source in params.yaml.
+    Every decision is appended to data/manifests/reviews.parquet and applied by the next build
+    (`facedata build`).
 
     \b
     Examples:
@@ -49,7 +57,7 @@ def review(project, host, port, reviewer) -> None:
     ensure(proj.root)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     click.echo(f"facedata review: http://{shown}:{port}/ (reviewer {who}); Ctrl-C to stop")
-    serve(proj.root, host, port, who, model)
+    serve(proj.root, host, port, who, model, video_index=video_index)
 
 
 COMMANDS = [review]

@@ -49,7 +49,16 @@ WEB_PAGE_DEFAULTS = {
 # key -> (types, required)
 FOLDER_KEYS = {"root": (str, True), "names": (list, False), "max_per_name": (int, False), "labeled": (bool, False)}
 FOLDER_KEYS["query_names"] = (dict, False)
-VIDEO_KEYS = {"path": (str, True), "query_name": (str, False), "fps": ((int, float), False)}
+VIDEO_KEYS = {
+    "path": (str, True),
+    "query_name": (str, False),
+    "fps": ((int, float), False),
+    # Frames a reviewer picked (`facedata review`, naming a person found in the video): exactly these frames
+    # are taken, each from the face track in `tracks` at the same position, by the decision `review`.
+    "frames": (list, False),
+    "tracks": (list, False),
+    "review": (str, False),
+}
 URL_LIST_KEYS = {"path": (str, True), "name": (str, False)}
 WIKIMEDIA_KEYS = {
     "api": (str, False),
@@ -137,6 +146,28 @@ def _check_entries(kind: str, entries: list, keys: dict) -> None:
                 raise ValueError(f"{where}.{key} must be a list of non-empty strings")
 
 
+def check_picked_frames(entry: dict, where: str) -> None:
+    """A video source of picked frames: distinct frame numbers, a track per frame, a name to file them under."""
+    if "frames" not in entry:
+        if "tracks" in entry or "review" in entry:
+            raise ValueError(f"{where}: `tracks` and `review` go with `frames` (the frames picked)")
+        return
+    frames = entry["frames"]
+    if not frames or not all(isinstance(f, int) and not isinstance(f, bool) and f >= 0 for f in frames):
+        raise ValueError(f"{where}.frames must be a non-empty list of frame numbers (integers >= 0)")
+    if len(set(frames)) != len(frames):
+        raise ValueError(f"{where}.frames lists a frame twice")
+    tracks = entry.get("tracks")
+    if tracks is not None and (
+        len(tracks) != len(frames) or not all(isinstance(t, str) and t.strip() for t in tracks)
+    ):
+        raise ValueError(f"{where}.tracks must give one track id (a string) per frame in `frames`")
+    if not str(entry.get("query_name") or "").strip():
+        raise ValueError(f"{where}: picked `frames` need a `query_name`, the person they show")
+    if "fps" in entry:
+        raise ValueError(f"{where}: `fps` samples a video, `frames` picks from it: give one of them")
+
+
 def check_sources(params: dict) -> None:
     """Raise ValueError naming the offending entry/key; `params` has defaults filled in already."""
     src = params["sources"]
@@ -156,6 +187,8 @@ def check_sources(params: dict) -> None:
             raise ValueError(f"{where}.wikidata must be a Wikidata item id like Q42, got {entry['wikidata']!r}")
     _check_entries("folders", src["folders"], FOLDER_KEYS)
     _check_entries("videos", src["videos"], VIDEO_KEYS)
+    for i, entry in enumerate(src["videos"]):
+        check_picked_frames(entry, f"sources.videos[{i}]")
     _check_entries("url_lists", src["url_lists"], URL_LIST_KEYS)
     _check_entries("wikimedia", src["wikimedia"], WIKIMEDIA_KEYS)
     _check_entries("web_pages", src["web_pages"], WEB_PAGE_KEYS)

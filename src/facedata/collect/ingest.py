@@ -31,7 +31,7 @@ _SOURCE_EXTRA = tuple(
     c for c in SOURCE_COLUMNS if c not in ("query_name", "label", "source_kind", "source_uri", "fetched_at")
 )
 
-_LOG_EXTRA = ("video_id", "frame_index", "timestamp_s", "source_name")
+_LOG_EXTRA = ("video_id", "frame_index", "timestamp_s", "track_id", "source_name")
 
 #: Reason codes of failures (or skips) that a later run should try again: the network, the server's mood,
 #: a cap or a policy that may change. Any other failure (404, not an image, too large...) is final: a rerun

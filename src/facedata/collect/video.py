@@ -60,6 +60,12 @@ class VideoSettings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    @classmethod
+    def for_picks(cls, p: dict, n_frames: int) -> VideoSettings:
+        """Settings for frames a person picked: all of them kept (no face gate, no near-duplicate drop, no
+        cut sampling); the `ingest` params still apply to the image checks."""
+        return cls.from_params(p, max_frames=n_frames, scene_threshold=0.0, faces_only=False, dup_bits=-1)
+
 
 def sample_indices(n_frames: int, native_fps: float, fps: float, max_frames: int) -> list[int]:
     """Frame indices at `fps` samples per second (the first frame included), at most `max_frames`."""
@@ -99,13 +105,15 @@ def iter_video_items(
     face_finder=None,
     source_name: str | None = None,
     stats: dict | None = None,
+    picks: dict[int, str | None] | None = None,
 ) -> Iterator[SourceItem]:
     """Candidate frames of one video as SourceItems (kept frames with PNG bytes, the others `skipped`).
 
     `label` is the path as configured (params.yaml or the command line), recorded as the source, so clones
     of a project agree. `previous` (an `ingest.Previous`) lets frames an earlier run decided be reused;
     `face_finder` has a `faces(rgb)` method (a `LazyFaceFinder` when none is given); `stats` collects
-    per-video counts."""
+    per-video counts. `picks` (frame number -> face track id) replaces the sampling: exactly those frames are
+    candidates (a reviewer picked them; `VideoSettings.for_picks`), each with its track in the lineage."""
     uri = label
     now = dt.datetime.now(dt.UTC)
     stats = stats if stats is not None else {}
@@ -123,7 +131,17 @@ def iter_video_items(
             return
         native = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        regular = set(sample_indices(n, native, settings.fps, settings.max_frames))
+        track_of = picks or {}
+
+        def frame_item(idx: int, **kw) -> SourceItem:
+            return _frame_item(uri, query_name, video_id, idx, native, base, track_of.get(idx), **kw)
+
+        if picks is not None:
+            regular = {i for i in picks if i < n}
+            for idx in sorted(set(picks) - regular):
+                yield frame_item(idx, error=f"missing: frame {idx} is past the end of the video ({n} frames)")
+        else:
+            regular = set(sample_indices(n, native, settings.fps, settings.max_frames))
         if not regular:
             yield SourceItem("video", uri, query_name, now, error=f"empty: {n} frames at {native} fps", extra=base)
             return
@@ -149,9 +167,7 @@ def iter_video_items(
             if not ok or bgr is None:
                 if is_regular:
                     n_candidates += 1
-                    yield _frame_item(
-                        uri, query_name, video_id, idx, native, base, error=f"decode_failed: frame {idx}"
-                    )
+                    yield frame_item(idx, error=f"decode_failed: frame {idx}")
                 idx += 1
                 continue
             cut = None
@@ -179,19 +195,12 @@ def iter_video_items(
                     kept,
                     previous,
                     stats,
+                    track_of.get(idx),
                 )
             idx += 1
         stats["candidates"] = stats.get("candidates", 0) + n_candidates
         if n and idx < n and idx <= max(regular):
-            yield _frame_item(
-                uri,
-                query_name,
-                video_id,
-                idx,
-                native,
-                base,
-                error=f"truncated: video ended at frame {idx}, header says {n}",
-            )
+            yield frame_item(idx, error=f"truncated: video ended at frame {idx}, header says {n}")
     finally:
         cap.release()
 
@@ -217,18 +226,21 @@ def extract_frames(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
     return out
 
 
-def _frame_item(uri, query_name, video_id, idx, native, base, **kw) -> SourceItem:
+def _frame_item(uri, query_name, video_id, idx, native, base, track=None, **kw) -> SourceItem:
     extra = {
         **base,
         "video_id": video_id,
         "frame_index": idx,
         "timestamp_s": round(idx / native, 6) if native else None,
+        "track_id": track,
     }
     return SourceItem("video", f"{uri}#frame={idx}", query_name, dt.datetime.now(dt.UTC), extra=extra, **kw)
 
 
-def _candidate(bgr, idx, cut, uri, query_name, video_id, native, base, settings, finder, kept, previous, stats):
-    item = _frame_item(uri, query_name, video_id, idx, native, base)
+def _candidate(
+    bgr, idx, cut, uri, query_name, video_id, native, base, settings, finder, kept, previous, stats, track
+):
+    item = _frame_item(uri, query_name, video_id, idx, native, base, track)
     if cut is not None:
         item.extra["note"] = f"scene_change: colour histogram distance {cut:.2f}"
     shot = f" (first frame of a new shot: colour histogram distance {cut:.2f})" if cut is not None else ""

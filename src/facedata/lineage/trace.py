@@ -177,6 +177,7 @@ def chain(root: str | os.PathLike, ident: str) -> list[dict]:
         "video_id",
         "frame_index",
         "timestamp_s",
+        "track_id",
     ]
     steps.append(_step("source", img["source_uri"], img, src_fields, None))
     for log in (r for r in _rows(root, "crawl_log") if r["image_id"] == image_id):

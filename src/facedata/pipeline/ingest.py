@@ -89,9 +89,15 @@ def iter_sources(
             str(src["root"]),
         )
     finder = None
-    for src in ctx.params["sources"]["videos"]:
-        settings = VideoSettings.from_params(p, fps=src.get("fps"))
-        if finder is None:
+    # Frames picked by a reviewer first: a frame the regular sampling also takes is then stored under the
+    # picked person's name (the sampled copy is its duplicate), not the other way round.
+    for src in sorted(ctx.params["sources"]["videos"], key=lambda s: "frames" not in s):
+        picks = picked_frames(src)
+        if picks is not None:
+            settings = VideoSettings.for_picks(p, len(picks))
+        else:
+            settings = VideoSettings.from_params(p, fps=src.get("fps"))
+        if finder is None and settings.faces_only:
             from facedata.collect.video_faces import LazyFaceFinder
 
             finder = LazyFaceFinder(settings.face_min_score, settings.min_face_px)
@@ -103,9 +109,18 @@ def iter_sources(
             previous,
             finder,
             stats=stats.setdefault("video", {}),
+            picks=picks,
         )
     if crawler is not None and has_web_sources(ctx.params):
         yield from crawler.run(web_tasks(ctx, crawler), done=previous.done if previous is not None else None)
+
+
+def picked_frames(src: dict) -> dict[int, str | None] | None:
+    """frame number -> track id of a video source of picked frames (`frames:`; see `facedata review`)."""
+    if "frames" not in src:
+        return None
+    tracks = src.get("tracks") or [None] * len(src["frames"])
+    return {int(f): t for f, t in zip(src["frames"], tracks, strict=True)}
 
 
 def count_sources(ctx: StageContext) -> int | None:

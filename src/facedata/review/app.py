@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import secrets
 import threading
 from pathlib import Path
@@ -21,11 +22,12 @@ from urllib.parse import urlsplit
 from fastapi import Request
 
 from facedata import manifest
-from facedata.review import decisions, queue
+from facedata.review import decisions, queue, video
 from facedata.review.decisions import Conflict, ReviewError
 
 HERE = Path(__file__).parent
 ID_CHARS = set("0123456789abcdef")
+TRACK_ID = re.compile(r"[0-9a-f]{16}-t[0-9]{5,}")
 PAGE = 240  # faces per grid page
 
 
@@ -67,14 +69,18 @@ def create_app(
     allowed_hosts: set[str],
     model: str | None = None,
     lock_wait: float = 10.0,
+    video_index: str | os.PathLike | None = None,
 ):
-    """The app; `lock_wait`: seconds a decision waits for a running build's project lock before a 503."""
+    """The app; `lock_wait`: seconds a decision waits for a running build's project lock before a 503;
+    `video_index`: the `facedata index-video` folder whose candidate people the video page shows (default:
+    the project's data/video_index)."""
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
     from fastapi.templating import Jinja2Templates
 
     root = Path(root).resolve()
+    index_dir = Path(video_index).resolve() if video_index else video.index_folder(root)
     rv = Review(root, reviewer, model)
     token = secrets.token_urlsafe(32)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -153,7 +159,14 @@ def create_app(
             gold=gold,
             n_faces=len(board),
             n_decisions=len(state.active),
+            n_video=unnamed_in_video(state),
         )
+
+    def unnamed_in_video(state) -> int:
+        try:
+            return sum(not p["named"] for p in video.candidate_views(index_dir, state))
+        except manifest.ManifestError:
+            return 0  # the video page says why
 
     @app.get("/name/{name}", response_class=HTMLResponse)
     def name_page(request: Request, name: str, page_no: int = 0):
@@ -271,33 +284,102 @@ def create_app(
 
     @app.post("/api/decide")
     async def decide(request: Request):
+        body = await json_object(request)
+        if not isinstance(body, dict):
+            return body
+
+        def record() -> dict:  # in a worker thread: waiting for the project lock must not stall the server
+            if body.get("action") == "undo":  # needs no build (a decision on people found in video, say)
+                _, state = rv.state()
+                d, before = undo(body, state, rv.reviewer), {}
+            else:
+                board, rows, state, cur = loaded()
+                d = expand(body, board, rows, state, cur, rv.reviewer)
+                rows_of = [board.row.get(f) for f in d["face_ids"] or []]
+                before = {board.face_ids[i]: cur.group[i] for i in rows_of if i is not None}
+            seen = body.get("seen") or None
+            # undoing the naming of a person found in video also removes the frames' video source
+            then = (lambda _, st: video.drop_undone(root, st)) if d["action"] == "undo" else None
+            return decisions.append(
+                root,
+                d,
+                rv.reviewer,
+                seen=seen,
+                force=bool(body.get("force")),
+                label_before=before,
+                wait=lock_wait,
+                then=then,
+            )
+
+        return await saved(record, lambda row: {"ok": True, "review": _brief(row)})
+
+    async def json_object(request: Request):
+        """The request's JSON object, or the 400 answer saying what is wrong with the body."""
         try:
             body = await request.json()
         except ValueError:
             return error(request, 400, "the body must be JSON")
-        if not isinstance(body, dict):
-            return error(request, 400, "the body must be a JSON object")
+        return body if isinstance(body, dict) else error(request, 400, "the body must be a JSON object")
+
+    async def saved(record, answer):
+        """Run `record` (it waits for the project lock) in a worker thread, so the server keeps serving; a
+        conflict with another reviewer is a 409, a busy project a 503."""
         from starlette.concurrency import run_in_threadpool
 
         from facedata.lock import ProjectBusy
 
-        def record() -> dict:  # in a worker thread: waiting for the project lock must not stall the server
-            board, rows, state, cur = loaded()
-            d = expand(body, board, rows, state, cur, rv.reviewer)
-            rows_of = [board.row.get(f) for f in d["face_ids"] or []]
-            before = {board.face_ids[i]: cur.group[i] for i in rows_of if i is not None}
-            seen = body.get("seen") or None
-            return decisions.append(
-                root, d, rv.reviewer, seen=seen, force=bool(body.get("force")), label_before=before
-            )
-
         try:
-            row = await run_in_threadpool(record)
+            out = await run_in_threadpool(record)
         except Conflict as exc:
             return JSONResponse({"error": str(exc), "conflict": [_brief(r) for r in exc.rows]}, status_code=409)
         except ProjectBusy as exc:
             return JSONResponse({"error": f"not saved: {exc}"}, status_code=503)
-        return {"ok": True, "review": _brief(row)}
+        return answer(out)
+
+    @app.get("/video", response_class=HTMLResponse)
+    def video_page(request: Request):
+        _, state = rv.state()
+        try:
+            people = video.candidate_views(index_dir, state)
+        except manifest.ManifestError as exc:
+            return error(request, 409, str(exc))
+        return page(request, "video.html", people=people, index_dir=str(index_dir))
+
+    @app.get("/video/thumb/{track_id}")
+    def video_thumb(request: Request, track_id: str):
+        from fastapi.responses import FileResponse
+
+        if not TRACK_ID.fullmatch(track_id):
+            return error(request, 400, "a track id is 16 hexadecimal digits, '-t' and a number")
+        path = (index_dir / "thumbs" / f"{track_id}.jpg").resolve()
+        if not path.is_relative_to(index_dir / "thumbs") or not path.is_file():
+            return error(request, 404, f"no thumbnail for track {track_id}")
+        return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.post("/api/name-video")
+    async def name_video(request: Request):
+        """Name a candidate person found in video: a decision, and its best frames as a video source."""
+        body = await json_object(request)
+        if not isinstance(body, dict):
+            return body
+        if not isinstance(body.get("candidate"), str):
+            return error(request, 400, 'the body must be {"candidate": ..., "target": NAME}')
+        from facedata.project import Project
+
+        def record() -> tuple[dict, dict]:
+            return video.name_candidate(
+                root,
+                index_dir,
+                Project.find(root).params,
+                body["candidate"],
+                body.get("target"),
+                rv.reviewer,
+                seen=body.get("seen") or None,
+                force=bool(body.get("force")),
+                wait=lock_wait,
+            )
+
+        return await saved(record, lambda out: {"ok": True, "review": _brief(out[0]), "source": out[1]})
 
     return app
 
@@ -308,12 +390,7 @@ def expand(body: dict, board: queue.Board, rows: list[dict], state, cur: queue.C
     action = body.get("action")
     d = {k: body.get(k) for k in ("action", "face_ids", "target", "reason", "other_face_ids", "undoes")}
     if action == "undo":
-        if d["undoes"] == "last":
-            mine = [r for r in state.active if r["reviewer"] == reviewer]
-            if not mine:
-                raise ReviewError("nothing of yours to undo")
-            d["undoes"] = mine[-1]["review_id"]
-        return d
+        return undo(body, state, reviewer)
     faces = d["face_ids"]
     if not isinstance(faces, list) or not all(isinstance(f, str) for f in faces):
         raise ReviewError("face_ids must be a list of face ids")
@@ -347,6 +424,17 @@ def expand(body: dict, board: queue.Board, rows: list[dict], state, cur: queue.C
             ]
             members.sort(key=lambda i: cur.score[i])
             d["other_face_ids"] = [board.face_ids[i] for i in members[:20]] or None
+    return d
+
+
+def undo(body: dict, state, reviewer: str) -> dict:
+    """A posted undo: of a given decision, or of the reviewer's last one ("last")."""
+    d = {"action": "undo", "face_ids": None, "undoes": body.get("undoes")}
+    if d["undoes"] == "last":
+        mine = [r for r in state.active if r["reviewer"] == reviewer]
+        if not mine:
+            raise ReviewError("nothing of yours to undo")
+        d["undoes"] = mine[-1]["review_id"]
     return d
 
 
@@ -400,9 +488,15 @@ def allowed_hosts(host: str, port: int) -> set[str]:
 
 
 def serve(
-    root: str | os.PathLike, host: str, port: int, reviewer: str, model: str | None, hosts: set[str] | None = None
+    root: str | os.PathLike,
+    host: str,
+    port: int,
+    reviewer: str,
+    model: str | None,
+    hosts: set[str] | None = None,
+    video_index: str | os.PathLike | None = None,
 ) -> None:
     import uvicorn
 
-    app = create_app(root, reviewer, hosts or allowed_hosts(host, port), model)
+    app = create_app(root, reviewer, hosts or allowed_hosts(host, port), model, video_index=video_index)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

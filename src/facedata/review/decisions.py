@@ -9,6 +9,10 @@ exactly what people decided. Labels a decision gives a face:
 - `grp:REVIEW_ID`: the faces are one person nobody named yet (merge or split of unnamed clusters, "same person");
 - `rej:REASON`: not_this_person / not_a_face / bad_quality: the face leaves the identity and the dataset.
 
+A `name_video` decision names a candidate person found in video (`facedata index-video`: unknown face tracks
+grouped): its `face_ids` are video track ids, not faces of the build, so it labels tracks (`State.tracks`), and
+`facedata.review.video` turns it into a video source of the person's best frames for the next build.
+
 Besides labels, decisions keep faces apart (`apart`): a split selection from the rest of its cluster, a rejected
 face from the faces it was rejected from, a "different people" pair. `facedata.review.constraints` turns the
 state into the cluster stage's must-links and cannot-links.
@@ -23,7 +27,7 @@ import os
 import subprocess
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +36,10 @@ import pyarrow as pa
 from facedata import manifest
 from facedata.lock import writing
 
-ACTIONS = ("accept", "reject", "move", "merge", "split", "name", "same", "different", "undo")
+ACTIONS = ("accept", "reject", "move", "merge", "split", "name", "same", "different", "name_video", "undo")
 REASONS = ("not_this_person", "not_a_face", "bad_quality")
 #: Actions whose `target` is an identity name (required) / may be one (else the faces form an unnamed group).
-NAMED = ("accept", "move", "name")
+NAMED = ("accept", "move", "name", "name_video")
 MAX_FACES = 100_000
 MAX_NAME = 200
 
@@ -66,6 +70,7 @@ class State:
     apart: list[tuple[tuple[str, ...], tuple[str, ...]]] = field(default_factory=list)  # keep side A from side B
     active: list[dict] = field(default_factory=list)  # decisions in effect, time order
     undone: set[str] = field(default_factory=set)
+    tracks: dict[str, dict] = field(default_factory=dict)  # video track id -> the name_video decision naming it
 
     def faces_of(self, label: str) -> list[str]:
         return sorted(f for f, lab in self.label.items() if lab == label)
@@ -119,7 +124,10 @@ def _apply(st: State, r: dict) -> None:
     others = tuple(r["other_face_ids"] or ())
     action, rid = r["action"], r["review_id"]
     own = f"id:{r['target']}" if r["target"] else f"grp:{rid}"
-    if action in NAMED or action in ("merge", "split"):
+    if action == "name_video":
+        for t in faces:
+            st.tracks[t] = r
+    elif action in NAMED or action in ("merge", "split"):
         _set(st, faces, own, r)
         if action == "split" and others:
             st.apart.append((tuple(faces), others))
@@ -229,11 +237,13 @@ def append(
     build: str | None = None,
     now: dt.datetime | None = None,
     wait: float = 10.0,
+    then: Callable[[dict, State], None] | None = None,
 ) -> dict:
     """Record one decision (validated) under the project lock, atomically; returns the row.
 
     `seen`: the last review_id the reviewer had when deciding. A later active decision by another reviewer on
-    the same faces raises `Conflict` unless `force` (then the row names them in `conflicts_with`)."""
+    the same faces raises `Conflict` unless `force` (then the row names them in `conflicts_with`). `then(row,
+    state after it)` runs under the same lock once the row is written (what else the decision changes)."""
     d = validate(decision)
     if not isinstance(reviewer, str) or not reviewer.strip() or len(reviewer) > MAX_NAME:
         raise ReviewError("reviewer must be a name")
@@ -270,13 +280,21 @@ def append(
             "build": build if build is not None else build_revision(root),
             "conflicts_with": [r["review_id"] for r in clash] or None,
         }
-        before = {f: (label_before or {}).get(f) or st.label.get(f) for f in d["face_ids"]}
+        before = {f: (label_before or {}).get(f) or _label(st, f) for f in d["face_ids"]}
         after_state = fold([*rows, row])
         row["before"] = json.dumps(before, sort_keys=True)
-        row["after"] = json.dumps({f: after_state.label.get(f) for f in d["face_ids"]}, sort_keys=True)
+        row["after"] = json.dumps({f: _label(after_state, f) for f in d["face_ids"]}, sort_keys=True)
         table = pa.concat_tables([old, manifest.from_rows("reviews", [row])])
         manifest.write("reviews", table, root)
+        if then is not None:
+            then(row, after_state)
     return row
+
+
+def _label(st: State, face_or_track: str) -> str | None:
+    if face_or_track in st.tracks:
+        return f"id:{st.tracks[face_or_track]['target']}"
+    return st.label.get(face_or_track)
 
 
 def ensure(root: str | os.PathLike) -> Path:

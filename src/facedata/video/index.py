@@ -126,6 +126,9 @@ class VideoIndexer:
     def _embed(self, obs: list[Observation]) -> None:
         from facedata.faces.views import embed_views
 
+        obs = [o for o in obs if o.embedding is None]
+        if not obs:
+            return
         extra = [o.views or [] for o in obs] if self.analyzer.views is not None else None
         vecs = embed_views(self.analyzer.embedder, [o.crop for o in obs], extra)
         for o, vec in zip(obs, vecs, strict=True):
@@ -157,7 +160,11 @@ class VideoIndexer:
 
     def _feed(self, tracker: Tracker, batch, progress) -> int:
         n = 0
-        for frame, obs in zip(batch, self._faces(batch), strict=True):
+        faces = self._faces(batch)
+        # The faces the tracker will embed whatever happens, embedded together: a recognizer pass always runs
+        # FORWARD_BATCH crops (batch-independent results), so one call per frame would mostly embed padding.
+        self._embed(must_embed(tracker, faces, track_settings(self.v)))
+        for frame, obs in zip(batch, faces, strict=True):
             tracker.update(frame.t, frame.shot, obs, self._embed, frame.rgb)
             n += len(obs)
         if progress is not None:
@@ -214,6 +221,27 @@ class VideoIndexer:
         return VideoIndex(info, tracks, rows, segments, 0.0, thumbs)
 
 
+def must_embed(tracker: Tracker, frames: list[list[Observation]], s: TrackSettings) -> list[Observation]:
+    """Faces of these consecutive analysed frames that `Tracker.update` will embed: all but those that might
+    continue a track on box overlap alone, which needs a face of the analysed frame just before, in the same
+    shot, overlapping by `sure_iou` (a necessary condition, so nothing is embedded that the tracker would not)."""
+    from facedata.cluster.constraints import iou
+
+    before = [tr.obs[-1] for tr in tracker.tracks if tr.obs]
+    prev = [o for o in before if o.t == max((b.t for b in before), default=None)]
+    out = []
+    for obs in frames:
+        for o in obs:
+            near = [p for p in prev if p.shot == o.shot and o.t - p.t <= 1.5 * s.period_s]
+            if not near or iou(np.stack([p.box for p in near]), o.box[None]).max() < s.sure_iou:
+                out.append(o)
+        if obs:
+            prev = obs
+        elif prev:
+            prev = []  # an analysed frame without faces: no face continues from before it on overlap
+    return out
+
+
 def segment_rows(result: VideoIndex) -> list[dict]:
     info = result.info
     return [
@@ -268,7 +296,7 @@ def write_index(results: list[VideoIndex], out_dir: str | Path, lineage: dict) -
         (SEGMENTS, [row for r in results for row in segment_rows(r)]),
     ):
         target = out / f"{name}.parquet"
-        old = manifest.conform(name, _read(target), fill_missing=True) if target.exists() else manifest.empty(name)
+        old = read_index(out, name)
         old = old.filter(pc.invert(pc.is_in(old["video_id"], value_set=ids)))
         new = manifest.from_rows(name, [{**row, "lineage": lineage} for row in rows])
         paths[name] = manifest.write(name, manifest.merge(name, old, new), path=target)
@@ -277,6 +305,14 @@ def write_index(results: list[VideoIndex], out_dir: str | Path, lineage: dict) -
             write_jpeg(out / "thumbs" / f"{tid}.jpg", rgb)
         paths[f"timeline:{r.info.path}"] = write_timeline(r, out)
     return paths
+
+
+def read_index(out_dir: str | Path, name: str = TRACKS):
+    """One of an index folder's manifests (`video_tracks` or `video_segments`); empty when not written yet."""
+    from facedata import manifest
+
+    target = Path(out_dir) / f"{name}.parquet"
+    return manifest.conform(name, _read(target), fill_missing=True) if target.exists() else manifest.empty(name)
 
 
 def _read(path: Path):

@@ -25,12 +25,12 @@
     if (on) selected.add(f); else selected.delete(f);
   }
 
-  async function post(decision, force) {
+  async function post(decision, force, url) {
     const payload = Object.assign({ seen: seen, force: !!force }, decision);
     say("saving...");
     let r;
     try {
-      r = await fetch("/api/decide", {
+      r = await fetch(url || "/api/decide", {
         method: "POST",
         headers: { "Content-Type": "application/json", "X-CSRF-Token": token },
         body: JSON.stringify(payload),
@@ -38,7 +38,7 @@
     } catch (e) { say("could not reach the app: " + e, true); return; }
     const data = await r.json().catch(() => ({}));
     if (r.status === 409) {
-      if (window.confirm(data.error + "\n\nApply yours anyway?")) return post(decision, true);
+      if (window.confirm(data.error + "\n\nApply yours anyway?")) return post(decision, true, url);
       say("not applied: " + data.error, true);
       return;
     }
@@ -82,6 +82,7 @@
     u() { post({ action: "undo", undoes: "last" }); },
     p() { window.location.href = "/pairs"; },
     q() { window.location.href = "/queue"; },
+    v() { window.location.href = "/video"; },
     h() { window.location.href = "/"; },
   };
 
@@ -158,6 +159,11 @@
   });
 
   document.addEventListener("click", (e) => {
+    const cand = e.target.closest("button.name-candidate");
+    if (cand) {
+      const t = ask("Who is this? Their best frames join the dataset under this name:");
+      if (t) post({ candidate: cand.dataset.candidate, target: t }, false, "/api/name-video");
+    }
     const undo = e.target.closest("button.undo");
     if (undo) post({ action: "undo", undoes: undo.dataset.undo });
     if (e.target.closest("#help-button")) document.getElementById("help").hidden = !document.getElementById("help").hidden;
