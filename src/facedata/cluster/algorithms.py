@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from facedata.cluster.graph import average_linkage, compact, cos_of, must_link_labels
+from facedata.cluster.graph import average_linkage, compact, cos_of, must_link_labels, sample_groups
 from facedata.params import default
 
 
@@ -94,14 +94,17 @@ def graph_edges(idx: np.ndarray, sim: np.ndarray, min_sim: float) -> tuple[np.nd
     return rows[ok], idx[ok]
 
 
-def shared_neighbours(idx: np.ndarray, a: np.ndarray, b: np.ndarray, k: int, chunk: int = 200_000) -> np.ndarray:
+def shared_neighbours(
+    idx: np.ndarray, a: np.ndarray, b: np.ndarray, k: int, chunk: int = 200_000, group: np.ndarray | None = None
+) -> np.ndarray:
     """Jaccard overlap of the neighbourhoods {i} + i's k nearest of each pair (a[e], b[e]).
 
     Two photos of one person share most of their nearest faces (the person's other photos); a stranger who
     happens to sit close to a face shares few. Computed in chunks by comparing the two sorted neighbour rows.
+    With `group` (`graph.sample_groups`), neighbourhoods are of independent samples: a video track counts once,
+    so the frames of one track are one shared neighbour, not many (see `sample_neighbours`).
     """
-    k = min(k, idx.shape[1])
-    nb = np.concatenate([np.arange(len(idx))[:, None], idx[:, :k]], axis=1)
+    nb = sample_neighbours(idx, k, group)
     out = np.empty(a.size, dtype=np.float64)
     for s in range(0, a.size, chunk):
         na, nbb = nb[a[s : s + chunk]], nb[b[s : s + chunk]]
@@ -110,6 +113,31 @@ def shared_neighbours(idx: np.ndarray, a: np.ndarray, b: np.ndarray, k: int, chu
         size_a = (na >= 0).sum(axis=1)
         size_b = (nbb >= 0).sum(axis=1)
         out[s : s + chunk] = inter / np.maximum(size_a + size_b - inter, 1)
+    return out
+
+
+def sample_neighbours(
+    idx: np.ndarray, k: int, group: np.ndarray | None = None, chunk: int = 100_000
+) -> np.ndarray:
+    """Per face, its neighbourhood as rows of ids (-1 padded): itself, then its `k` nearest faces; with `group`,
+    its own sample, then the first `k` other samples among its neighbours (the frames of a track are near each
+    other and near whatever sits near the track: counted one by one, a lone face next to a track shares
+    the whole track with it, one look of one person made to look like many shared neighbours)."""
+    k = min(k, idx.shape[1])
+    n = len(idx)
+    if group is None:
+        return np.concatenate([np.arange(n)[:, None], idx[:, :k]], axis=1)
+    out = np.full((n, k + 1), -1, dtype=np.int64)
+    out[:, 0] = group
+    earlier = np.tril(np.ones((idx.shape[1], idx.shape[1]), dtype=bool), -1)
+    for s in range(0, n, chunk):
+        nb = idx[s : s + chunk]
+        g = np.where(nb >= 0, group[np.maximum(nb, 0)], -1)
+        dup = (g < 0) | (g == group[s : s + chunk, None])
+        dup |= ((g[:, :, None] == g[:, None, :]) & earlier).any(axis=2)  # a sample seen earlier in the row
+        rank = np.cumsum(~dup, axis=1)
+        rows, cols = np.nonzero(~dup & (rank <= k))
+        out[s + rows, rank[rows, cols]] = g[rows, cols]
     return out
 
 
@@ -139,12 +167,13 @@ def knn_average(x: np.ndarray, opts: Options) -> np.ndarray:
     bonus_on = opts.jaccard_k > 0 and opts.jaccard_weight > 0
     slack = opts.relax + 0.02 + opts.jaccard_weight if bonus_on or opts.relax else 0.0
     a, b = graph_edges(idx, sim, cos_thr - slack)
-    bonus = (
-        opts.jaccard_weight
-        * chance_corrected(shared_neighbours(idx, a, b, opts.jaccard_k), n, opts.jaccard_k, idx.shape[1])
-        if bonus_on
-        else None
-    )
+    bonus = None
+    if bonus_on:
+        # Shared neighbours count independent samples (a video track once), and so does the chance level.
+        group = sample_groups(n, opts.must_link) if opts.must_link else None
+        n_samples = n if group is None else int(np.unique(group).size)
+        jac = shared_neighbours(idx, a, b, opts.jaccard_k, group=group)
+        bonus = opts.jaccard_weight * chance_corrected(jac, n_samples, opts.jaccard_k, idx.shape[1])
     init = must_link_labels(n, opts.must_link, opts.cannot_link) if opts.must_link else None
     labels = average_linkage(
         x,

@@ -65,6 +65,17 @@ def compact(labels: np.ndarray) -> np.ndarray:
     return rank[inv]
 
 
+def sample_groups(n: int, must_link: list[np.ndarray] | None) -> np.ndarray:
+    """Per face, the id of the independent sample it belongs to: the smallest row of its must-link group (the
+    frames of one video track are one look of the person, not independent photos), else its own row."""
+    group = np.arange(n, dtype=np.int64)
+    for g in must_link or ():
+        g = np.asarray(g, dtype=np.int64)
+        if g.size:
+            group[g] = g.min()
+    return group
+
+
 def must_link_labels(n: int, groups: list[np.ndarray] | None, cannot: np.ndarray | None = None) -> np.ndarray:
     """Initial labels: each must-link group is one cluster. A group that would hold both faces of a cannot-link
     pair is split into its parts greedily (the constraint that two faces of one image are different people wins

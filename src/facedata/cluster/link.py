@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facedata.cluster.graph import compact, pair_dots
+from facedata.cluster.graph import compact, pair_dots, sample_groups
 from facedata.cluster.refine import centroids
 
 #: Cannot-links between two clusters of at least this many faces (conflicting pairs touching at most half of
@@ -101,7 +101,8 @@ def link_clusters(x: np.ndarray, labels: np.ndarray, idx: np.ndarray, opts) -> n
     m = counts.size
     # Independent samples per cluster: the frames of one video track are one look of the person, so a track
     # counts once in the centres' standard errors (faces still count in the votes and spreads).
-    samples = np.bincount(lab[_sample_heads(n, opts.must_link)], minlength=m).astype(np.int64)
+    heads = np.flatnonzero(sample_groups(n, opts.must_link) == np.arange(n))  # one face per sample
+    samples = np.bincount(lab[heads], minlength=m).astype(np.int64)
     k = max(1, min(int(opts.link_k), idx.shape[1]))
     nb = idx[:, :k]
     valid = nb >= 0
@@ -192,16 +193,6 @@ def is_open_run(samples: np.ndarray, opts) -> bool:
     )
 
 
-def _sample_heads(n: int, must_link: list[np.ndarray] | None) -> np.ndarray:
-    """One face per independent sample: every face outside a must-link group, and the first of each group."""
-    head = np.ones(n, dtype=bool)
-    for g in must_link or ():
-        g = np.asarray(g, dtype=np.int64)
-        if g.size > 1:
-            head[np.sort(g)[1:]] = False
-    return np.flatnonzero(head)
-
-
 def _blocked(b, a, lab, cannot, counts, m) -> np.ndarray:
     """Candidate links (B into A, B the smaller) that cannot-links forbid: any conflicting pair when either
     cluster is smaller than SOFT_CANNOT_SIZE, or conflicts for more than half of B's faces (two people who
@@ -250,11 +241,7 @@ def split_conflicts(
     left for one cluster still conflict)."""
     lab = np.asarray(labels, dtype=np.int64).copy()
     cannot = np.asarray(cannot, dtype=np.int64).reshape(-1, 2)
-    group = np.arange(len(lab))
-    for g in must_link or ():
-        g = np.asarray(g, dtype=np.int64)
-        if g.size:
-            group[g] = g.min()
+    group = sample_groups(len(lab), must_link)
     while True:
         bad = cannot[lab[cannot[:, 0]] == lab[cannot[:, 1]]]
         if bad.size == 0:
