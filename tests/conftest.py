@@ -43,12 +43,37 @@ def lfw(shared) -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness():
-    """One temporary Prefect server + database for the whole session (starting one takes ~9 s)."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_harness(prefect_server):
+    """Flows run in this process report to the session's one real Prefect server (`prefect_server`), as
+    `prefect.testing.utilities.prefect_test_harness` does with a server of its own: one server start per
+    session, not two, and one server's background services on the CPUs while the suite runs."""
+    import inspect
 
-    with prefect_test_harness(server_startup_timeout=120):
+    import prefect.context
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    with (
+        temporary_settings(updates={PREFECT_API_URL: prefect_server}),
+        # as the harness does: code running in a context copied earlier sees the same server
+        prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()),
+    ):
         yield
+
+        async def drain() -> None:  # the harness's teardown: logs and events reach the server before it stops
+            try:
+                result = APILogWorker.instance().drain()
+                if inspect.isawaitable(result):
+                    await result
+            except RuntimeError:  # the log worker never started
+                pass
+            result = EventsWorker.drain_all()
+            if inspect.isawaitable(result):
+                await result
+
+        run_coro_as_sync(drain())
 
 
 def free_port() -> int:

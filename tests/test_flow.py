@@ -266,9 +266,14 @@ def test_a_failed_quality_gate_fails_the_flow_without_retry(prefect_harness, tmp
     assert "not run" in arts["facedata-build"]
 
     # On the terminal: the stage's own lines, the stage table, and one failure message with the real exit code.
+    # (Reporting to the session's server: the temporary one `facedata build` starts is test_faults' to check.)
+    from prefect.settings import PREFECT_API_URL
+
     from .projects import BIN, run
 
-    out = run([str(BIN / "facedata"), "build"], root, check=False)
+    out = run(
+        [str(BIN / "facedata"), "build"], root, check=False, extra_env={"PREFECT_API_URL": PREFECT_API_URL.value()}
+    )
     said = out.stdout + out.stderr
     assert out.returncode == 1, said
     assert said.count("build failed: stage validate failed (exit 1): 1 of ") == 1
@@ -277,9 +282,12 @@ def test_a_failed_quality_gate_fails_the_flow_without_retry(prefect_harness, tmp
     assert "not run" in said and "validation report:" in said
 
 
-def test_a_crashing_stage_is_retried(prefect_harness, tmp_path, lfw):
+def test_a_crashing_stage_is_retried(prefect_harness, tmp_path, lfw, monkeypatch):
+    from facedata import flow
     from facedata.flow import StageCrashed, build_flow
 
+    # the retry itself is what is checked here, not the product's pause before it
+    monkeypatch.setattr(flow, "run_stage_task", flow.run_stage_task.with_options(retry_delay_seconds=0))
     root = make_project(tmp_path / "proj", lfw, names=SAMPLE_NAMES[:1], per_name=2)
     (root / "stages" / "ingest.py").write_text("raise SystemExit('simulated crash')\n")
     state = build_flow(root=str(root), stages=["ingest"], return_state=True)
