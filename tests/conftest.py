@@ -43,6 +43,25 @@ def lfw(shared) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_build(tmp_path_factory, lfw) -> Path:
+    """One small real project (2 people x 3 photos, batches of 2), committed, then built by `dvc repro` (its
+    outputs not committed). test_faults and test_reuse copy it (`projects.copy_project`) instead of each
+    building the same project from scratch; copies must not change this one."""
+    from .projects import SAMPLE_NAMES, dvc, make_project
+
+    root = make_project(
+        tmp_path_factory.mktemp("small") / "proj",
+        lfw,
+        names=SAMPLE_NAMES[1:3],
+        per_name=3,
+        detect={"batch_size": 2},
+        embed={"batch_size": 2},
+    )
+    dvc("repro", cwd=root)
+    return root
+
+
+@pytest.fixture(scope="session")
 def prefect_harness(prefect_server):
     """Flows run in this process report to the session's one real Prefect server (`prefect_server`), as
     `prefect.testing.utilities.prefect_test_harness` does with a server of its own: one server start per

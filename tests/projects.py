@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -90,6 +91,13 @@ def make_project(
     set_params(root, **{"recon3d": SMALL_3D_REPORT, **params})
     commit(root, "facedata project")
     return root
+
+
+def copy_project(src: Path, dst: Path) -> Path:
+    """A full copy of a project (git history, DVC cache and outputs): a test that changes a shared build works
+    on its own copy. Timestamps are kept, so DVC's status is the same in the copy."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
 
 
 def kill_once_written(
