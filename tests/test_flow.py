@@ -246,14 +246,16 @@ def test_an_up_to_date_build_marks_every_stage_skipped(prefect_harness, flow_pro
     assert after == before
 
 
-def test_a_failed_quality_gate_fails_the_flow_without_retry(prefect_harness, tmp_path, lfw):
+def test_a_failed_quality_gate_fails_the_flow_without_retry(prefect_harness, tmp_path, small_build):
     from facedata.flow import StageGateFailed, build_flow
 
-    from .projects import set_params
+    from .projects import commit, copy_project, set_params
 
-    root = make_project(
-        tmp_path / "proj", lfw, names=SAMPLE_NAMES[:2], per_name=3, validate={"min_faces_per_identity": 50}
-    )
+    # A built project (the session's small build) whose gate now asks for more faces than there are: DVC
+    # skips ingest to cluster, the gate runs and fails.
+    root = copy_project(small_build, tmp_path / "proj")
+    set_params(root, validate={"min_faces_per_identity": 50})
+    commit(root, "a gate the project cannot pass")
     set_params(root, export={"seed": 3})  # a params change not committed: the run's name says so
     state = build_flow(root=str(root), return_state=True)
     assert state.is_failed()
