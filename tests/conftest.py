@@ -43,12 +43,17 @@ def lfw(shared) -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_build(tmp_path_factory, lfw) -> Path:
-    """One small real project (2 people x 3 photos, batches of 2), committed, then built by `dvc repro` (its
-    outputs not committed). test_faults and test_reuse copy it (`projects.copy_project`) instead of each
-    building the same project from scratch; copies must not change this one."""
-    from .projects import SAMPLE_NAMES, dvc, make_project
+def small_build_run(tmp_path_factory, lfw, prefect_harness):
+    """One small real project (2 people x 3 photos, batches of 2), committed, then built by the Prefect build
+    flow (`facedata build`'s: one task per DVC stage; outputs not committed); yields (root, the flow's final
+    state). test_flow checks this build; test_faults, test_reuse and test_flow copy the project
+    (`projects.copy_project`) instead of each building the same one from scratch: copies, never this one."""
+    from facedata.flow import build_flow
 
+    from .projects import SAMPLE_NAMES, make_project
+
+    # Two people whose first three photos cluster at any cut from 0.30 to 0.32 (Bill Clinton's sit 0.31-0.36
+    # apart: a sample on the edge of the threshold would test the clustering defaults, not the pipeline).
     root = make_project(
         tmp_path_factory.mktemp("small") / "proj",
         lfw,
@@ -57,7 +62,14 @@ def small_build(tmp_path_factory, lfw) -> Path:
         detect={"batch_size": 2},
         embed={"batch_size": 2},
     )
-    dvc("repro", cwd=root)
+    return root, build_flow(root=str(root), return_state=True)
+
+
+@pytest.fixture(scope="session")
+def small_build(small_build_run) -> Path:
+    """The root of `small_build_run`'s project, built."""
+    root, state = small_build_run
+    assert state.is_completed(), state.message
     return root
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from facedata.pipeline.runner import STAGES
 
-from .projects import SAMPLE_NAMES, make_project
+from .projects import SAMPLE_NAMES, copy_project, make_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
@@ -108,17 +108,17 @@ def artifacts(flow_run_id) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def flow_project(tmp_path_factory, lfw):
-    # Two people whose first three photos cluster at any cut from 0.30 to 0.32 (Bill Clinton's sit 0.31-0.36
-    # apart: a sample on the edge of the threshold would test the clustering defaults, not the flow).
-    return make_project(tmp_path_factory.mktemp("flow") / "proj", lfw, names=SAMPLE_NAMES[1:3], per_name=3)
+def flow_project(tmp_path_factory, small_build):
+    """A copy of the session's small build (2 people x 3 photos), made by the build flow: the tests below change
+    it, the session's stays as built."""
+    return copy_project(small_build, tmp_path_factory.mktemp("flow") / "proj")
 
 
-def test_build_flow_runs_every_stage_in_dag_order(prefect_harness, flow_project):
+def test_build_flow_runs_every_stage_in_dag_order(small_build_run, flow_project):
+    """The session's small build ran the build flow on a fresh project (conftest.small_build_run)."""
     from facedata import gitinfo
-    from facedata.flow import build_flow
 
-    state = build_flow(root=str(flow_project), return_state=True)
+    _, state = small_build_run
     assert state.is_completed(), state.message
     results = state.result()
     assert list(results) == list(STAGES)
@@ -249,7 +249,7 @@ def test_an_up_to_date_build_marks_every_stage_skipped(prefect_harness, flow_pro
 def test_a_failed_quality_gate_fails_the_flow_without_retry(prefect_harness, tmp_path, small_build):
     from facedata.flow import StageGateFailed, build_flow
 
-    from .projects import commit, copy_project, set_params
+    from .projects import commit, set_params
 
     # A built project (the session's small build) whose gate now asks for more faces than there are: DVC
     # skips ingest to cluster, the gate runs and fails.
