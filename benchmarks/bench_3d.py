@@ -572,7 +572,7 @@ def bench_train(n_train: int, n_val: int, steps: int | None) -> dict:
     from facedata.recon3d.evaluate import evaluate, load_aflw2000
     from facedata.recon3d.reconstruct import Reconstructor
     from facedata.recon3d.regress import Regressor, RegressorConfig
-    from facedata.recon3d.train import MODEL, TrainConfig, train_samples
+    from facedata.recon3d.train import MODEL, Train3DConfig, train_samples
 
     p = {**_defaults("recon3d"), "gaze": False}
     rec = Reconstructor(p)
@@ -581,7 +581,7 @@ def bench_train(n_train: int, n_val: int, steps: int | None) -> dict:
     train_set = _labelled_lfw(rec, det, "tune", n_train, per_person=2)
     val_set = _labelled_lfw(rec, det, "test", n_val, per_person=1)
     label_s = time.perf_counter() - t0
-    cfg = TrainConfig.from_params(_defaults("train3d"), steps=steps, device="cpu")
+    cfg = Train3DConfig.from_params(_defaults("train3d"), steps=steps, device="cpu")
     out = Path(tempfile.mkdtemp(prefix="bench3d-train-"))
     metrics = train_samples(train_set, val_set, out, cfg, log=lambda m: print(f"  train: {m}", flush=True))
     samples = load_aflw2000(SHARED / "data" / "aflw2000_3d" / "AFLW2000")

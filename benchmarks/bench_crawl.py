@@ -85,7 +85,7 @@ class _Host:
 
 
 def _project(root: Path, crawl: dict) -> dict:
-    from facedata.params import SPEC, validate
+    from facedata.params import SPEC, with_defaults
 
     params: dict = {}
     for key, spec in SPEC.items():
@@ -93,15 +93,15 @@ def _project(root: Path, crawl: dict) -> dict:
         params.setdefault(top, {})[leaf] = spec.default
     params["crawl"].update(crawl)
     root.mkdir(parents=True)
-    return validate(params)
+    return with_defaults(params)
 
 
 def _sequential(urls: list[str], root: Path, params: dict) -> int:
     """The reference: one requests.Session, one URL after the other, then the same ingest code."""
     from facedata import manifest
-    from facedata.ingest import ingest_items
+    from facedata.collect.base import SourceItem
+    from facedata.collect.ingest import ingest_items
     from facedata.lineage import make_lineage
-    from facedata.sources.base import SourceItem
 
     session = requests.Session()
 
@@ -124,7 +124,7 @@ def _sequential(urls: list[str], root: Path, params: dict) -> int:
 
 
 def _crawler(urls: list[str], root: Path, params: dict, list_file: Path) -> int:
-    from facedata.collect import ingest_url_list
+    from facedata.pipeline.collect import ingest_url_list
 
     report, _ = ingest_url_list(root, params, list_file, "bench")
     return report["stored"]

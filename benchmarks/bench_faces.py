@@ -86,7 +86,7 @@ def reference_verification() -> dict:
     from tqdm import tqdm
 
     from facedata import models
-    from facedata.faces.evaluation import parse_pairs, verification_metrics
+    from facedata.faces.evaluate import parse_pairs, verification_metrics
 
     root = SHARED / "data" / "faces" / "lfw"
     pairs = parse_pairs(root / "pairs_shared.txt")
@@ -145,7 +145,7 @@ def views_dev(views: list[str], jitter: int = 0) -> dict:
     pairs_shared.txt."""
     import itertools
 
-    from facedata.faces.evaluation import parse_pairs, verification_metrics
+    from facedata.faces.evaluate import parse_pairs, verification_metrics
     from facedata.params import defaults
 
     root = SHARED / "data" / "faces" / "lfw"

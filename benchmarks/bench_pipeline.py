@@ -134,7 +134,7 @@ def bench_incremental(n_images: int) -> dict:
         "PATH": env_bin + os.pathsep + os.environ.get("PATH", ""),
         "FACEDATA_MODELS_DIR": os.environ.get("FACEDATA_MODELS_DIR", str(SHARED / "models")),
     }
-    from facedata.scaffold import init_project
+    from facedata.pipeline.scaffold import init_project
 
     def build(root: Path, images: list[Path]) -> float:
         src = root.parent / f"{root.name}_src"

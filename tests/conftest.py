@@ -48,7 +48,7 @@ def small_build_run(tmp_path_factory, lfw, prefect_harness):
     flow (`facedata build`'s: one task per DVC stage; outputs not committed); yields (root, the flow's final
     state). test_flow checks this build; test_faults, test_reuse and test_flow copy the project
     (`projects.copy_project`) instead of each building the same one from scratch: copies, never this one."""
-    from facedata.flow import build_flow
+    from facedata.flows.build import build_flow
 
     from .projects import SAMPLE_NAMES, make_project
 

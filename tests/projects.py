@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from facedata.scaffold import init_project
+from facedata.pipeline.scaffold import init_project
 
 BIN = Path(sys.executable).parent
 

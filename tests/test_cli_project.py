@@ -92,7 +92,7 @@ def test_models_inside_a_project_searches_its_models_dir(project, shared):
 
 
 def test_face3d_writes_under_the_project_data_folder_by_default(project, tmp_path, monkeypatch):
-    from facedata.commands.face3d import default_out
+    from facedata.cli.face3d import default_out
 
     monkeypatch.chdir(project / "data")
     assert default_out(None) == project.resolve() / "data" / "face3d"

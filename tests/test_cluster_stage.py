@@ -17,7 +17,7 @@ from facedata import ids, manifest, store
 from facedata.cluster.metrics import partition_agreement
 from facedata.lineage import make_lineage
 from facedata.models import ModelId
-from facedata.params import validate
+from facedata.params import with_defaults
 from facedata.pipeline.runner import run_stage
 
 from .projects import run_report
@@ -45,7 +45,7 @@ def _unit(v):
 def _params(**cluster) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # every key at its default
-        p = validate({"sources": {"folders": [], "videos": []}})
+        p = with_defaults({"sources": {"folders": [], "videos": []}})
     p["cluster"].update(cluster)
     return p
 
@@ -206,8 +206,8 @@ def metrics(root: Path, stage: str) -> dict:
 def test_one_labelled_metric_counts_files_that_failed_to_ingest(tmp_path):
     """The cluster stage, validation and `facedata evaluate cluster` score labelled folders with one function:
     a file of a labelled folder that failed to ingest is a miss in all three (the stage used to drop it)."""
-    from facedata import validation
     from facedata.cluster.evaluate import load
+    from facedata.quality import gates as validation
 
     b = demo_project(tmp_path)
     b.log.append(  # the same bytes as one of ann's photos, in an unlabelled folder: not an item

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from facedata.codedeps import code_hash, files_hash, import_closure, package_dir, stage_code_files
+from facedata.lineage.codedeps import code_hash, files_hash, import_closure, package_dir, stage_code_files
 from facedata.pipeline.dag import RUN_SH, STAGE_DEFS, stage_code_deps, stale_code_deps
-from facedata.scaffold import DVCIGNORE
+from facedata.pipeline.scaffold import DVCIGNORE
 
 from .conftest import REPO
 

@@ -8,9 +8,9 @@ import socket
 
 import pytest
 
-from facedata.sources.browserproxy import PolicyProxy
-from facedata.sources.netpolicy import NetPolicy
-from facedata.sources.webpage import fill_template, site_of
+from facedata.collect.browserproxy import PolicyProxy
+from facedata.collect.netpolicy import NetPolicy
+from facedata.collect.webpage import fill_template, site_of
 
 from .collect_servers import LocalServer, json_route, static
 

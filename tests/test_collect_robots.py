@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from facedata.cli import main as cli
-from facedata.sources.robots import parse, product_token, url_path
+from facedata.collect.robots import parse, product_token, url_path
 
 from .collect_servers import CONTACT, LocalServer, fast_crawl_params, jpeg, send, static, write_project
 

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 
 from facedata import manifest
 from facedata.cli import main as cli
-from facedata.ingest import IngestResult, ingest_items
+from facedata.collect.base import SourceItem
+from facedata.collect.ingest import IngestResult, ingest_items
 from facedata.pipeline.ingest import crawl_report_markdown
 from facedata.pipeline.runner import run_stage
-from facedata.sources.base import SourceItem
 
 from .collect_servers import CONTACT, LocalServer, fast_crawl_params, jpeg, noise_image, static, write_project
 from .conftest import fixed_lineage

@@ -9,10 +9,9 @@ import zlib
 
 import pytest
 
-from facedata.params import ParamsError, validate
-from facedata.sources.crawler import HostGate, backoff_delay
-from facedata.sources.fetch import FetchFailed, _check_declared_type, _Decoder, parse_retry_after
-from facedata.sources.netpolicy import (
+from facedata.collect.crawler import HostGate, backoff_delay
+from facedata.collect.fetch import FetchFailed, _check_declared_type, _Decoder, parse_retry_after
+from facedata.collect.netpolicy import (
     NetPolicy,
     UrlRefused,
     blocked_reason,
@@ -21,7 +20,8 @@ from facedata.sources.netpolicy import (
     parse_allow_host,
     redact_url,
 )
-from facedata.sources.urllist import read_url_list
+from facedata.collect.urllist import read_url_list
+from facedata.params import ParamsError, with_defaults
 
 # Addresses are only classified here (pure functions): no test connects to a private or link-local address.
 BLOCKED = [
@@ -189,7 +189,7 @@ def test_declared_type_against_magic_bytes():
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_params_checks():
     base = {"sources": {"url_lists": [{"path": "u.txt"}]}}
-    validate(base)
+    with_defaults(base)
     for bad, words in [
         ({"sources": {"url_lists": [{"file": "u.txt"}]}}, "unknown key"),
         ({"sources": {"cast": [{"name": "X", "wikidata": "42"}]}}, "Wikidata item id"),
@@ -205,5 +205,5 @@ def test_params_checks():
         ({"ingest": {"video_faces_only": 1}}, "bool"),
     ]:
         with pytest.raises(ParamsError) as err:
-            validate(bad)
+            with_defaults(bad)
         assert words in str(err.value), (bad, str(err.value))

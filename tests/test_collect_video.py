@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from facedata import manifest
 from facedata.cli import main as cli
+from facedata.collect.ingest import Previous
+from facedata.collect.video import VideoSettings, iter_video_items, sample_indices
 from facedata.imageio import decode_image
-from facedata.ingest import Previous
-from facedata.sources.video import VideoSettings, iter_video_items, sample_indices
 
 from .collect_servers import write_project
 
@@ -66,7 +66,7 @@ def test_sample_indices():
 
 class CountingFinder:
     def __init__(self):
-        from facedata.sources.video_faces import FrameFaceFinder
+        from facedata.collect.video_faces import FrameFaceFinder
 
         self.inner = FrameFaceFinder(0.7, 24)
         self.calls = 0
@@ -111,7 +111,7 @@ def test_ingest_video_command(clip, tmp_path):
     assert frame["lineage"]["stage"] == "ingest-video"
 
     # a rerun decides nothing again: the same rows, no detector call
-    from facedata.collect import ingest_recipe
+    from facedata.pipeline.collect import ingest_recipe
     from facedata.project import Project
 
     proj = Project.find(project)

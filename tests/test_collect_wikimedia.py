@@ -13,11 +13,11 @@ import pytest
 import requests
 
 from facedata import __version__, manifest
-from facedata.params import ParamsError, validate
+from facedata.collect.config import CastMember, user_agent
+from facedata.collect.crawler import Crawler, CrawlSettings
+from facedata.collect.wikimedia import iter_wikimedia_tasks, next_continue
+from facedata.params import ParamsError, with_defaults
 from facedata.pipeline.runner import run_stage
-from facedata.sources.config import CastMember, user_agent
-from facedata.sources.crawler import Crawler, CrawlSettings
-from facedata.sources.wikimedia import iter_wikimedia_tasks, next_continue
 
 from .collect_servers import CONTACT, FakeMediaWiki, LocalServer, fast_crawl_params, write_project
 from .projects import run_report
@@ -36,7 +36,7 @@ def _source(wiki: FakeMediaWiki, **kw) -> dict:
 
 
 def _tasks(wiki: FakeMediaWiki, names: list, exclude_restricted: bool = True, **entry) -> list:
-    params = validate({"crawl": fast_crawl_params(allow_hosts=[f"127.0.0.1:{wiki.server.port}"])})
+    params = with_defaults({"crawl": fast_crawl_params(allow_hosts=[f"127.0.0.1:{wiki.server.port}"])})
     members = [n if isinstance(n, CastMember) else CastMember(n) for n in names]
     with Crawler(CrawlSettings.from_params(params)) as crawler:
         return list(
@@ -232,8 +232,8 @@ def test_maxlag_with_an_http_date_retry_after(wiki):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_thumb_width_must_be_a_standard_width(wiki):
     with pytest.raises(ParamsError, match="standard thumbnail widths 20, 40"):
-        validate({"sources": {"cast": ["X"], "wikimedia": [{"thumb_width": 1024}]}})
-    validate({"sources": {"cast": ["X"], "wikimedia": [{"thumb_width": 960}]}})
+        with_defaults({"sources": {"cast": ["X"], "wikimedia": [{"thumb_width": 1024}]}})
+    with_defaults({"sources": {"cast": ["X"], "wikimedia": [{"thumb_width": 960}]}})
     wiki.add("File:W.jpg")
     wiki.searches["W filetype:bitmap"] = ["File:W.jpg"]
     _tasks(wiki, ["W"])
@@ -272,5 +272,5 @@ def test_contact_and_user_agent_rules():
         ("a (b)@c.org", "parentheses"),
     ]:
         with pytest.raises(ParamsError, match=words):
-            validate({"crawl": {"contact": bad}})
+            with_defaults({"crawl": {"contact": bad}})
     assert "placeholder" not in user_agent({"contact": "ops@lab.org"})

@@ -8,8 +8,8 @@ import random
 
 from PIL import Image
 
-from facedata.card import card_markdown, contact_sheet, dataset_card
-from facedata.export import assign_splits, leakage_groups
+from facedata.export.card import card_markdown, contact_sheet, dataset_card
+from facedata.export.splits import assign_splits, leakage_groups
 
 SPLITS = {"train": 0.6, "val": 0.2, "test": 0.2}
 

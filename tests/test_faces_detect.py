@@ -80,7 +80,7 @@ def test_large_images_are_shrunk_for_detection_and_mapped_back(lfw_images):
     full = make_detector({**DETECT, "detector": "yunet", "max_side": 0})
     a, b = det.detect([big])[0], full.detect([big])[0]
     assert len(a) and len(b)
-    from facedata.faces.evaluation import iou
+    from facedata.faces.evaluate import iou
 
     assert iou(a.boxes[:1].astype(float), b.boxes[0].astype(float))[0] > 0.85  # same face, in source pixels
 

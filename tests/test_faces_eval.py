@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from facedata.cli import main
-from facedata.faces.evaluation import (
+from facedata.faces.evaluate import (
     PairsError,
     assign_folds,
     best_threshold,

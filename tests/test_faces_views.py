@@ -11,7 +11,7 @@ from facedata.faces.analyze import FaceAnalyzer
 from facedata.faces.detect import RetinaFaceDetector
 from facedata.faces.views import JITTERS, ViewAligner, _perturbations, check_sources, embed_views
 from facedata.imageio import read_image_file
-from facedata.params import defaults, validate
+from facedata.params import defaults, with_defaults
 
 pytestmark = pytest.mark.shared
 
@@ -84,14 +84,14 @@ def test_bad_sources_are_refused_with_the_rule():
     with pytest.raises(ValueError, match="distinct items of retinaface, yunet, mtcnn, dlib5"):
         check_sources(["yunet", "yunet"])
     with pytest.raises(ValueError, match="embed.align_views"):
-        validate({"embed": {"align_views": ["hog"]}})
+        with_defaults({"embed": {"align_views": ["hog"]}})
     with pytest.raises(ValueError, match="only fits the dlib150 template"):
         ViewAligner(["dlib5"], "arcface112", 112, "cpu")
     for bad in (-1, 33, True, 2.5):
         with pytest.raises(ValueError, match="embed.jitter must be 0..32"):
             ViewAligner([], "dlib150", 150, "cpu", jitter=bad)
     with pytest.raises(ValueError, match="embed.jitter"):
-        validate({"embed": {"jitter": 100}})
+        with_defaults({"embed": {"jitter": 100}})
 
 
 def test_analyzer_with_views_embeds_closer_to_the_person(lfw):

@@ -31,7 +31,7 @@ def screenshot(url: str, path, wait_for: str, timeout: float = 90.0) -> str:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from facedata.sources.webpage import BASE_ARGS
+    from facedata.collect.webpage import BASE_ARGS
 
     os.environ.setdefault("SE_AVOID_STATS", "true")
     options = webdriver.ChromeOptions()
@@ -205,7 +205,7 @@ def test_a_build_shows_in_a_real_prefect_server_and_its_ui(prefect_server, flow_
 def test_an_up_to_date_build_marks_every_stage_skipped(prefect_harness, flow_project):
     """Nothing changed since the last build: each task says so, and old metrics are not republished as new."""
     from facedata import gitinfo
-    from facedata.flow import build_flow
+    from facedata.flows.build import build_flow
 
     state = build_flow(root=str(flow_project), return_state=True)
     assert state.is_completed(), state.message
@@ -247,7 +247,7 @@ def test_an_up_to_date_build_marks_every_stage_skipped(prefect_harness, flow_pro
 
 
 def test_a_failed_quality_gate_fails_the_flow_without_retry(prefect_harness, tmp_path, small_build):
-    from facedata.flow import StageGateFailed, build_flow
+    from facedata.flows.build import StageGateFailed, build_flow
 
     from .projects import commit, set_params
 
@@ -300,8 +300,8 @@ def test_a_failed_quality_gate_fails_the_flow_without_retry(prefect_harness, tmp
 
 
 def test_a_crashing_stage_is_retried(prefect_harness, tmp_path, lfw, monkeypatch):
-    from facedata import flow
-    from facedata.flow import StageCrashed, build_flow
+    from facedata.flows import build as flow
+    from facedata.flows.build import StageCrashed, build_flow
 
     # the retry itself is what is checked here, not the product's pause before it
     monkeypatch.setattr(flow, "run_stage_task", flow.run_stage_task.with_options(retry_delay_seconds=0))
@@ -315,7 +315,7 @@ def test_a_crashing_stage_is_retried(prefect_harness, tmp_path, lfw, monkeypatch
 
 
 def test_a_stage_that_cannot_run_is_not_retried(prefect_harness, tmp_path, lfw):
-    from facedata.flow import StageSetupError, build_flow
+    from facedata.flows.build import StageSetupError, build_flow
 
     from .projects import commit, set_params
 
@@ -331,7 +331,7 @@ def test_a_stage_that_cannot_run_is_not_retried(prefect_harness, tmp_path, lfw):
 
 
 def test_bad_params_stop_the_flow_before_any_stage(prefect_harness, tmp_path, lfw):
-    from facedata.flow import build_flow
+    from facedata.flows.build import build_flow
     from facedata.params import ParamsError
 
     from .projects import set_params

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from facedata.flow import classify_lines, stage_outcome
+from facedata.flows.build import classify_lines, stage_outcome
 from facedata.gitinfo import describe_changes, params_changes
 
 from .projects import commit, run

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from facedata import manifest
-from facedata.ingest import ingest_items, mark_near_duplicates
+from facedata.collect.base import SourceItem
+from facedata.collect.ingest import ingest_items, mark_near_duplicates
+from facedata.collect.video import sample_indices
 from facedata.pipeline.ingest import previous_rows, run
 from facedata.pipeline.runner import make_context
-from facedata.sources.base import SourceItem
-from facedata.sources.video import sample_indices
 
 from .conftest import fixed_lineage
 

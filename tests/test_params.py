@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from facedata import params
-from facedata.params import ParamsError, params_hash, validate
+from facedata.params import ParamsError, params_hash, with_defaults
 
 from .conftest import REPO
 
@@ -31,7 +31,7 @@ def _leaf_keys(d: dict, prefix: str = "") -> set[str]:
 def test_repo_params_yaml_lists_every_key_and_validates():
     raw = repo_params()
     assert _leaf_keys(raw) == set(params.SPEC)
-    validate(raw)
+    with_defaults(raw)
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +41,7 @@ def _fresh_warnings(monkeypatch):
 
 def test_missing_keys_take_defaults_with_one_warning():
     with pytest.warns(UserWarning, match="using the defaults") as rec:
-        p = validate({"detect": {"min_score": 0.8}})
+        p = with_defaults({"detect": {"min_score": 0.8}})
     assert len(rec) == 1
     message = str(rec[0].message)
     assert "cluster.*" in message and "cluster.threshold" not in message  # a whole missing section, once
@@ -69,7 +69,7 @@ def test_bad_values_name_the_key(patch, message):
     for section, values in patch.items():
         raw[section].update(values)
     with pytest.raises(ParamsError, match=message):
-        validate(raw)
+        with_defaults(raw)
 
 
 def test_load_errors_are_clear(tmp_path):
@@ -81,7 +81,7 @@ def test_load_errors_are_clear(tmp_path):
 
 
 def test_params_hash_ignores_speed_only_keys():
-    p = validate(repo_params())
+    p = with_defaults(repo_params())
     base = params_hash(p, ["detect"])
     faster = copy.deepcopy(p)
     faster["detect"]["batch_size"] = 64
@@ -105,7 +105,7 @@ def test_the_defaults_warning_is_said_once_per_process_and_not_by_stages(tmp_pat
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         for _ in range(3):
-            validate({"detect": {"min_score": 0.8}})
+            with_defaults({"detect": {"min_score": 0.8}})
     assert len([w for w in rec if issubclass(w.category, params.DefaultsUsed)]) == 1
     raw = params.defaults()
     del raw["cluster"]["k"]

@@ -27,7 +27,7 @@ def _make_project(root):
     from facedata import manifest, store
     from facedata.ids import face_id, sha256_bytes
     from facedata.lineage import make_lineage
-    from facedata.scaffold import init_project
+    from facedata.pipeline.scaffold import init_project
 
     init_project(root, {"folders": [], "videos": []}, git=False)
     lin = make_lineage("export", "test", root)
@@ -105,7 +105,7 @@ def test_stage_writes_a_row_and_files_per_face_and_a_fused_mesh_per_identity(pro
 
 
 def test_stage_report_is_a_prefect_artifact_page(project, monkeypatch):
-    from facedata import flow
+    from facedata.flows import build as flow
 
     root = project[0]
     page = root / "data" / "reports" / "reconstruct3d" / "reconstruct3d.artifact.md"
@@ -168,10 +168,10 @@ def test_rerun_after_a_face_changes_identity_follows_the_dataset(project):
 
 
 def _train(root, out, steps, **kw):
-    from facedata.recon3d.train import TrainConfig, train
+    from facedata.recon3d.train import Train3DConfig, train
 
     kw = {"batch_size": 4, **kw}
-    cfg = TrainConfig(steps=steps, checkpoint_every=1, val_fraction=0.0, device="cpu", **kw)
+    cfg = Train3DConfig(steps=steps, checkpoint_every=1, val_fraction=0.0, device="cpu", **kw)
     return train(root, out, cfg, log=lambda m: None)
 
 
@@ -210,7 +210,7 @@ def test_train_3d_is_scored_on_faces_it_never_trained_on(project, tmp_path):
     train_set = [s for s in samples if who[s.face_id] != "emma"]
     held_out = [s for s in samples if who[s.face_id] == "emma"]
     assert len(train_set) == 4 and len(held_out) == 3
-    cfg = tr.TrainConfig(steps=8, batch_size=4, jitter=0.0, teacher_weight=0.0, checkpoint_every=8, device="cpu")
+    cfg = tr.Train3DConfig(steps=8, batch_size=4, jitter=0.0, teacher_weight=0.0, checkpoint_every=8, device="cpu")
     m = tr.train_samples(train_set, held_out, tmp_path / "c", cfg, log=lambda m: None)
     assert m["n_train"] == 4 and m["n_val"] == 3 and m["n_train_scored"] == 4
     assert m["train_nme_after"] < m["train_nme_before"]  # it learns what it is shown
@@ -225,7 +225,7 @@ def test_train_3d_command_needs_the_stage_output(tmp_path):
     from click.testing import CliRunner
 
     from facedata.cli import main
-    from facedata.scaffold import init_project
+    from facedata.pipeline.scaffold import init_project
 
     init_project(tmp_path / "empty", {"folders": [], "videos": []}, git=False)
     res = CliRunner().invoke(main, ["train", "3d", "--root", str(tmp_path / "empty"), "--steps", "1"])

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from facedata import manifest
-from facedata.codedeps import files_hash, package_dir, stage_code_files
+from facedata.lineage.codedeps import files_hash, package_dir, stage_code_files
 from facedata.pipeline.dag import VERSIONS
 
 from .projects import BIN, commit, copy_project, dvc, run, run_report, set_params

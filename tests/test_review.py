@@ -242,7 +242,7 @@ def test_a_few_faces_moved_out_do_not_carry_their_old_cluster_with_them():
 def test_init_makes_an_empty_reviews_manifest_that_git_keeps(tmp_path):
     import subprocess
 
-    from facedata.scaffold import init_project
+    from facedata.pipeline.scaffold import init_project
 
     root = init_project(tmp_path / "p", {"folders": [], "videos": []})
     path = manifest.path_for("reviews", root)

@@ -8,14 +8,14 @@ from click.testing import CliRunner
 
 from facedata import params
 from facedata.cli import main
-from facedata.codedeps import code_hash
+from facedata.lineage.codedeps import code_hash
 from facedata.pipeline.dag import RUN_SH, render_dvc_yaml
-from facedata.scaffold import DVCIGNORE, init_project, render_params_yaml
+from facedata.pipeline.scaffold import DVCIGNORE, init_project, render_params_yaml
 
 
 def test_rendered_params_are_the_defaults():
     raw = yaml.safe_load(render_params_yaml({"folders": [{"root": "/photos"}], "videos": []}))
-    validated = params.validate(raw)
+    validated = params.with_defaults(raw)
     for key, spec in params.SPEC.items():
         if not key.startswith("sources."):
             section, leaf = key.split(".", 1)

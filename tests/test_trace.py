@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from facedata import manifest
 from facedata.cli import main as cli
-from facedata.trace import TraceError, chain, format_chain, printable, resolve
+from facedata.lineage.trace import TraceError, chain, format_chain, printable, resolve
 
 from .conftest import fixed_lineage
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from facedata import validation
+from facedata.quality import gates as validation
 
 
 def _frames_and_checks():

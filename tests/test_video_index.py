@@ -183,9 +183,9 @@ def test_the_crowd_clip_with_an_empty_gallery_gives_stable_unknown_tracks(shared
 def test_the_flow_indexes_each_video_in_its_own_task_with_the_same_result(synthetic, prefect_harness):
     from prefect.client.orchestration import get_client
 
+    from facedata.flows.video import index_videos_flow
     from facedata.params import defaults
     from facedata.train.identify import from_folder
-    from facedata.video.flow import index_videos_flow
     from facedata.video.run import index_videos
 
     tmp, _ = synthetic

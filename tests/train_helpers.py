@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from facedata import manifest
 from facedata.ids import sha256_bytes
 from facedata.imageio import encode_png
-from facedata.scaffold import init_project
+from facedata.pipeline.scaffold import init_project
 
 from .conftest import fixed_lineage
 

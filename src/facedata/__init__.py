@@ -28,8 +28,8 @@ def __getattr__(name: str):
     if name in __all__:
         import importlib
 
-        # by name, not an import statement: the package's own import graph (stage code deps, facedata.codedeps)
-        # must not grow by the API's dependencies
+        # by name, not an import statement: the package's own import graph (stage code deps,
+        # facedata.lineage.codedeps) must not grow by the API's dependencies
         return getattr(importlib.import_module("facedata.api"), name)
     raise AttributeError(f"module 'facedata' has no attribute {name!r}")
 

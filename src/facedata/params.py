@@ -21,13 +21,11 @@ from typing import Any
 
 import yaml
 
-
-class ParamsError(ValueError):
-    """params.yaml is missing, unreadable, or holds a value that is not allowed."""
+from facedata.errors import ParamsError
 
 
 class DefaultsUsed(UserWarning):
-    """params.yaml lacks some keys, which take their defaults (said once per process: `validate`)."""
+    """params.yaml lacks some keys, which take their defaults (said once per process: `with_defaults`)."""
 
 
 _WARNED: set[str] = set()
@@ -207,7 +205,7 @@ _VIDEO_SPEC: dict[str, Spec] = {
 
 #: Every parameter, by dotted key. Lists of sources are checked by `_check_sources`.
 SPEC: dict[str, Spec] = {
-    # --- sources / ingest / crawl (lists of sources are checked by facedata.sources.config) ---
+    # --- sources / ingest / crawl (lists of sources are checked by facedata.collect.config) ---
     "sources.cast": Spec([], (list,), help="names searched on the web sources: 'Name' or {name, wikidata: Q..}"),
     "sources.folders": Spec([], (list,), help="trees <name>/<images>; the folder name is the queried name"),
     "sources.videos": Spec([], (list,), help="videos whose sampled frames join the collection"),
@@ -546,7 +544,7 @@ def _leaves(d: dict, prefix: str = "") -> list[str]:
 SECTIONS = tuple(dict.fromkeys(k.split(".", 1)[0] for k in SPEC))
 
 
-def validate(params: dict) -> dict:
+def with_defaults(params: dict) -> dict:
     """Fill defaults and check every value; returns a new dict. Raises ParamsError naming every bad key."""
     checked, errors, missing = check(params)
     if errors:
@@ -560,7 +558,7 @@ def validate(params: dict) -> dict:
 
 
 def check(params: dict) -> tuple[dict, list[str], list[str]]:
-    """(params with defaults filled, every error, the keys that took their default): `validate` without
+    """(params with defaults filled, every error, the keys that took their default): `with_defaults` without
     raising, for `facedata check`, which reports all problems at once."""
     params = copy.deepcopy(params or {})
     errors: list[str] = []
@@ -632,7 +630,7 @@ def _type_names(spec: Spec) -> str:
 
 
 def _check_sources(params: dict) -> None:
-    from facedata.sources.config import check_sources
+    from facedata.collect.config import check_sources
 
     try:
         check_sources(params)
@@ -650,7 +648,7 @@ def load(path: str | os.PathLike = "params.yaml") -> dict:
         raise ParamsError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ParamsError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
-    return validate(raw)
+    return with_defaults(raw)
 
 
 def canonical_json(value: Any) -> str:

@@ -226,8 +226,8 @@ def _restore_local(root: Path, by_id: dict, sources: dict, resolve, report: Stor
                 path = src["source_uri"].split("#frame=", 1)[0]
                 frames.setdefault(path, {}).setdefault(int(src["frame_index"]), []).append(image_id)
     for path, wanted in frames.items():
+        from facedata.collect.video import extract_frames
         from facedata.imageio import encode_png
-        from facedata.sources.video import extract_frames
 
         todo = {idx: [i for i in want if i not in report.restored] for idx, want in wanted.items()}
         todo = {idx: want for idx, want in todo.items() if want}
@@ -242,7 +242,7 @@ def _restore_local(root: Path, by_id: dict, sources: dict, resolve, report: Stor
 
 
 def _read_source_file(path: Path) -> bytes | None:
-    from facedata.sources.folder import read_regular_file
+    from facedata.collect.folder import read_regular_file
 
     try:
         return read_regular_file(path, 1 << 40)

@@ -155,7 +155,7 @@ def labelled_embeddings(
 ) -> Iterator[tuple[FileResult, np.ndarray | None]]:
     """Per path, in order: its result and the embedding of its labelled (centred) face, None when there is none.
     The verification command and the benchmarks measure with it."""
-    from facedata.faces.evaluation import labelled_face_index
+    from facedata.faces.evaluate import labelled_face_index
 
     for res in analyze_files(paths, detect_params, embed_params, workers, progress=progress):
         i = labelled_face_index(np.array([f.box for f in res.faces]).reshape(-1, 4), res.width, res.height)

@@ -105,7 +105,7 @@ class ViewAligner:
     ) -> list[list[np.ndarray]]:
         """For each face (`boxes` and 5-point `landmarks` found by `detector` in `rgb`), its crops from the
         other sources, then its jittered crops (which need the landmarks)."""
-        from facedata.faces.evaluation import iou
+        from facedata.faces.evaluate import iou
 
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         out: list[list[np.ndarray]] = [[] for _ in boxes]

@@ -29,8 +29,8 @@ from facedata.cluster.identities import absorb_faces, dominant_clusters, face_do
 from facedata.cluster.incremental import add_faces
 from facedata.cluster.knn import knn, knn_dask
 from facedata.cluster.metrics import LOG_COLUMNS, clustering_metrics, labelled_assignment, labelled_items
-from facedata.lineage import LINEAGE_TYPE, embeddings_model
-from facedata.pipeline.runner import StageContext
+from facedata.lineage import LINEAGE_TYPE
+from facedata.pipeline.runner import StageContext, embeddings_model
 from facedata.review import decisions
 from facedata.review.constraints import clustering_constraints, enforce, identities_of, review_columns
 from facedata.review.decisions import State

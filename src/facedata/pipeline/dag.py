@@ -1,8 +1,8 @@
 """The stage DAG, defined once: `dvc.yaml` is rendered from it (the repository's own, and the one
 `facedata init` writes for a new project), and the Prefect flow orders its tasks by reading dvc.yaml back.
 
-A stage's code is what it imports (`facedata.codedeps`), never a hand-kept list. In this repository each stage
-depends on exactly those source files, so editing one reruns the stages that import it. A project made with
+A stage's code is what it imports (`facedata.lineage.codedeps`), never a hand-kept list. In this repository each
+stage depends on exactly those source files, so editing one reruns the stages that import it. A project made with
 `facedata init` runs the installed package, which DVC cannot see: there each stage depends on its `code` entry
 in `versions.yaml` (the hash of the same files). Model weights are not DVC deps either (they live outside the
 project, or behind a name like `onnx:rec.onnx`): a stage with a model depends on its `model` entry there (name,
@@ -213,7 +213,7 @@ def stage_cmd(name: str) -> str:
 
 def stage_code_deps(name: str) -> list[str]:
     """The source files stage `name` runs, as this repository's dvc.yaml lists them (`src/facedata/...`)."""
-    from facedata.codedeps import stage_code_files
+    from facedata.lineage.codedeps import stage_code_files
 
     return [f"src/{f}" for f in stage_code_files(name)]
 
@@ -254,7 +254,7 @@ def stage_versions(root: str | Path, params: dict, code: bool) -> dict[str, dict
     cannot be resolved is recorded as unavailable (the stage then fails with the reason when it runs)."""
     import importlib
 
-    from facedata.codedeps import code_hash
+    from facedata.lineage.codedeps import code_hash
     from facedata.models import ModelError, no_downloads
     from facedata.project import Project
 

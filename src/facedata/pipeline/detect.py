@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from facedata import manifest
 from facedata.faces.pool import worker_count
 from facedata.imageio import ImageRejected, read_image_file
-from facedata.pipeline.incremental import reusable, run_items, write_all
+from facedata.pipeline.items import reusable, run_items, write_all
 from facedata.pipeline.runner import StageContext
 from facedata.storecheck import Verifier, bad_crops
 

@@ -21,7 +21,7 @@ from facedata import manifest
 from facedata.faces.align import align
 from facedata.faces.pool import worker_count
 from facedata.imageio import read_image_file
-from facedata.pipeline.incremental import reusable, run_items, write_all
+from facedata.pipeline.items import reusable, run_items, write_all
 from facedata.pipeline.runner import StageContext
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ import shutil
 from collections import Counter
 
 from facedata import atomic, gitinfo, manifest
-from facedata.card import card_markdown, contact_sheet, dataset_card
-from facedata.export import assign_splits, safe_dirname
+from facedata.export.card import card_markdown, contact_sheet, dataset_card
+from facedata.export.splits import assign_splits, safe_dirname
 from facedata.ids import sha256_bytes
 from facedata.manifest import SOURCE_COLUMNS
 from facedata.pipeline.runner import StageContext, StageFailed
@@ -66,7 +66,7 @@ def run(ctx: StageContext) -> dict:
     out_dir = ctx.project.dataset_dir
     for split in p["splits"]:
         shutil.rmtree(out_dir / split, ignore_errors=True)
-    from facedata.lineage import embeddings_model
+    from facedata.pipeline.runner import embeddings_model
 
     lineage = ctx.lineage(embeddings_model(ctx.root, model))
     dataset = []

@@ -4,7 +4,7 @@ Sources, in this order: folders, videos, then every web source through one polit
 Wikimedia, JS-rendered pages), so hosts shared by several sources share one rate limit.
 
 Rows the stage made in an earlier run with the same processing params are reused (a URL is not fetched
-again once it is finished; see `facedata.ingest.Previous`). Rows added outside the stage by
+again once it is finished; see `facedata.collect.ingest.Previous`). Rows added outside the stage by
 `facedata ingest-urls` / `facedata ingest-video` (their lineage names that command) are kept as they are, so
 `dvc repro` never drops a collection made by hand. Manifests are checkpointed every
 `crawl.checkpoint_seconds` and when the run is interrupted. At the end every stored image the manifest lists is
@@ -19,15 +19,15 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from facedata import ids, manifest
-from facedata.ingest import IngestResult, Previous, ingest_items, reason_code
+from facedata.collect.base import SourceItem
+from facedata.collect.config import cast_members, names_for
+from facedata.collect.crawler import Crawler, CrawlSettings, FetchTask
+from facedata.collect.folder import iter_folder_items, walk_folder_source
+from facedata.collect.ingest import IngestResult, Previous, ingest_items, reason_code
+from facedata.collect.urllist import UrlListError, read_url_list
+from facedata.collect.video import VideoSettings, iter_video_items
 from facedata.interrupt import sigterm_as_interrupt
 from facedata.pipeline.runner import StageContext
-from facedata.sources.base import SourceItem
-from facedata.sources.config import cast_members, names_for
-from facedata.sources.crawler import Crawler, CrawlSettings, FetchTask
-from facedata.sources.folder import iter_folder_items, walk_folder_source
-from facedata.sources.urllist import UrlListError, read_url_list
-from facedata.sources.video import VideoSettings, iter_video_items
 from facedata.storecheck import restore_images
 
 STAGE = "ingest"
@@ -40,8 +40,8 @@ def has_web_sources(params: dict) -> bool:
 
 def web_tasks(ctx: StageContext, crawler: Crawler) -> Iterator[FetchTask]:
     """Every URL the web sources offer, lazily (API calls and pages happen as the crawler asks for more)."""
-    from facedata.sources.webpage import iter_page_tasks
-    from facedata.sources.wikimedia import iter_wikimedia_tasks
+    from facedata.collect.webpage import iter_page_tasks
+    from facedata.collect.wikimedia import iter_wikimedia_tasks
 
     src, proj = ctx.params["sources"], ctx.project
     cast = cast_members(src["cast"])
@@ -92,7 +92,7 @@ def iter_sources(
     for src in ctx.params["sources"]["videos"]:
         settings = VideoSettings.from_params(p, fps=src.get("fps"))
         if finder is None:
-            from facedata.sources.video_faces import LazyFaceFinder
+            from facedata.collect.video_faces import LazyFaceFinder
 
             finder = LazyFaceFinder(settings.face_min_score, settings.min_face_px)
         yield from iter_video_items(

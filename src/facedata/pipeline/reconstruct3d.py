@@ -22,7 +22,7 @@ import numpy as np
 from facedata import manifest
 from facedata.imageio import ImageRejected, read_image_file
 from facedata.params import canonical_json
-from facedata.pipeline.incremental import reusable, run_items, write_all
+from facedata.pipeline.items import reusable, run_items, write_all
 from facedata.pipeline.runner import StageContext
 
 if TYPE_CHECKING:

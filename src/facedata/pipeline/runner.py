@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm import tqdm
 
-from facedata import atomic
-from facedata.codedeps import code_hash
-from facedata.lineage import Recipe
+from facedata import atomic, manifest
+from facedata.lineage import Recipe, model_of
+from facedata.lineage.codedeps import code_hash
 from facedata.params import DefaultsUsed, ParamsError, params_hash
 from facedata.pipeline.dag import STAGE_DEFS
 from facedata.project import Project, ProjectError
@@ -234,3 +236,15 @@ KnownErrors = _known_errors()
 def main(stage: str) -> None:
     """Entry point for `python -m stages.<name>`."""
     sys.exit(run_stage(stage))
+
+
+def embeddings_model(root: str | Path, model: str) -> ModelId | None:
+    """The identity of the stored vectors of `embed.model` (from their lineage), for stages that use them
+    (cluster, export); None when there are none, or they were made by several."""
+    emb = manifest.read("embeddings", root, missing_ok=True, columns=["model", "lineage"])
+    if not emb.num_rows:
+        return None
+    lin = emb.filter(pc.equal(emb["model"], model))["lineage"].combine_chunks()
+    fields = ("model_name", "model_version", "model_sha256")
+    combos = pa.table({f: lin.field(f) for f in fields}).group_by(list(fields)).aggregate([])
+    return model_of(combos.to_pylist())

@@ -3,20 +3,21 @@ with a report naming each failing check and example rows."""
 
 from __future__ import annotations
 
-from facedata import atomic, validation
+from facedata import atomic
 from facedata.pipeline.runner import StageContext, StageFailed
+from facedata.quality import gates
 
 
 def run(ctx: StageContext) -> dict:
-    frames = validation.load_frames(ctx.root)
-    labelled = validation.labelled_metrics_frame(ctx.root)
+    frames = gates.load_frames(ctx.root)
+    labelled = gates.labelled_metrics_frame(ctx.root)
     if labelled is not None:
         frames["labelled_metrics"] = labelled
-    checks = validation.suites(ctx.params, frames, labelled is not None)
-    report = validation.run_suites(frames, checks, ctx.p["max_failing_examples"])
-    report["failures"] = validation.failures(report)
+    checks = gates.suites(ctx.params, frames, labelled is not None)
+    report = gates.run_suites(frames, checks, ctx.p["max_failing_examples"])
+    report["failures"] = gates.failures(report)
     atomic.write_json(ctx.project.reports_dir / "validate.json", report)
-    atomic.write_text(ctx.project.reports_dir / "validate.html", validation.render_html(report))
+    atomic.write_text(ctx.project.reports_dir / "validate.html", gates.render_html(report))
     n_checks = sum(len(m["checks"]) for m in report["manifests"].values())
     n_failed = len(report["failures"])
     metrics = {

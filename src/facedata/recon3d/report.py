@@ -1,6 +1,6 @@
 """The run report of the 3D stage: a few renders (mesh overlays, landmark plots, a turntable of a fused mesh)
 written as PNG/GIF files, and a markdown page embedding small copies of them, which the Prefect build flow
-publishes as an artifact (`data/reports/<stage>/*.artifact.md`, see `facedata.flow`).
+publishes as an artifact (`data/reports/<stage>/*.artifact.md`, see `facedata.flows.build`).
 """
 
 from __future__ import annotations

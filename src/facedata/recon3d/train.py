@@ -50,7 +50,7 @@ class TrainError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class Train3DConfig:
     steps: int = default("train3d.steps")
     batch_size: int = default("train3d.batch_size")
     lr: float = default("train3d.lr")
@@ -64,7 +64,7 @@ class TrainConfig:
     init_weights: str = ""  # '' = the 3DDFA_V2 mb05 weights
 
     @classmethod
-    def from_params(cls, p: dict, **override) -> TrainConfig:
+    def from_params(cls, p: dict, **override) -> Train3DConfig:
         return settings(cls, p, **override)
 
     def identity(self) -> dict:
@@ -204,7 +204,7 @@ def nme_frame(pred: np.ndarray, target: np.ndarray) -> float:
 def train(
     root: str | Path,
     out_dir: str | Path,
-    cfg: TrainConfig,
+    cfg: Train3DConfig,
     resume: bool = True,
     max_faces: int | None = None,
     progress=None,
@@ -228,7 +228,7 @@ def train_samples(
     train_set: list[Sample],
     val_set: list[Sample],
     out_dir: str | Path,
-    cfg: TrainConfig,
+    cfg: Train3DConfig,
     resume: bool = True,
     progress=None,
     log=print,
@@ -248,7 +248,7 @@ def train_samples(
         torch.set_num_threads(threads_before)
 
 
-def _train(out: Path, cfg: TrainConfig, resume: bool, train_set, val_set, device: str, progress, log) -> dict:
+def _train(out: Path, cfg: Train3DConfig, resume: bool, train_set, val_set, device: str, progress, log) -> dict:
     import torch
 
     from facedata.recon3d.mobilenet import load_checkpoint
@@ -356,7 +356,7 @@ def landmark_nme(model, batch: tuple[np.ndarray, np.ndarray], bases: _TorchBases
     return nme_frame(pred, batch[1])
 
 
-def _save_checkpoint(path: Path, net, opt, step: int, history: list[dict], cfg: TrainConfig) -> None:
+def _save_checkpoint(path: Path, net, opt, step: int, history: list[dict], cfg: Train3DConfig) -> None:
     import torch
 
     state = {

@@ -104,7 +104,7 @@ def _state(job: ShardJob):
 
 @lru_cache(maxsize=16)
 def _worker_code_hash(stage: str) -> str:
-    from facedata.codedeps import code_hash
+    from facedata.lineage.codedeps import code_hash
 
     return code_hash(stage)
 

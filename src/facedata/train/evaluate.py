@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facedata.faces.evaluation import distance_at_far
+from facedata.faces.evaluate import distance_at_far
 
 FARS = (1e-2, 1e-3)
 

@@ -93,7 +93,7 @@ def from_folder(
     `allow_empty`: a folder without identities gives a gallery naming nobody (video indexing then only tracks
     and groups people) instead of an error."""
     from facedata.faces.analyze import analyze_files
-    from facedata.faces.evaluation import IMAGE_EXTENSIONS
+    from facedata.faces.evaluate import IMAGE_EXTENSIONS
     from facedata.train.heads import class_means
 
     folder = Path(folder)

@@ -33,7 +33,7 @@ def distractor_files(folders: list[dict], exclude: set[str], seed: int, root: Pa
     """Photos of people not in the cast from `train.distractors` folders (`<person>/<photos>`): people whose
     folder name is a cast identity are skipped; people are taken in a seeded order, one photo each, then a
     second each..., up to each folder's `max_images` (all when absent)."""
-    from facedata.faces.evaluation import IMAGE_EXTENSIONS
+    from facedata.faces.evaluate import IMAGE_EXTENSIONS
 
     out: list[Path] = []
     for spec in folders:
@@ -440,7 +440,7 @@ def _verify_pairs(root: Path, params: dict, cfg: TrainConfig, onnx_path: Path, s
     """LFW-style pairs verification of the fine-tuned embedding (through the exported ONNX model, as
     `embed.model: onnx:` would run it) and of the base model, same faces, same protocol."""
     from facedata.faces.analyze import labelled_embeddings
-    from facedata.faces.evaluation import parse_pairs, verification_metrics
+    from facedata.faces.evaluate import parse_pairs, verification_metrics
 
     pairs_file = Path(cfg.eval_pairs).expanduser()
     pairs_file = pairs_file if pairs_file.is_absolute() else root / pairs_file

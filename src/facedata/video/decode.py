@@ -1,7 +1,7 @@
 """Frames of a video at an analysis rate, each with the shot it belongs to.
 
 Decoding is sequential (`grab` every frame, `retrieve` only those analysed): exact across codecs, unlike
-seeking. Cuts are found the way the video source finds them (`facedata.sources.video`: a jump in a colour
+seeking. Cuts are found the way the video source finds them (`facedata.collect.video`: a jump in a colour
 histogram between frames analysed at `scene_fps`), so ingest and indexing agree on where shots start.
 
 A damaged file is not all-or-nothing: frames decode until the damage, and `VideoInfo.problem` says where it
@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from facedata import ids
-from facedata.sources.video import colour_signature, sample_indices, shot_distance
+from facedata.collect.video import colour_signature, sample_indices, shot_distance
+from facedata.params import default
 
 
 class VideoError(RuntimeError):
@@ -74,7 +75,11 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def iter_frames(
-    info: VideoInfo, fps: float, scene_threshold: float, scene_fps: float, max_seconds: float = 0.0
+    info: VideoInfo,
+    fps: float,
+    scene_threshold: float,
+    scene_fps: float,
+    max_seconds: float = default("video.max_seconds"),
 ) -> Iterator[Frame]:
     """The frames at `fps` per second (the first included), with their shot number. Fills `info.cuts`,
     `info.frames_decoded` and `info.problem` as it goes. `max_seconds` > 0 stops there."""

@@ -233,7 +233,7 @@ def segment_rows(result: VideoIndex) -> list[dict]:
 
 def code_hash() -> str:
     """The code version of indexing: a hash of the facedata files this module runs."""
-    from facedata.codedeps import files_hash, import_closure, package_dir
+    from facedata.lineage.codedeps import files_hash, import_closure, package_dir
 
     base = package_dir()
     return files_hash(import_closure([__name__], base), base.parent)[:16]

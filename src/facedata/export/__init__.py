@@ -1,0 +1,1 @@
+"""Export: the curated dataset (leakage-free splits) and its dataset card."""

@@ -1,6 +1,0 @@
-"""Where images come from. Every source yields `SourceItem`s; the ingest stage turns them into stored images,
-`images` rows and one `crawl_log` row each, whatever the source."""
-
-from facedata.sources.base import SourceItem
-
-__all__ = ["SourceItem"]
