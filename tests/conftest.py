@@ -43,12 +43,68 @@ def lfw(shared) -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness():
-    """One temporary Prefect server + database for the whole session (starting one takes ~9 s)."""
-    from prefect.testing.utilities import prefect_test_harness
+def small_build_run(tmp_path_factory, lfw, prefect_harness):
+    """One small real project (2 people x 3 photos, batches of 2), committed, then built by the Prefect build
+    flow (`facedata build`'s: one task per DVC stage; outputs not committed); yields (root, the flow's final
+    state). test_flow checks this build; test_faults, test_reuse and test_flow copy the project
+    (`projects.copy_project`) instead of each building the same one from scratch: copies, never this one."""
+    from facedata.flows.build import build_flow
 
-    with prefect_test_harness(server_startup_timeout=120):
+    from .projects import SAMPLE_NAMES, make_project
+
+    # Two people whose first three photos cluster at any cut from 0.30 to 0.32 (Bill Clinton's sit 0.31-0.36
+    # apart: a sample on the edge of the threshold would test the clustering defaults, not the pipeline).
+    root = make_project(
+        tmp_path_factory.mktemp("small") / "proj",
+        lfw,
+        names=SAMPLE_NAMES[1:3],
+        per_name=3,
+        detect={"batch_size": 2},
+        embed={"batch_size": 2},
+    )
+    return root, build_flow(root=str(root), return_state=True)
+
+
+@pytest.fixture(scope="session")
+def small_build(small_build_run) -> Path:
+    """The root of `small_build_run`'s project, built."""
+    root, state = small_build_run
+    assert state.is_completed(), state.message
+    return root
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(prefect_server):
+    """Flows run in this process report to the session's one real Prefect server (`prefect_server`), as
+    `prefect.testing.utilities.prefect_test_harness` does with a server of its own: one server start per
+    session, not two, and one server's background services on the CPUs while the suite runs."""
+    import inspect
+
+    import prefect.context
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    with (
+        temporary_settings(updates={PREFECT_API_URL: prefect_server}),
+        # as the harness does: code running in a context copied earlier sees the same server
+        prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()),
+    ):
         yield
+
+        async def drain() -> None:  # the harness's teardown: logs and events reach the server before it stops
+            try:
+                result = APILogWorker.instance().drain()
+                if inspect.isawaitable(result):
+                    await result
+            except RuntimeError:  # the log worker never started
+                pass
+            result = EventsWorker.drain_all()
+            if inspect.isawaitable(result):
+                await result
+
+        run_coro_as_sync(drain())
 
 
 def free_port() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +17,12 @@ BIN = Path(sys.executable).parent
 
 # 4 LFW identities x 4 images: enough for clusters, splits and gates, small enough for CI.
 SAMPLE_NAMES = ["Bill_Clinton", "Colin_Powell", "Hugo_Chavez", "Winona_Ryder"]
+
+# The 3D stage's run report at its smallest that still draws each kind of picture (one face's overlay and
+# landmarks, a two-frame turntable): perf-only params (no result depends on them), and the default report
+# (6 faces, 24 frames) tripled the stage's CPU time in every build of these projects. The report at full
+# size is tests/test_recon3d_stage.py's to check.
+SMALL_3D_REPORT = {"renders": 1, "turntable_frames": 2}
 
 
 def env() -> dict[str, str]:
@@ -77,13 +84,20 @@ def commit(root: Path, message: str) -> None:
 def make_project(
     root: Path, lfw: Path, names=SAMPLE_NAMES, per_name: int = 4, extra_folders=(), videos=(), **params
 ) -> Path:
-    """A committed git + DVC project over a small LFW sample (read in place from ../shared)."""
+    """A committed git + DVC project over a small LFW sample (read in place from ../shared), with the 3D
+    stage's report kept small (`SMALL_3D_REPORT`) unless `recon3d` says otherwise."""
     folders = [{"root": str(lfw), "labeled": True, "names": list(names), "max_per_name": per_name}, *extra_folders]
     init_project(root, {"folders": folders, "videos": list(videos)})
-    if params:
-        set_params(root, **params)
+    set_params(root, **{"recon3d": SMALL_3D_REPORT, **params})
     commit(root, "facedata project")
     return root
+
+
+def copy_project(src: Path, dst: Path) -> Path:
+    """A full copy of a project (git history, DVC cache and outputs): a test that changes a shared build works
+    on its own copy. Timestamps are kept, so DVC's status is the same in the copy."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
 
 
 def kill_once_written(

@@ -30,7 +30,7 @@ from facedata import manifest
 from facedata.lock import holder
 from facedata.pipeline.runner import STAGES
 
-from .projects import BIN, SAMPLE_NAMES, dvc, env, make_project, run
+from .projects import BIN, copy_project, dvc, env, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
@@ -75,14 +75,13 @@ def ran(output: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def projects(tmp_path_factory, lfw):
+def projects(tmp_path_factory, small_build):
+    """The reference: a copy of the session's small build (2 people x 3 photos, batches of 2). The victim: a
+    clone of its commit, not built yet."""
     base = tmp_path_factory.mktemp("faults")
-    ref = make_project(
-        base / "ref", lfw, names=SAMPLE_NAMES[1:3], per_name=3, detect={"batch_size": 2}, embed={"batch_size": 2}
-    )
+    ref = copy_project(small_build, base / "ref")
     victim = base / "victim"
     run(["git", "clone", "-q", str(ref), str(victim)], base)
-    dvc("repro", cwd=ref)
     return ref, victim
 
 

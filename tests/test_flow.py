@@ -14,7 +14,7 @@ import pytest
 
 from facedata.pipeline.runner import STAGES
 
-from .projects import SAMPLE_NAMES, make_project
+from .projects import SAMPLE_NAMES, copy_project, make_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
@@ -108,17 +108,17 @@ def artifacts(flow_run_id) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def flow_project(tmp_path_factory, lfw):
-    # Two people whose first three photos cluster at any cut from 0.30 to 0.32 (Bill Clinton's sit 0.31-0.36
-    # apart: a sample on the edge of the threshold would test the clustering defaults, not the flow).
-    return make_project(tmp_path_factory.mktemp("flow") / "proj", lfw, names=SAMPLE_NAMES[1:3], per_name=3)
+def flow_project(tmp_path_factory, small_build):
+    """A copy of the session's small build (2 people x 3 photos), made by the build flow: the tests below change
+    it, the session's stays as built."""
+    return copy_project(small_build, tmp_path_factory.mktemp("flow") / "proj")
 
 
-def test_build_flow_runs_every_stage_in_dag_order(prefect_harness, flow_project):
+def test_build_flow_runs_every_stage_in_dag_order(small_build_run, flow_project):
+    """The session's small build ran the build flow on a fresh project (conftest.small_build_run)."""
     from facedata import gitinfo
-    from facedata.flows.build import build_flow
 
-    state = build_flow(root=str(flow_project), return_state=True)
+    _, state = small_build_run
     assert state.is_completed(), state.message
     results = state.result()
     assert list(results) == list(STAGES)
@@ -145,6 +145,21 @@ def test_build_flow_runs_every_stage_in_dag_order(prefect_harness, flow_project)
     said = [m for level, m in logs(run_id) if level >= logging.INFO]
     assert any("facedata export: done" in m for m in said)
     assert not any("To track the changes with git" in m or "auto staging" in m or "Warning: " in m for m in said)
+
+
+def test_project_api_builds_and_reads_manifests(prefect_harness, flow_project):
+    """`facedata.Project(path).build()` is the build flow (stage metrics back), `.manifest(name)` a DataFrame.
+    Here, right after the first build (nothing to rerun): after the forced export of the test below, it would
+    rerun train and reconstruct3d, which test_build_flow_runs_every_stage_in_dag_order has run already."""
+    import facedata as fd
+
+    project = fd.Project(flow_project)
+    results = project.build()
+    assert list(results) == list(STAGES)
+    assert results["export"]["n_faces"] == 6
+    faces = project.manifest("faces")
+    assert (faces["status"] == "ok").sum() == 6
+    assert len(project.manifest("dataset")) == 6
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium / chromedriver not installed")
@@ -231,14 +246,16 @@ def test_an_up_to_date_build_marks_every_stage_skipped(prefect_harness, flow_pro
     assert after == before
 
 
-def test_a_failed_quality_gate_fails_the_flow_without_retry(prefect_harness, tmp_path, lfw):
+def test_a_failed_quality_gate_fails_the_flow_without_retry(prefect_harness, tmp_path, small_build):
     from facedata.flows.build import StageGateFailed, build_flow
 
-    from .projects import set_params
+    from .projects import commit, set_params
 
-    root = make_project(
-        tmp_path / "proj", lfw, names=SAMPLE_NAMES[:2], per_name=3, validate={"min_faces_per_identity": 50}
-    )
+    # A built project (the session's small build) whose gate now asks for more faces than there are: DVC
+    # skips ingest to cluster, the gate runs and fails.
+    root = copy_project(small_build, tmp_path / "proj")
+    set_params(root, validate={"min_faces_per_identity": 50})
+    commit(root, "a gate the project cannot pass")
     set_params(root, export={"seed": 3})  # a params change not committed: the run's name says so
     state = build_flow(root=str(root), return_state=True)
     assert state.is_failed()
@@ -266,9 +283,14 @@ def test_a_failed_quality_gate_fails_the_flow_without_retry(prefect_harness, tmp
     assert "not run" in arts["facedata-build"]
 
     # On the terminal: the stage's own lines, the stage table, and one failure message with the real exit code.
+    # (Reporting to the session's server: the temporary one `facedata build` starts is test_faults' to check.)
+    from prefect.settings import PREFECT_API_URL
+
     from .projects import BIN, run
 
-    out = run([str(BIN / "facedata"), "build"], root, check=False)
+    out = run(
+        [str(BIN / "facedata"), "build"], root, check=False, extra_env={"PREFECT_API_URL": PREFECT_API_URL.value()}
+    )
     said = out.stdout + out.stderr
     assert out.returncode == 1, said
     assert said.count("build failed: stage validate failed (exit 1): 1 of ") == 1
@@ -277,9 +299,12 @@ def test_a_failed_quality_gate_fails_the_flow_without_retry(prefect_harness, tmp
     assert "not run" in said and "validation report:" in said
 
 
-def test_a_crashing_stage_is_retried(prefect_harness, tmp_path, lfw):
+def test_a_crashing_stage_is_retried(prefect_harness, tmp_path, lfw, monkeypatch):
+    from facedata.flows import build as flow
     from facedata.flows.build import StageCrashed, build_flow
 
+    # the retry itself is what is checked here, not the product's pause before it
+    monkeypatch.setattr(flow, "run_stage_task", flow.run_stage_task.with_options(retry_delay_seconds=0))
     root = make_project(tmp_path / "proj", lfw, names=SAMPLE_NAMES[:1], per_name=2)
     (root / "stages" / "ingest.py").write_text("raise SystemExit('simulated crash')\n")
     state = build_flow(root=str(root), stages=["ingest"], return_state=True)
@@ -318,16 +343,3 @@ def test_bad_params_stop_the_flow_before_any_stage(prefect_harness, tmp_path, lf
     with pytest.raises(ParamsError, match="detect.min_score must be 0..1"):
         state.result()
     assert task_runs(state.state_details.flow_run_id) == {}
-
-
-def test_project_api_builds_and_reads_manifests(prefect_harness, flow_project):
-    """`facedata.Project(path).build()` is the build flow (stage metrics back), `.manifest(name)` a DataFrame."""
-    import facedata as fd
-
-    project = fd.Project(flow_project)
-    results = project.build()
-    assert list(results) == list(STAGES)
-    assert results["export"]["n_faces"] == 6
-    faces = project.manifest("faces")
-    assert (faces["status"] == "ok").sum() == 6
-    assert len(project.manifest("dataset")) == 6

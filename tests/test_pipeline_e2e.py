@@ -124,25 +124,6 @@ def api(url: str, path: str, body: dict | None = None):
         return json.loads(resp.read())
 
 
-def test_build_shows_in_a_real_prefect_server(built, prefect_server):
-    """With PREFECT_API_URL set, `facedata build` reports to that server: runs, tasks and artifacts show in its
-    API and UI. The project is up to date, so each task finds its DVC stage unchanged and returns at once."""
-    root, _ = built
-    out = run([str(BIN / "facedata"), "build"], root, extra_env={"PREFECT_API_URL": prefect_server})
-    assert "facedata outputs" in out.stdout
-    assert "temporary server" not in out.stdout + out.stderr  # it used the configured server
-    # the newest build run (the server is shared by the session: test_flow may have built there too)
-    query = {"flows": {"name": {"any_": ["facedata-build"]}}, "sort": "START_TIME_DESC", "limit": 1}
-    runs = api(prefect_server, "/flow_runs/filter", query)
-    assert len(runs) == 1 and runs[0]["state"]["type"] == "COMPLETED"
-    tasks = api(prefect_server, "/task_runs/filter", {"flow_runs": {"id": {"any_": [runs[0]["id"]]}}})
-    assert sorted(t["name"] for t in tasks) == sorted(STAGES)
-    arts = api(prefect_server, "/artifacts/filter", {"artifacts": {"key": {"any_": ["facedata-build"]}}})
-    assert arts and "facedata outputs" in arts[0]["data"] and "skipped (up to date)" in arts[0]["data"]
-    with urllib.request.urlopen(prefect_server.removesuffix("/api"), timeout=30) as resp:
-        assert resp.status == 200 and "<html" in resp.read().decode().lower()
-
-
 def _stable(root: Path, name: str):
     table = manifest.stable_view(manifest.read(name, root))
     return table.drop_columns([c for c in ("fetched_at",) if c in table.column_names])
@@ -176,27 +157,42 @@ def test_changing_a_cluster_param_reruns_only_cluster_and_what_follows(built):
     assert "didn't change" in out.stdout  # ingest, detect, embed were checked and skipped
 
 
-def test_a_team_shares_the_build_through_a_dvc_remote(built, prefect_harness):
+def test_a_team_shares_the_build_through_a_dvc_remote_and_builds_show_in_a_real_prefect_server(
+    built, prefect_server
+):
     """README's team workflow with a local folder as the remote: `facedata build --push` after a build; a
-    teammate's clean clone `dvc pull`s, `dvc status` is up to date, and `facedata build` runs no stage."""
-    from prefect.settings import PREFECT_API_URL
-
+    teammate's clean clone `dvc pull`s, `dvc status` is up to date, and `facedata build` runs no stage.
+    With PREFECT_API_URL set, `facedata build` reports to that server: runs, tasks and artifacts show in its
+    API and UI. The project is up to date, so each task finds its DVC stage unchanged and returns at once."""
     root, _ = built
-    api = {"PREFECT_API_URL": PREFECT_API_URL.value()}
-    refused = run([str(BIN / "facedata"), "build", "--push"], root, check=False, extra_env=api)
+    server = {"PREFECT_API_URL": prefect_server}
+    refused = run([str(BIN / "facedata"), "build", "--push"], root, check=False, extra_env=server)
     assert refused.returncode == 2 and "dvc remote add -d" in refused.stderr
     remote = root.parent / "team-remote"
     dvc("remote", "add", "-d", "team", str(remote), cwd=root)
     commit(root, "team remote")
-    pushed = run([str(BIN / "facedata"), "build", "--push"], root, extra_env=api)
+    pushed = run([str(BIN / "facedata"), "build", "--push"], root, extra_env=server)
     assert "pushed" in pushed.stderr and any(remote.rglob("*"))
     assert run(["git", "status", "--porcelain"], root).stdout == ""
+
+    assert "facedata outputs" in pushed.stdout
+    assert "temporary server" not in pushed.stdout + pushed.stderr  # it used the configured server
+    # the newest build run (the server is shared by the session: test_flow may have built there too)
+    query = {"flows": {"name": {"any_": ["facedata-build"]}}, "sort": "START_TIME_DESC", "limit": 1}
+    runs = api(prefect_server, "/flow_runs/filter", query)
+    assert len(runs) == 1 and runs[0]["state"]["type"] == "COMPLETED"
+    tasks = api(prefect_server, "/task_runs/filter", {"flow_runs": {"id": {"any_": [runs[0]["id"]]}}})
+    assert sorted(t["name"] for t in tasks) == sorted(STAGES)
+    arts = api(prefect_server, "/artifacts/filter", {"artifacts": {"key": {"any_": ["facedata-build"]}}})
+    assert arts and "facedata outputs" in arts[0]["data"] and "skipped (up to date)" in arts[0]["data"]
+    with urllib.request.urlopen(prefect_server.removesuffix("/api"), timeout=30) as resp:
+        assert resp.status == 200 and "<html" in resp.read().decode().lower()
 
     mate = root.parent / "teammate"
     run(["git", "clone", "-q", str(root), str(mate)], root.parent)
     dvc("pull", cwd=mate)
     assert "Data and pipelines are up to date" in dvc("status", cwd=mate).stdout
-    out = run([str(BIN / "facedata"), "build"], mate, extra_env=api)
+    out = run([str(BIN / "facedata"), "build"], mate, extra_env=server)
     assert "facedata outputs" in out.stdout
     runs = mate / "data" / "reports" / "runs"
     assert sorted(p.name for p in runs.glob("*.json")) == ["build.json"]  # the build's summary; no stage ran

@@ -18,7 +18,7 @@ from facedata import manifest
 from facedata.lineage.codedeps import files_hash, package_dir, stage_code_files
 from facedata.pipeline.dag import VERSIONS
 
-from .projects import BIN, commit, dvc, make_project, run, run_report, set_params
+from .projects import BIN, commit, copy_project, dvc, run, run_report, set_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
@@ -43,17 +43,9 @@ def versions(root) -> dict:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, lfw):
-    base = tmp_path_factory.mktemp("reuse")
-    root = make_project(
-        base / "proj",
-        lfw,
-        names=["Colin_Powell", "Hugo_Chavez"],
-        per_name=3,
-        detect={"workers": 1},
-        embed={"workers": 1},
-    )
-    dvc("repro", "embed", cwd=root)
+def project(tmp_path_factory, small_build):
+    """A copy of the session's small build (Colin_Powell and Hugo_Chavez, 3 photos each), committed."""
+    root = copy_project(small_build, tmp_path_factory.mktemp("reuse") / "proj")
     commit(root, "built")
     return root
 

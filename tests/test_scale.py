@@ -24,7 +24,7 @@ from facedata.pipeline.runner import run_stage
 from facedata.scale.connect import ENV, ScaleError, check_address, dask_address
 from facedata.scale.shards import checkpoint_dir
 
-from .projects import env, run_report, set_params
+from .projects import SMALL_3D_REPORT, env, run_report, set_params
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 
@@ -253,6 +253,7 @@ def test_sharded_reconstruct3d_matches_the_local_run(cluster, tmp_path, monkeypa
     for kind in ("local", "dask"):
         roots[kind] = root = tmp_path / kind
         _make_project(root)
+        set_params(root, recon3d=SMALL_3D_REPORT)
         if kind == "dask":
             monkeypatch.setenv(ENV, address)
             set_params(root, execution={"shard_size": 4})
