@@ -314,3 +314,40 @@ def test_index_video_usage_errors_exit_2(tmp_path):
         main, ["index-video", str(video), "--gallery", str(tmp_path / "g"), "--set", "video.fps=0"]
     )
     assert bad_set.exit_code == 2 and "video.fps" in bad_set.output
+
+
+def test_prefetch_keeps_order_raises_in_order_and_stops_with_the_consumer():
+    """Frames decoded ahead in a thread are the frames read in line: same order, the producer's error where it
+    happened, and a consumer that stops early stops the producer."""
+    import threading
+
+    from facedata.video.decode import prefetch
+
+    assert list(prefetch(iter(range(100)), 3)) == list(range(100))
+
+    def broken():
+        yield 1
+        yield 2
+        raise ValueError("truncated")
+
+    got = []
+    with pytest.raises(ValueError, match="truncated"):
+        for x in prefetch(broken(), 8):
+            got.append(x)
+    assert got == [1, 2]
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    before = threading.active_count()
+    for x in prefetch(endless(), 2):
+        if x == 5:
+            break
+    assert threading.active_count() == before  # the producer thread has ended
+    assert len(produced) <= 5 + 1 + 2 + 1  # at most `depth` (+ the one in hand) beyond what was taken

@@ -4,13 +4,19 @@ Decoding is sequential (`grab` every frame, `retrieve` only those analysed): exa
 seeking. Cuts are found the way the video source finds them (`facedata.collect.video`: a jump in a colour
 histogram between frames analysed at `scene_fps`), so ingest and indexing agree on where shots start.
 
+Decoding runs ahead of the analysis in a thread (`prefetch`): OpenCV releases the GIL while it decodes, so on
+two cores the next frames decode while the models look at the current ones; the frames and their order are
+the same as reading them in line.
+
 A damaged file is not all-or-nothing: frames decode until the damage, and `VideoInfo.problem` says where it
 stopped and why; only a file that cannot be opened at all, or yields no frame, is a `VideoError`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,3 +135,46 @@ def iter_frames(
     if info.frames_decoded == 0:
         raise VideoError(f"{info.path}: no frame could be decoded")
     info.problem = "; ".join(problems) or None
+
+
+_DONE = object()
+
+
+def prefetch(items: Iterable, depth: int) -> Iterator:
+    """`items`, produced by a background thread up to `depth` ahead. An exception in the producer is raised
+    here, in order; stopping early (break, an exception in the consumer) stops the producer."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(x) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for x in items:
+                if not put((x, None)):
+                    return
+        except BaseException as e:  # handed to the consumer, which raises it
+            put((_DONE, e))
+            return
+        put((_DONE, None))
+
+    thread = threading.Thread(target=produce, name="facedata-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            x, error = q.get()
+            if x is _DONE:
+                if error is not None:
+                    raise error
+                return
+            yield x
+    finally:
+        stop.set()
+        thread.join()

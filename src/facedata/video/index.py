@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from facedata.train.identify import UNKNOWN, Gallery
-from facedata.video.decode import VideoInfo, iter_frames, probe
+from facedata.video.decode import VideoInfo, iter_frames, prefetch, probe
 from facedata.video.naming import cluster_unknown, name_tracks, track_vector
 from facedata.video.segments import Segment, build_segments
 from facedata.video.track import Observation, Track, Tracker, TrackSettings, cooccurring
@@ -146,7 +146,8 @@ class VideoIndexer:
         tracker = Tracker(track_settings(v))
         self.n_embedded, n_faces = 0, 0
         batch = []
-        for frame in iter_frames(info, v["fps"], v["scene_threshold"], v["scene_fps"], v["max_seconds"]):
+        frames = iter_frames(info, v["fps"], v["scene_threshold"], v["scene_fps"], v["max_seconds"])
+        for frame in prefetch(frames, 2 * v["batch_size"]):
             batch.append(frame)
             if len(batch) >= v["batch_size"]:
                 n_faces += self._feed(tracker, batch, progress)
