@@ -96,5 +96,10 @@ class Project:
     def dataset_dir(self) -> Path:
         return self.data / "dataset"
 
+    @property
+    def video_index_dir(self) -> Path:
+        """Where `facedata index-video` writes the project's index, and the review app reads it."""
+        return self.data / "video_index"
+
     def metrics_path(self, stage: str) -> Path:
         return self.metrics_dir / f"{stage}.json"

@@ -70,7 +70,7 @@ def index_video(
             root = Project.find(project).root
         except ProjectError:
             root = None
-    out = Path(out_dir) if out_dir else (root / "data" / "video_index" if root else Path("video_index"))
+    out = Path(out_dir) if out_dir else (Project(root).video_index_dir if root else Path("video_index"))
     if as_flow:
         from facedata.flows.video import index_videos_flow
 

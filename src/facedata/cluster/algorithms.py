@@ -116,9 +116,7 @@ def shared_neighbours(
     return out
 
 
-def sample_neighbours(
-    idx: np.ndarray, k: int, group: np.ndarray | None = None, chunk: int = 100_000
-) -> np.ndarray:
+def sample_neighbours(idx: np.ndarray, k: int, group: np.ndarray | None = None, chunk: int = 20_000) -> np.ndarray:
     """Per face, its neighbourhood as rows of ids (-1 padded): itself, then its `k` nearest faces; with `group`,
     its own sample, then the first `k` other samples among its neighbours (the frames of a track are near each
     other and near whatever sits near the track: counted one by one, a lone face next to a track shares

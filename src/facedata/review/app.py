@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from fastapi import Request
 
 from facedata import manifest
+from facedata.project import Project
 from facedata.review import decisions, queue, video
 from facedata.review.decisions import Conflict, ReviewError
 
@@ -80,7 +81,7 @@ def create_app(
     from fastapi.templating import Jinja2Templates
 
     root = Path(root).resolve()
-    index_dir = Path(video_index).resolve() if video_index else video.index_folder(root)
+    index_dir = Path(video_index).resolve() if video_index else Project(root).video_index_dir
     rv = Review(root, reviewer, model)
     token = secrets.token_urlsafe(32)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -364,7 +365,6 @@ def create_app(
             return body
         if not isinstance(body.get("candidate"), str):
             return error(request, 400, 'the body must be {"candidate": ..., "target": NAME}')
-        from facedata.project import Project
 
         def record() -> tuple[dict, dict]:
             return video.name_candidate(

@@ -29,11 +29,6 @@ from facedata.video.candidates import Candidate, best_frames, load
 PARAMS = "params.yaml"
 
 
-def index_folder(root: str | os.PathLike) -> Path:
-    """Where `facedata index-video` writes a project's index by default."""
-    return Path(root) / "data" / "video_index"
-
-
 def candidate_views(index_dir: Path, state: State) -> list[dict]:
     """What the video page shows per candidate person: video, time ranges, track thumbnails, and the name a
     decision gave it (None while unnamed)."""
