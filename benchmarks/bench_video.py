@@ -1,16 +1,18 @@
 """Who is on screen: segment precision/recall in time and track clustering, on videos with ground truth.
 
-    python -m benchmarks video [-- --people 8 --strangers 4 --fps 2 --detector yunet --max-side 960]
-    python -m benchmarks video -- --tune-only --fps 1      # compare settings on the tune video only
+    python -m benchmarks video [-- --people 8 --strangers 4 --webfaces 10 --fps 2 --detector yunet --max-side 960]
+    python -m benchmarks video -- --tune-only --fps 1      # compare settings on the tune videos only
 
-1. Synthetic broadcast (`facedata.video.synthetic`): LFW photos assembled into shots of 3 s (one person, two
-   people side by side, people who are not in the gallery; faces of 35-90 px, a third of the shots out of
-   focus), each person's gallery made of *other* photos of them. People are split in halves (`tune` /
-   `test`, seeded hash of the name): the gallery threshold and the confidence slope are chosen on the tune
-   video only, then measured on the test video.
-2. The Hamilton clip (`../shared/data/video/short_hamilton_clip.mp4`) with `known_people/` as the gallery,
-   against `benchmarks/data/hamilton_faces.csv` (hand labels at 10 fps; a labelled face covers 0.1 s).
-   Its labels only cover faces the detector found usable, so its true time is a lower bound.
+1. Synthetic broadcast (`facedata.video.synthetic`): labelled photos assembled into shots of 3 s (one person,
+   two people side by side, people who are not in the gallery; faces of 35-90 px, a third of the shots out of
+   focus), each person's gallery made of *other* photos of them. Tune videos: LFW's tune half (people split
+   in halves by a seeded hash of the name) and `--webfaces N` videos from `webfaces` (varied web photos:
+   profiles, expressions, lighting; 6 gallery people and 6 strangers drawn per seed, photos framed round the
+   face as LFW's are). The gallery threshold (best mean segment F1) and the confidence slope are chosen on
+   the tune videos only, then measured on LFW's test half.
+2. The Hamilton clip (`../shared/data/video/short_hamilton_clip.mp4`) with `known_people/` as the gallery:
+   segments against who is on screen shot by shot (`benchmarks/data/hamilton_on_screen.csv`), tracks
+   against the hand-labelled faces (`benchmarks/data/hamilton_faces.csv`; see benchmarks/data/README.md).
 
 Reported per video: time-based precision / recall / F1 of segments (micro over identities, and per
 identity), track clustering (purity, inverse purity, BCubed F, NMI, predicted vs true people), the share of
@@ -51,33 +53,87 @@ def lfw_people(min_images: int) -> dict[str, list[Path]]:
 def build_case(split: str, n_people: int, n_strangers: int, tmp: Path, seed: int = 0):
     """(video path, gallery dir, appearances, gallery people, strangers) for one half of LFW's people."""
     from facedata.cluster.evaluate import in_split
-    from facedata.video.synthetic import Shot, write_video
 
     people = [p for p in lfw_people(8).items() if in_split(p[0], split, seed)]
     rng = np.random.default_rng(seed)
     pick = rng.permutation(len(people))[: n_people + n_strangers]
     cast = [people[i] for i in pick[:n_people]]
     strangers = [people[i] for i in pick[n_people:]]
-    gallery = tmp / f"gallery_{split}"
+    return assemble_case(cast, strangers, rng, tmp / f"lfw_{split}", lambda f: str(f))
+
+
+def webfaces_case(n_people: int, n_strangers: int, tmp: Path, seed: int, params: dict):
+    """A tune video from `webfaces` (varied web photos: profiles, expressions, lighting), people drawn by
+    `seed`. Shots show each photo framed round its face as LFW photos are (the face ~45% of the frame); the
+    gallery holds whole photos, as a user's does."""
+    root = SHARED / "data" / "faces" / "webfaces"
+    people = [
+        (d.name, sorted(f for f in d.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png")))
+        for d in sorted(root.iterdir())
+        if d.is_dir()
+    ]
+    rng = np.random.default_rng(1000 + seed)
+    pick = rng.permutation(len(people))[: n_people + n_strangers]
+    people = [(people[i][0], [people[i][1][j] for j in rng.permutation(len(people[i][1]))]) for i in pick]
+    out = tmp / f"webfaces_{seed}"
+    framed = frame_faces([f for _, files in people for f in files[:8]], out / "framed", params)
+    people = [(name, [f for f in files[:8] if f in framed]) for name, files in people]
+    return assemble_case(people[:n_people], people[n_people:], rng, out, lambda f: framed[f])
+
+
+def frame_faces(files: list[Path], out: Path, params: dict, margin: float = 2.2) -> dict[Path, str]:
+    """Square crops of side `margin` x the primary face's box round it (edges replicated), per photo with a
+    usable face."""
+    import cv2
+
+    from facedata.faces.analyze import analyze_files
+
+    out.mkdir(parents=True, exist_ok=True)
+    framed = {}
+    for k, (f, res) in enumerate(zip(files, analyze_files(files, params["detect"], None, 1), strict=True)):
+        face = next((x for x in res.faces if x.is_primary and x.ok), None)
+        if face is None:
+            continue
+        img = cv2.imread(str(f))
+        x1, y1, x2, y2 = face.box
+        half = margin * max(x2 - x1, y2 - y1) / 2
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        a, b = int(round(cx - half)), int(round(cy - half))
+        side = int(round(2 * half))
+        pad = side
+        big = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        crop = big[b + pad : b + pad + side, a + pad : a + pad + side]
+        target = out / f"{k:04d}.jpg"
+        cv2.imwrite(str(target), crop)
+        framed[f] = str(target)
+    return framed
+
+
+def assemble_case(cast, strangers, rng, out: Path, photo):
+    """Gallery (3 photos per cast member) and a video of 3 s shots: two of each cast member and one of each
+    stranger with photos not in the gallery, and four two-person shots; `photo(file)` is what a shot shows."""
+    from facedata.video.synthetic import Shot, write_video
+
+    gallery = out / "gallery"
     for name, files in cast:
         (gallery / name).mkdir(parents=True, exist_ok=True)
         for f in files[:3]:
-            (gallery / name / f.name).symlink_to(f)
+            (gallery / name / Path(f).name).symlink_to(f)
 
     def shot(*people):  # broadcast-like: faces of 35-90 px, some out of focus
         return Shot(3.0, people, side=int(rng.integers(80, 200)), blur=float(rng.choice([0, 0, 1.0, 2.0])))
 
     shots = []
     for name, files in cast:
-        shots += [shot((name, str(files[3]))), shot((name, str(files[4])))]
+        shots += [shot((name, photo(files[3]))), shot((name, photo(files[4])))]
     for name, files in strangers:
-        shots.append(shot((name, str(files[3]))))
+        shots.append(shot((name, photo(files[3]))))
     for k in range(4):
         a, b = cast[k % len(cast)], (cast[(k + 1) % len(cast)] if k % 2 else strangers[k % len(strangers)])
-        shots.append(shot((a[0], str(a[1][5])), (b[0], str(b[1][5]))))
+        shots.append(shot((a[0], photo(a[1][5])), (b[0], photo(b[1][5]))))
     order = rng.permutation(len(shots))
     shots = [shots[i] for i in order]
-    video = tmp / f"synthetic_{split}.mp4"
+    video = out / "synthetic.mp4"
     truth = write_video(shots, video)
     return video, gallery, truth, [c[0] for c in cast], [s[0] for s in strangers]
 
@@ -106,17 +162,21 @@ def synthetic_truth(truth, result):
     return ranges, labels
 
 
-def hamilton_truth(result, fps: float):
+def hamilton_truth(result):
+    """(who is on screen when, shot by shot: `hamilton_on_screen.csv`; the hand-labelled person of each track
+    by its faces: `hamilton_faces.csv`, or None)."""
+    import csv
+
     from facedata.cluster.constraints import iou
     from facedata.cluster.evaluate import read_face_labels
     from facedata.video.evaluate import majority
 
-    rows = read_face_labels(REPO / "benchmarks" / "data" / "hamilton_faces.csv")
     ranges: dict[str, list] = {}
-    for frame, _, label in rows:
-        ranges.setdefault(label, []).append((frame / fps, frame / fps + 0.1))
+    with open(REPO / "benchmarks" / "data" / "hamilton_on_screen.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            ranges.setdefault(row["identity"], []).append((float(row["start"]), float(row["end"])))
     by_frame: dict[int, list] = {}
-    for frame, box, label in rows:
+    for frame, box, label in read_face_labels(REPO / "benchmarks" / "data" / "hamilton_faces.csv"):
         by_frame.setdefault(frame, []).append((box, label))
     labels = []
     for row in result.rows:
@@ -238,12 +298,12 @@ def ece(conf: np.ndarray, correct: np.ndarray, bins: int = 5) -> float:
     return round(total / max(len(conf), 1), 4)
 
 
-def timed(indexer, video) -> tuple:
+def timed(indexer, video, **kwargs) -> tuple:
     """Index `video` (models already loaded); (result, speed: wall-clock x real time, process CPU seconds per
     video second, 1-minute load average before and after)."""
     load0 = os.getloadavg()[0]
     t0, c0 = time.perf_counter(), time.process_time()
-    result = indexer.index(video)
+    result = indexer.index(video, **kwargs)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     secs = max(result.info.seconds, 1e-9)
     return result, {
@@ -253,16 +313,39 @@ def timed(indexer, video) -> tuple:
     }
 
 
-def embedding_ahead_speed(params: dict, runs: int) -> dict:
-    """The Hamilton clip indexed `runs` times, alternately with the faces the tracker will embed embedded ahead
-    per detector batch (shipped) and frame by frame as the tracker asks (the reference): medians of CPU seconds
-    per video second, wall-clock speed, and embedder batches (FORWARD_BATCH crops each; with `embed.flip` each
-    is two passes, the crops and their mirror images). The tracks must come out the same."""
+def looped(video: Path, times: int, out: Path) -> Path:
+    """`video` played `times` times over as one file (mp4v): a longer real clip, so speed is measured with the
+    pipeline full rather than mostly starting and stopping (an hour of video is the use case)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    fps, size = cap.get(cv2.CAP_PROP_FPS), (int(cap.get(3)), int(cap.get(4)))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    for _ in range(times):
+        for frame in frames:
+            writer.write(frame)
+    writer.release()
+    return out
+
+
+def embedding_ahead_speed(params: dict, runs: int, video: Path) -> dict:
+    """The Hamilton clip indexed `runs` times in each of three ways, alternated: as shipped (the next batch
+    detected while this one's faces are embedded, and the faces the tracker will embed embedded ahead per
+    detector batch), with detection in line (the reference for detecting ahead), and with faces embedded frame
+    by frame as the tracker asks (the reference for embedding ahead). Medians of CPU seconds per video second,
+    wall-clock speed, and embedder batches (FORWARD_BATCH crops each; with `embed.flip` each is two passes,
+    the crops and their mirror images). Tracks, names and vectors must come out the same every way."""
     from facedata.embed import FORWARD_BATCH
     from facedata.train.identify import from_folder
     from facedata.video import index as vindex
 
-    video = SHARED / "data" / "video" / "short_hamilton_clip.mp4"
     g = from_folder(SHARED / "data" / "video" / "known_people", params["detect"], params["embed"], 0.93, 1)
     indexer = vindex.VideoIndexer(params, g)
     embedder = indexer.analyzer.embedder
@@ -278,13 +361,13 @@ def embedding_ahead_speed(params: dict, runs: int) -> dict:
     out: dict = {}
     first: list = []
     try:
-        for mode in ("ahead", "frame_by_frame") * runs:
-            vindex.must_embed = real_ahead if mode == "ahead" else (lambda *a: [])
+        for mode in ("shipped", "detect_in_line", "embed_frame_by_frame") * runs:
+            vindex.must_embed = (lambda *a: []) if mode == "embed_frame_by_frame" else real_ahead
             passes[0] = 0
-            result, speed = timed(indexer, video)
-            tracks = [row["frames"] for row in result.rows]
+            result, speed = timed(indexer, video, detect_ahead=mode != "detect_in_line")
+            tracks = [(row["frames"], row["identity"], row["vector"]) for row in result.rows]
             first = first if out else tracks
-            assert tracks == first, "tracks differ between the two ways of embedding"
+            assert tracks == first, f"tracks differ when run {mode}"
             out.setdefault(mode, {"runs": [], "n_tracks": len(tracks)})["runs"].append(
                 {**speed, "embed_batches": passes[0]}
             )
@@ -308,14 +391,26 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--detector", default=None, help="video.detector (default: the params default)")
     ap.add_argument("--max-side", type=int, default=None, help="video.max_side (default: the params default)")
     ap.add_argument(
-        "--tune-only", action="store_true", help="only the tune video, no reference: for choosing settings"
+        "--align-views", default=None, help="embed.align_views, comma-separated (gallery and video faces alike)"
+    )
+    ap.add_argument(
+        "--tune-only", action="store_true", help="only the tune videos, no reference: for choosing settings"
+    )
+    ap.add_argument(
+        "--webfaces",
+        type=int,
+        default=10,
+        metavar="N",
+        help="tune videos from webfaces besides LFW's tune half (6 gallery people and 6 strangers each, drawn "
+        "by seeds 0..N-1)",
     )
     ap.add_argument(
         "--speed-only",
         type=int,
         default=0,
         metavar="N",
-        help="only speed on the Hamilton clip, N runs each with faces embedded ahead and frame by frame",
+        help="only speed, on the Hamilton clip and on it played 8 times over (73 s): N runs each as shipped, "
+        "with detection in line, and with faces embedded frame by frame",
     )
     args = ap.parse_args(argv)
     params = defaults()
@@ -325,36 +420,60 @@ def main(argv: list[str]) -> dict:
         params["video"]["detector"] = args.detector
     if args.max_side is not None:
         params["video"]["max_side"] = args.max_side
+    if args.align_views is not None:
+        params["embed"]["align_views"] = [v for v in args.align_views.split(",") if v]
     out: dict = {
-        "params": {k: params["video"][k] for k in ("fps", "detector", "max_side")},
+        "params": {
+            **{k: params["video"][k] for k in ("fps", "detector", "max_side")},
+            "align_views": params["embed"]["align_views"],
+        },
         "load": os.getloadavg(),
     }
     if args.speed_only:
-        out["hamilton_speed"] = embedding_ahead_speed(params, args.speed_only)
+        hamilton = SHARED / "data" / "video" / "short_hamilton_clip.mp4"
+        out["hamilton_speed"] = embedding_ahead_speed(params, args.speed_only, hamilton)
+        with tempfile.TemporaryDirectory() as tmp:
+            long = looped(hamilton, 8, Path(tmp) / "hamilton_x8.mp4")
+            out["hamilton_x8_speed"] = embedding_ahead_speed(params, args.speed_only, long)
         return out
-    splits = ("tune",) if args.tune_only else ("tune", "test")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cases = {split: build_case(split, args.people, args.strangers, tmp) for split in splits}
+        cases = {"lfw_tune": build_case("tune", args.people, args.strangers, tmp)}
+        for seed in range(args.webfaces):
+            cases[f"webfaces_{seed}"] = webfaces_case(6, 6, tmp, seed, params)
+        if not args.tune_only:
+            cases["lfw_test"] = build_case("test", args.people, args.strangers, tmp)
         runs = {}
-        for split, (video, gdir, truth, cast, _) in cases.items():
+        for name, (video, gdir, truth, cast, _) in cases.items():
             g = from_folder(gdir, params["detect"], params["embed"], 0.9, workers=1)
             indexer = VideoIndexer(params, g)
             result, speed = timed(indexer, video)
             ranges, labels = synthetic_truth(truth, result)
-            runs[split] = (indexer, result, ranges, labels, cast, speed)
-        # Tune: the threshold with the best segment F1, then the confidence slope, on the tune video only.
-        indexer, result, ranges, labels, cast, _ = runs["tune"]
+            runs[name] = (indexer, result, ranges, labels, cast, speed)
+        # Tune on every video but the test half's: the threshold with the best mean segment F1 (the median of
+        # the thresholds reaching it), then the confidence slope over all their tracks.
+        tune = [name for name in runs if name != "lfw_test"]
         sweep = []
         for thr in np.round(np.arange(0.80, 0.985, 0.005), 3):
-            res = reidentify(indexer, result, float(thr), 60.0)
-            sweep.append((score(res, ranges, labels, cast, result.info.seconds)["segments"]["f1"], float(thr)))
+            f1 = []
+            for name in tune:
+                indexer, result, ranges, labels, cast, _ = runs[name]
+                res = reidentify(indexer, result, float(thr), 60.0)
+                f1.append(score(res, ranges, labels, cast, result.info.seconds)["segments"]["f1"])
+            sweep.append((round(float(np.mean(f1)), 4), float(thr)))
         best_f1 = max(f for f, _ in sweep)
         threshold = float(np.median([t for f, t in sweep if f == best_f1]))
-        x, correct, named = calibration(indexer, result, labels, cast, threshold)
+        parts = [calibration(*[runs[n][i] for i in (0, 1, 3, 4)], threshold) for n in tune]
+        x, correct, named = (np.concatenate([q[i] for q in parts]) for i in range(3))
         slope = fit_slope(x, correct, named)
-        out["tuned"] = {"threshold": threshold, "tune_f1": best_f1, "confidence_slope": round(slope, 2)}
-        for split, (indexer, result, ranges, labels, cast, speed) in runs.items():
+        out["tuned"] = {
+            "on": tune,
+            "threshold": threshold,
+            "tune_mean_f1": best_f1,
+            "confidence_slope": round(slope, 2),
+            "sweep": {t: f for f, t in sweep},
+        }
+        for name, (indexer, result, ranges, labels, cast, speed) in runs.items():
             res = reidentify(indexer, result, threshold, slope)
             r = score(res, ranges, labels, cast, result.info.seconds)
             x, correct, named = calibration(indexer, result, labels, cast, threshold)
@@ -363,11 +482,11 @@ def main(argv: list[str]) -> dict:
             r.update(speed)
             r["video_seconds"] = round(result.info.seconds, 2)
             r["faces"], r["embedded"] = result.n_faces, result.n_embedded
-            r["label"] = "tuned on this video" if split == "tune" else "held out"
-            if not args.tune_only:
-                ref = per_frame_reference(params, indexer.gallery, cases[split][0], threshold, slope)
+            r["label"] = "held out" if name == "lfw_test" else "tuned on this video"
+            if name in ("lfw_tune", "lfw_test") and not args.tune_only:
+                ref = per_frame_reference(params, indexer.gallery, cases[name][0], threshold, slope)
                 r["reference_per_frame"] = reference_scores(ref, ranges, cast)
-            out[f"synthetic_{split}"] = r
+            out[f"synthetic_{name}"] = r
         # The Hamilton clip, at the tuned settings.
         video = SHARED / "data" / "video" / "short_hamilton_clip.mp4"
         if video.is_file() and not args.tune_only:
@@ -376,7 +495,7 @@ def main(argv: list[str]) -> dict:
             )
             indexer = VideoIndexer({**params, "video": {**params["video"], "confidence_slope": slope}}, g)
             result, speed = timed(indexer, video)
-            ranges, labels = hamilton_truth(result, result.info.native_fps)
+            ranges, labels = hamilton_truth(result)
             r = score(result, ranges, labels, g.classes, result.info.seconds)
             r["segments_found"] = [
                 (s.identity, round(s.start, 2), round(s.end, 2), round(s.confidence, 3)) for s in result.segments

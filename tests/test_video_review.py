@@ -151,7 +151,7 @@ def _client(root: Path):
 
 @pytest.mark.shared
 @pytest.mark.slow
-def test_naming_a_person_found_in_video_adds_their_frames_to_the_next_build(indexed):
+def test_naming_a_person_found_in_video_adds_their_frames_to_the_next_build(indexed, monkeypatch):
     root, video = indexed
     c, _ = _client(root)
     page = c.get("/video")
@@ -200,6 +200,17 @@ def test_naming_a_person_found_in_video_adds_their_frames_to_the_next_build(inde
     assert "Ana Lima" in c.get("/video").text
     again = c.post("/api/name-video", json={"candidate": cand, "target": "Someone"})
     assert again.status_code == 400 and "already named Ana Lima" in again.json()["error"]
+    # a naming that lands between the early check and the lock (the same reviewer double-submitting) is
+    # refused under the lock, and nothing is written
+    from facedata.project import Project
+    from facedata.review.video import name_candidate
+
+    params_text = (root / "params.yaml").read_text()
+    with monkeypatch.context() as m:
+        m.setattr(decisions, "read", lambda *a, **k: [])  # the early check sees no decision yet
+        with pytest.raises(decisions.ReviewError, match="already named Ana Lima"):
+            name_candidate(root, root / "data/video_index", Project.find(root).params, cand, "Bo", "tester")
+    assert len(decisions.read(root)) == 1 and (root / "params.yaml").read_text() == params_text
 
     # the next build ingests exactly those frames, under the name, with the video lineage
     dvc("repro", "ingest", cwd=root)

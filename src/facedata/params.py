@@ -152,7 +152,7 @@ _TRAIN_SPEC: dict[str, Spec] = {
 _VIDEO_SPEC: dict[str, Spec] = {
     "video.fps": Spec(1.0, NUM, _pos, "> 0", "frames analysed per second of video (speed vs recall)"),
     "video.detector": Spec(
-        "yunet", (str,), *_one_of("retinaface", "yunet", "mtcnn"), "face detector for video frames"
+        "retinaface", (str,), *_one_of("retinaface", "yunet", "mtcnn"), "face detector for video frames"
     ),
     "video.max_side": Spec(960, (int,), _nonneg, ">= 0", "frames are shrunk to this long side for detection"),
     "video.min_score": Spec(0.7, NUM, _in(0, 1), "0..1", "weaker detections are not tracked"),
@@ -186,7 +186,7 @@ _VIDEO_SPEC: dict[str, Spec] = {
         "--gallery: cosine of a track's aggregate vector to an identity's mean embedding needed to name it",
     ),
     "video.confidence_slope": Spec(
-        106.0, NUM, _pos, "> 0", "confidence = 1 / (1 + exp(-slope * (cosine - threshold)))"
+        100.0, NUM, _pos, "> 0", "confidence = 1 / (1 + exp(-slope * (cosine - threshold)))"
     ),
     "video.merge_gap_s": Spec(2.0, NUM, _nonneg, ">= 0", "one identity's tracks this close make one segment"),
     "video.min_segment_s": Spec(0.5, NUM, _nonneg, ">= 0", "shorter segments are dropped"),
@@ -203,14 +203,6 @@ _VIDEO_SPEC: dict[str, Spec] = {
         "...at least this far apart within one track (near-identical frames teach little)",
     ),
     "video.batch_size": Spec(8, (int,), _pos, "> 0", "frames per detector batch", perf=True),
-    "video.threads": Spec(
-        0,
-        (int,),
-        _nonneg,
-        ">= 0",
-        "torch CPU threads outside model passes (those use one; 0: torch's default)",
-        perf=True,
-    ),
 }
 
 #: Every parameter, by dotted key. Lists of sources are checked by `_check_sources`.

@@ -238,12 +238,15 @@ def append(
     now: dt.datetime | None = None,
     wait: float = 10.0,
     then: Callable[[dict, State], None] | None = None,
+    check: Callable[[State], None] | None = None,
 ) -> dict:
     """Record one decision (validated) under the project lock, atomically; returns the row.
 
     `seen`: the last review_id the reviewer had when deciding. A later active decision by another reviewer on
-    the same faces raises `Conflict` unless `force` (then the row names them in `conflicts_with`). `then(row,
-    state after it)` runs under the same lock once the row is written (what else the decision changes)."""
+    the same faces raises `Conflict` unless `force` (then the row names them in `conflicts_with`). `check(state
+    before it)` runs under the lock before anything is written and may refuse the decision by raising (a check
+    made before the lock can be outdated by the time it is taken). `then(row, state after it)` runs under the
+    same lock once the row is written (what else the decision changes)."""
     d = validate(decision)
     if not isinstance(reviewer, str) or not reviewer.strip() or len(reviewer) > MAX_NAME:
         raise ReviewError("reviewer must be a name")
@@ -251,6 +254,8 @@ def append(
         old = manifest.read("reviews", root, missing_ok=True)
         rows = old.to_pylist()
         st = fold(rows)
+        if check is not None:
+            check(st)
         if d["action"] == "undo":
             target = next((r for r in rows if r["review_id"] == d["undoes"]), None)
             if target is None:

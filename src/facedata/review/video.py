@@ -90,10 +90,13 @@ def name_candidate(
         raise ReviewError("naming a person found in video needs a name (target)")
     root, index_dir = Path(root).resolve(), Path(index_dir)
     c = find(index_dir, candidate)
-    named = decisions.fold(decisions.read(root)).tracks
-    already = sorted({named[t]["target"] for t in c.track_ids if t in named})
-    if already:
-        raise ReviewError(f"{candidate} is already named {', '.join(already)}: undo that decision first")
+
+    def not_named_yet(state: State) -> None:
+        already = sorted({state.tracks[t]["target"] for t in c.track_ids if t in state.tracks})
+        if already:
+            raise ReviewError(f"{candidate} is already named {', '.join(already)}: undo that decision first")
+
+    not_named_yet(decisions.fold(decisions.read(root)))  # before hashing the video; again under the lock
     v = params["video"]
     picks = best_frames(c.tracks, int(v["name_frames"]), float(v["name_spacing_s"]))
     if not picks:
@@ -113,7 +116,9 @@ def name_candidate(
 
     decision = {"action": "name_video", "face_ids": c.track_ids, "target": name}
     before = {t: f"cand:{candidate}" for t in c.track_ids}
-    row = decisions.append(root, decision, reviewer, seen, force, before, wait=wait, then=add_source)
+    row = decisions.append(
+        root, decision, reviewer, seen, force, before, wait=wait, then=add_source, check=not_named_yet
+    )
     return row, entry
 
 

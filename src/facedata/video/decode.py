@@ -6,7 +6,7 @@ histogram between frames analysed at `scene_fps`), so ingest and indexing agree 
 
 Decoding runs ahead of the analysis in a thread (`prefetch`): OpenCV releases the GIL while it decodes, so on
 two cores the next frames decode while the models look at the current ones; the frames and their order are
-the same as reading them in line.
+the same as reading them in line. (`facedata.video.index` runs detection ahead of embedding the same way.)
 
 A damaged file is not all-or-nothing: frames decode until the damage, and `VideoInfo.problem` says where it
 stopped and why; only a file that cannot be opened at all, or yields no frame, is a `VideoError`.
@@ -140,9 +140,9 @@ def iter_frames(
 _DONE = object()
 
 
-def prefetch(items: Iterable, depth: int) -> Iterator:
-    """`items`, produced by a background thread up to `depth` ahead. An exception in the producer is raised
-    here, in order; stopping early (break, an exception in the consumer) stops the producer."""
+def prefetch(items: Iterable, depth: int, name: str = "facedata-decode") -> Iterator:
+    """`items`, produced by a background thread (`name`) up to `depth` ahead. An exception in the producer is
+    raised here, in order; stopping early (break, an exception in the consumer) stops the producer."""
     q: queue.Queue = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
 
@@ -165,7 +165,7 @@ def prefetch(items: Iterable, depth: int) -> Iterator:
             return
         put((_DONE, None))
 
-    thread = threading.Thread(target=produce, name="facedata-decode", daemon=True)
+    thread = threading.Thread(target=produce, name=name, daemon=True)
     thread.start()
     try:
         while True:

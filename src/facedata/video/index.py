@@ -81,10 +81,6 @@ class VideoIndexer:
 
         self.params, self.gallery = params, gallery
         self.v = params["video"]
-        if self.v["threads"]:
-            import torch
-
-            torch.set_num_threads(int(self.v["threads"]))
         self.analyzer = FaceAnalyzer(detect_params(params), gallery.embed_params, root)
 
     def _faces(self, frames) -> list[list[Observation]]:
@@ -135,9 +131,16 @@ class VideoIndexer:
             o.embedding = vec
         self.n_embedded += len(obs)
 
-    def index(self, path: str | Path, progress=None) -> VideoIndex:
+    def index(self, path: str | Path, progress=None, detect_ahead: bool = True) -> VideoIndex:
         """Index one video. `VideoError` when it cannot be opened or holds no frame; a file damaged part way
-        is indexed up to the damage and says so in `info.problem`."""
+        is indexed up to the damage and says so in `info.problem`.
+
+        Three threads share the work: frames decode ahead (`prefetch`), the next batch is detected while this
+        one's faces are embedded and tracked (`detect_ahead`; torch and OpenCV release the GIL in their
+        passes), and results are the same as one after the other: each model pass runs on
+        `INFERENCE_THREADS`, held for the whole run so that two passes at once never change each other's."""
+        from facedata.device import inference_threads
+
         t0 = time.perf_counter()
         v = self.v
         info = probe(path)
@@ -145,32 +148,26 @@ class VideoIndexer:
             progress.total = int(np.ceil(info.header_frames / info.native_fps * v["fps"]))
         tracker = Tracker(track_settings(v))
         self.n_embedded, n_faces = 0, 0
-        batch = []
         frames = iter_frames(info, v["fps"], v["scene_threshold"], v["scene_fps"], v["max_seconds"])
-        for frame in prefetch(frames, 2 * v["batch_size"]):
-            batch.append(frame)
-            if len(batch) >= v["batch_size"]:
-                n_faces += self._feed(tracker, batch, progress)
-                batch = []
-        if batch:
-            n_faces += self._feed(tracker, batch, progress)
-        result = self._identify(info, tracker.finish(self._embed))
+        batches = _batched(prefetch(frames, 2 * v["batch_size"]), int(v["batch_size"]))
+        detected = ((batch, self._faces(batch)) for batch in batches)
+        with inference_threads("cpu"):
+            for batch, faces in prefetch(detected, 1, "facedata-detect") if detect_ahead else detected:
+                n_faces += self._feed(tracker, batch, faces, progress)
+            result = self._identify(info, tracker.finish(self._embed))
         result.seconds_processed = time.perf_counter() - t0
         result.n_faces, result.n_embedded = n_faces, self.n_embedded
         return result
 
-    def _feed(self, tracker: Tracker, batch, progress) -> int:
-        n = 0
-        faces = self._faces(batch)
+    def _feed(self, tracker: Tracker, batch, faces: list[list[Observation]], progress) -> int:
         # The faces the tracker will embed whatever happens, embedded together: a recognizer pass always runs
         # FORWARD_BATCH crops (batch-independent results), so one call per frame would mostly embed padding.
         self._embed(must_embed(tracker, faces, track_settings(self.v)))
         for frame, obs in zip(batch, faces, strict=True):
             tracker.update(frame.t, frame.shot, obs, self._embed, frame.rgb)
-            n += len(obs)
         if progress is not None:
             progress.update(len(batch))
-        return n
+        return sum(len(obs) for obs in faces)
 
     def _identify(self, info: VideoInfo, tracks: list[Track]) -> VideoIndex:
         v = self.v
@@ -220,6 +217,17 @@ class VideoIndexer:
                 spans.append((names[k], tr.start, end, float(conf[k]), tid))
         segments = build_segments(spans, v["merge_gap_s"], v["min_segment_s"], v["min_confidence"])
         return VideoIndex(info, tracks, rows, segments, 0.0, thumbs)
+
+
+def _batched(items, n: int):
+    batch = []
+    for x in items:
+        batch.append(x)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def must_embed(tracker: Tracker, frames: list[list[Observation]], s: TrackSettings) -> list[Observation]:
