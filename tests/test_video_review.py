@@ -17,7 +17,15 @@ import yaml
 
 from facedata import ids, manifest
 from facedata.collect.config import check_picked_frames
-from facedata.collect.video import VideoSettings, iter_video_items
+from facedata.collect.video import (
+    Pick,
+    VideoSettings,
+    extract_frames,
+    face_region,
+    iter_video_items,
+    parse_frame_uri,
+)
+from facedata.imageio import encode_png
 from facedata.review import decisions
 from facedata.video.candidates import Candidate, best_frames
 
@@ -56,7 +64,13 @@ def test_best_frames_take_each_tracks_best_first_and_keep_frames_of_a_track_apar
 def test_picked_frame_sources_are_checked():
     ok = {"path": "v.mp4", "query_name": "Ana", "frames": [3, 9], "tracks": ["t1", "t2"], "review": "r"}
     check_picked_frames(ok, "s")
+    check_picked_frames({**ok, "regions": [[0, 4, 20, 20], [5, 0, 8, 9]]}, "s")
     bad = [
+        ({**ok, "regions": [[0, 4, 20, 20]]}, "one \\[x, y, width, height\\]"),
+        ({**ok, "regions": [[0, 4, 20, 20], [5, 0, 0, 9]]}, "sizes > 0"),
+        ({**ok, "regions": [[0, 4, 20, 20], [-1, 0, 8, 9]]}, "x and y >= 0"),
+        ({**ok, "regions": [[0, 4, 20, 20], [1.5, 0, 8, 9]]}, "integers"),
+        ({"path": "v.mp4", "regions": [[0, 0, 1, 1]]}, "go with `frames`"),
         ({**ok, "frames": []}, "non-empty list"),
         ({**ok, "frames": [3, -1]}, "integers >= 0"),
         ({**ok, "frames": [3, 3]}, "twice"),
@@ -78,13 +92,29 @@ def test_picked_frames_are_ingested_exactly_with_their_tracks(tmp_path):
     for i in range(30):
         writer.write(np.full((48, 64, 3), 8 * i, np.uint8))
     writer.release()
-    settings = VideoSettings.for_picks({k.split(".", 1)[1]: v for k, v in _ingest_defaults().items()}, 3)
-    items = list(iter_video_items(path, "clip.avi", settings, "Ana", picks={4: "t1", 12: "t2", 99: "t2"}))
+    settings = VideoSettings.for_picks({k.split(".", 1)[1]: v for k, v in _ingest_defaults().items()}, 4)
+    picks = {4: Pick("t1"), 12: Pick("t2", (10, 6, 20, 30)), 20: Pick("t2", (50, 0, 20, 30)), 99: Pick("t2")}
+    items = list(iter_video_items(path, "clip.avi", settings, "Ana", picks=picks))
     kept = [(i.extra["frame_index"], i.extra["track_id"]) for i in items if i.data is not None]
     assert kept == [(4, "t1"), (12, "t2")]
-    (past,) = [i for i in items if i.error]
+    whole, region = (i for i in items if i.data is not None)
+    assert whole.source_uri == "clip.avi#frame=4" and region.source_uri == "clip.avi#frame=12&xywh=10,6,20,30"
+    frame = extract_frames(path, [12])[12]
+    assert region.data == encode_png(frame[6:36, 10:30])  # the region of the frame, byte for byte
+    assert parse_frame_uri(region.source_uri) == ("clip.avi", 12, (10, 6, 20, 30))
+    past, outside = (i for i in items if i.error)  # frames past the end are reported before the decoding
+    assert outside.extra["frame_index"] == 20 and outside.error.startswith(
+        "bad_region: [50, 0, 20, 30] lies outside"
+    )
     assert past.extra["frame_index"] == 99 and past.error.startswith("missing: frame 99 is past the end")
     assert all(i.query_name == "Ana" and i.extra["video_id"] == ids.sha256_file(path) for i in items)
+
+
+def test_a_face_region_is_the_square_round_the_face_cut_to_the_frame():
+    assert face_region([40, 20, 60, 50], 640, 360) == (17, 2, 66, 66)  # 2.2 x 30 px round the centre (50, 35)
+    assert face_region([0, 0, 20, 20], 100, 100) == (0, 0, 32, 32)  # cut at the frame's edges
+    with pytest.raises(ValueError, match="outside"):
+        face_region([200, 200, 220, 220], 100, 100)
 
 
 def test_params_yaml_gets_the_source_and_loses_it_on_undo_keeping_everything_else(tmp_path):
@@ -218,10 +248,27 @@ def test_naming_a_person_found_in_video_adds_their_frames_to_the_next_build(inde
     named = [i for i in images if i["query_name"] == "Ana Lima"]
     assert sorted(i["frame_index"] for i in named) == sorted(entry["frames"])
     video_id = ids.sha256_file(video)
+    region_of = dict(zip(entry["frames"], entry["regions"], strict=True))
     for i in named:
         assert i["source_kind"] == "video" and i["video_id"] == video_id and i["format"] == "png"
         assert i["track_id"] == dict(zip(entry["frames"], entry["tracks"], strict=True))[i["frame_index"]]
         assert i["lineage"]["stage"] == "ingest"
+        # each is the region round the named face in its frame (its track's box there), not the whole frame
+        x, y, w, h = region_of[i["frame_index"]]
+        assert i["source_uri"].endswith(f"#frame={i['frame_index']}&xywh={x},{y},{w},{h}")
+        assert (i["width"], i["height"]) == (w, h) and (w, h) != (640, 360)
+        track = next(t for t in by_cand[cand] if t["track_id"] == i["track_id"])
+        box = track["boxes"][track["frames"].index(i["frame_index"])]
+        assert x <= box[0] and y <= box[1] and box[2] <= x + w + 1 and box[3] <= y + h + 1
+    # a named crop deleted from the store is made again from the video, byte for byte
+    from facedata.storecheck import restore_images
+
+    gone = named[0]
+    (root / gone["store_path"]).unlink()
+    log = manifest.read("crawl_log", root).to_pylist()
+    _, _, report = restore_images(root, manifest.read("images", root).to_pylist(), log, lambda q: root / q)
+    assert report.restored == {gone["image_id"]: gone["source_uri"]} and not report.lost
+    assert ids.sha256_file(root / gone["store_path"]) == gone["image_id"]
 
     # undo: the source leaves params.yaml, and the next build drops its frames
     r = c.post("/api/decide", json={"action": "undo", "undoes": row["review_id"]})

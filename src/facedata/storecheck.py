@@ -213,7 +213,9 @@ def _sources_of(bad: dict[str, str], images: list[dict], log: list[dict]) -> dic
 
 
 def _restore_local(root: Path, by_id: dict, sources: dict, resolve, report: StoreReport) -> None:
-    frames: dict[str, dict[int, list[str]]] = {}  # video path -> frame index -> image ids wanting it
+    from facedata.collect.video import parse_frame_uri
+
+    frames: dict[str, dict[int, list[tuple[str, tuple | None]]]] = {}  # video -> frame -> (image id, region)
     for image_id, rows in sources.items():
         for src in rows:
             if src["source_kind"] == "folder":
@@ -223,22 +225,24 @@ def _restore_local(root: Path, by_id: dict, sources: dict, resolve, report: Stor
                     report.restored[image_id] = src["source_uri"]
                     break
             elif src["source_kind"] == "video" and src.get("frame_index") is not None:
-                path = src["source_uri"].split("#frame=", 1)[0]
-                frames.setdefault(path, {}).setdefault(int(src["frame_index"]), []).append(image_id)
+                path, idx, region = parse_frame_uri(src["source_uri"])
+                frames.setdefault(path, {}).setdefault(idx, []).append((image_id, region))
     for path, wanted in frames.items():
-        from facedata.collect.video import extract_frames
+        from facedata.collect.video import crop, extract_frames, frame_uri
         from facedata.imageio import encode_png
 
-        todo = {idx: [i for i in want if i not in report.restored] for idx, want in wanted.items()}
+        todo = {idx: [(i, r) for i, r in want if i not in report.restored] for idx, want in wanted.items()}
         todo = {idx: want for idx, want in todo.items() if want}
         if not todo:
             continue
         for idx, rgb in extract_frames(resolve(path), sorted(todo)).items():
-            data = encode_png(rgb)
-            image_id = ids.sha256_bytes(data)
-            if image_id in todo[idx] and image_id not in report.restored:
-                _put(root, by_id[image_id], data)
-                report.restored[image_id] = f"{path}#frame={idx}"
+            for image_id, region in todo[idx]:
+                if image_id in report.restored:
+                    continue
+                data = encode_png(rgb if region is None else crop(rgb, region))
+                if ids.sha256_bytes(data) == image_id:
+                    _put(root, by_id[image_id], data)
+                    report.restored[image_id] = frame_uri(path, idx, region)
 
 
 def _read_source_file(path: Path) -> bytes | None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 class SourceItem:
     source_kind: str  # folder | video | url | web_api | web_page
     source_uri: str  # file path (project-relative when possible) or URL; for video frames, `path#frame=N`
+    # (`&xywh=x,y,w,h` after it when only that region of the frame is stored: `facedata.collect.video`)
     query_name: str | None
     fetched_at: dt.datetime
     data: bytes | None = None  # None when fetching failed

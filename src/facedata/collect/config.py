@@ -54,9 +54,11 @@ VIDEO_KEYS = {
     "query_name": (str, False),
     "fps": ((int, float), False),
     # Frames a reviewer picked (`facedata review`, naming a person found in the video): exactly these frames
-    # are taken, each from the face track in `tracks` at the same position, by the decision `review`.
+    # are taken, each from the face track in `tracks` at the same position, by the decision `review`; with
+    # `regions`, each frame's region [x, y, w, h] round that person's face is stored instead of the frame.
     "frames": (list, False),
     "tracks": (list, False),
+    "regions": (list, False),
     "review": (str, False),
 }
 URL_LIST_KEYS = {"path": (str, True), "name": (str, False)}
@@ -149,8 +151,8 @@ def _check_entries(kind: str, entries: list, keys: dict) -> None:
 def check_picked_frames(entry: dict, where: str) -> None:
     """A video source of picked frames: distinct frame numbers, a track per frame, a name to file them under."""
     if "frames" not in entry:
-        if "tracks" in entry or "review" in entry:
-            raise ValueError(f"{where}: `tracks` and `review` go with `frames` (the frames picked)")
+        if "tracks" in entry or "review" in entry or "regions" in entry:
+            raise ValueError(f"{where}: `tracks`, `regions` and `review` go with `frames` (the frames picked)")
         return
     frames = entry["frames"]
     if not frames or not all(isinstance(f, int) and not isinstance(f, bool) and f >= 0 for f in frames):
@@ -162,6 +164,23 @@ def check_picked_frames(entry: dict, where: str) -> None:
         len(tracks) != len(frames) or not all(isinstance(t, str) and t.strip() for t in tracks)
     ):
         raise ValueError(f"{where}.tracks must give one track id (a string) per frame in `frames`")
+    regions = entry.get("regions")
+    if regions is not None and (
+        len(regions) != len(frames)
+        or not all(
+            isinstance(r, list)
+            and len(r) == 4
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in r)
+            and r[0] >= 0
+            and r[1] >= 0
+            and r[2] > 0
+            and r[3] > 0
+            for r in regions
+        )
+    ):
+        raise ValueError(
+            f"{where}.regions must give one [x, y, width, height] (integers, x and y >= 0, sizes > 0) per frame"
+        )
     if not str(entry.get("query_name") or "").strip():
         raise ValueError(f"{where}: picked `frames` need a `query_name`, the person they show")
     if "fps" in entry:

@@ -22,6 +22,7 @@ import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -67,6 +68,54 @@ class VideoSettings:
         return cls.from_params(p, max_frames=n_frames, scene_threshold=0.0, faces_only=False, dup_bits=-1)
 
 
+class Pick(NamedTuple):
+    """A frame a reviewer picked: the face track it shows, and the region of the frame to store ([x, y, w, h]
+    in frame pixels, None: the whole frame)."""
+
+    track: str | None = None
+    region: tuple[int, int, int, int] | None = None
+
+
+NO_PICK = Pick()
+
+#: A named person's frame is stored as the square of this many times their face box's longer side round it
+#: (about the framing of an LFW photo), so the face named is the image's subject rather than a neighbour's.
+PICK_MARGIN = 2.2
+
+
+def face_region(box, width: int, height: int, margin: float = PICK_MARGIN) -> tuple[int, int, int, int]:
+    """[x, y, w, h] of the square `margin` x the longer side of `box` (x1, y1, x2, y2) round its centre, cut
+    to the frame."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    half = margin * max(x2 - x1, y2 - y1) / 2
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    a, b = max(0, int(round(cx - half))), max(0, int(round(cy - half)))
+    c, d = min(int(width), int(round(cx + half))), min(int(height), int(round(cy + half)))
+    if c <= a or d <= b:
+        raise ValueError(f"face box {list(box)} lies outside the {width}x{height} frame")
+    return a, b, c - a, d - b
+
+
+def crop(image: np.ndarray, region) -> np.ndarray:
+    x, y, w, h = (int(v) for v in region)
+    return image[y : y + h, x : x + w]
+
+
+def frame_uri(path: str, idx: int, region=None) -> str:
+    """A video frame's source URI: `path#frame=N`, and `&xywh=x,y,w,h` (a media-fragment region) when only
+    that region of the frame is stored."""
+    uri = f"{path}#frame={idx}"
+    return uri if region is None else uri + "&xywh=" + ",".join(str(int(v)) for v in region)
+
+
+def parse_frame_uri(uri: str) -> tuple[str, int, tuple[int, int, int, int] | None]:
+    """(path, frame number, region or None) of a `frame_uri`."""
+    path, _, frag = uri.partition("#frame=")
+    idx, _, rest = frag.partition("&xywh=")
+    region = tuple(int(v) for v in rest.split(",")) if rest else None
+    return path, int(idx), region  # type: ignore[return-value]
+
+
 def sample_indices(n_frames: int, native_fps: float, fps: float, max_frames: int) -> list[int]:
     """Frame indices at `fps` samples per second (the first frame included), at most `max_frames`."""
     if n_frames <= 0 or native_fps <= 0:
@@ -105,15 +154,16 @@ def iter_video_items(
     face_finder=None,
     source_name: str | None = None,
     stats: dict | None = None,
-    picks: dict[int, str | None] | None = None,
+    picks: dict[int, Pick] | None = None,
 ) -> Iterator[SourceItem]:
     """Candidate frames of one video as SourceItems (kept frames with PNG bytes, the others `skipped`).
 
     `label` is the path as configured (params.yaml or the command line), recorded as the source, so clones
     of a project agree. `previous` (an `ingest.Previous`) lets frames an earlier run decided be reused;
     `face_finder` has a `faces(rgb)` method (a `LazyFaceFinder` when none is given); `stats` collects
-    per-video counts. `picks` (frame number -> face track id) replaces the sampling: exactly those frames are
-    candidates (a reviewer picked them; `VideoSettings.for_picks`), each with its track in the lineage."""
+    per-video counts. `picks` (frame number -> `Pick`) replaces the sampling: exactly those frames are
+    candidates (a reviewer picked them; `VideoSettings.for_picks`), each with its track in the lineage and,
+    when the pick has a region, stored as that region of the frame (`#frame=N&xywh=x,y,w,h`)."""
     uri = label
     now = dt.datetime.now(dt.UTC)
     stats = stats if stats is not None else {}
@@ -131,10 +181,10 @@ def iter_video_items(
             return
         native = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        track_of = picks or {}
+        pick_of = picks or {}
 
         def frame_item(idx: int, **kw) -> SourceItem:
-            return _frame_item(uri, query_name, video_id, idx, native, base, track_of.get(idx), **kw)
+            return _frame_item(uri, query_name, video_id, idx, native, base, pick_of.get(idx, NO_PICK), **kw)
 
         if picks is not None:
             regular = {i for i in picks if i < n}
@@ -195,7 +245,7 @@ def iter_video_items(
                     kept,
                     previous,
                     stats,
-                    track_of.get(idx),
+                    pick_of.get(idx, NO_PICK),
                 )
             idx += 1
         stats["candidates"] = stats.get("candidates", 0) + n_candidates
@@ -226,21 +276,31 @@ def extract_frames(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
     return out
 
 
-def _frame_item(uri, query_name, video_id, idx, native, base, track=None, **kw) -> SourceItem:
+def _frame_item(uri, query_name, video_id, idx, native, base, pick: Pick = None, **kw) -> SourceItem:
+    pick = pick or NO_PICK
     extra = {
         **base,
         "video_id": video_id,
         "frame_index": idx,
         "timestamp_s": round(idx / native, 6) if native else None,
-        "track_id": track,
+        "track_id": pick.track,
     }
-    return SourceItem("video", f"{uri}#frame={idx}", query_name, dt.datetime.now(dt.UTC), extra=extra, **kw)
+    return SourceItem(
+        "video", frame_uri(uri, idx, pick.region), query_name, dt.datetime.now(dt.UTC), extra=extra, **kw
+    )
 
 
 def _candidate(
-    bgr, idx, cut, uri, query_name, video_id, native, base, settings, finder, kept, previous, stats, track
+    bgr, idx, cut, uri, query_name, video_id, native, base, settings, finder, kept, previous, stats, pick
 ):
-    item = _frame_item(uri, query_name, video_id, idx, native, base, track)
+    item = _frame_item(uri, query_name, video_id, idx, native, base, pick)
+    if pick.region is not None:
+        h, w = bgr.shape[:2]
+        x, y, rw, rh = pick.region
+        if x + rw > w or y + rh > h:
+            item.error = f"bad_region: {list(pick.region)} lies outside the {w}x{h} frame"
+            return item
+        bgr = crop(bgr, pick.region)
     if cut is not None:
         item.extra["note"] = f"scene_change: colour histogram distance {cut:.2f}"
     shot = f" (first frame of a new shot: colour histogram distance {cut:.2f})" if cut is not None else ""

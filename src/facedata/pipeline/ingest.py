@@ -25,7 +25,7 @@ from facedata.collect.crawler import Crawler, CrawlSettings, FetchTask
 from facedata.collect.folder import iter_folder_items, walk_folder_source
 from facedata.collect.ingest import IngestResult, Previous, ingest_items, reason_code
 from facedata.collect.urllist import UrlListError, read_url_list
-from facedata.collect.video import VideoSettings, iter_video_items
+from facedata.collect.video import Pick, VideoSettings, iter_video_items
 from facedata.interrupt import sigterm_as_interrupt
 from facedata.pipeline.runner import StageContext
 from facedata.storecheck import restore_images
@@ -115,12 +115,17 @@ def iter_sources(
         yield from crawler.run(web_tasks(ctx, crawler), done=previous.done if previous is not None else None)
 
 
-def picked_frames(src: dict) -> dict[int, str | None] | None:
-    """frame number -> track id of a video source of picked frames (`frames:`; see `facedata review`)."""
+def picked_frames(src: dict) -> dict[int, Pick] | None:
+    """frame number -> its track and region, for a video source of picked frames (`frames:`; see
+    `facedata review`)."""
     if "frames" not in src:
         return None
-    tracks = src.get("tracks") or [None] * len(src["frames"])
-    return {int(f): t for f, t in zip(src["frames"], tracks, strict=True)}
+    n = len(src["frames"])
+    tracks, regions = src.get("tracks") or [None] * n, src.get("regions") or [None] * n
+    return {
+        int(f): Pick(t, tuple(r) if r is not None else None)
+        for f, t, r in zip(src["frames"], tracks, regions, strict=True)
+    }
 
 
 def count_sources(ctx: StageContext) -> int | None:

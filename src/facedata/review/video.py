@@ -6,10 +6,12 @@ and, under the same project lock, a video source in params.yaml holding the pers
 
     sources:
       videos:
-        - {path: ../clips/ep1.mp4, query_name: Ana Lima, frames: [31, 92], tracks: [...], review: 2026...}
+        - {path: ../clips/ep1.mp4, query_name: Ana Lima, frames: [31, 92], tracks: [...],
+           regions: [[x, y, w, h], ...], review: 2026...}
 
-so the next `facedata build` ingests exactly those frames through the video source, each image with the video's
-sha256, its frame number and its track id in the lineage, filed under the name. Undoing the decision removes the
+so the next `facedata build` ingests exactly those frames through the video source, each as the region round the
+person's face (so a neighbour on screen is not filed under the name), with the video's sha256, its frame number,
+region and track id in the lineage, filed under the name. Undoing the decision removes the
 source, and the next build drops its frames. params.yaml is edited in place (comments and layout kept); commit
 it with the reviews manifest.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from facedata import atomic, ids
 from facedata.collect.config import check_picked_frames
+from facedata.collect.video import face_region
 from facedata.review import decisions
 from facedata.review.decisions import ReviewError, State
 from facedata.video.candidates import Candidate, best_frames, load
@@ -107,6 +110,7 @@ def name_candidate(
         "query_name": " ".join(str(name).split()),
         "frames": [f for f, _ in picks],
         "tracks": [t for _, t in picks],
+        "regions": face_regions(c, picks, video),
     }
     check_picked_frames(entry, "the new video source")
 
@@ -120,6 +124,20 @@ def name_candidate(
         root, decision, reviewer, seen, force, before, wait=wait, then=add_source, check=not_named_yet
     )
     return row, entry
+
+
+def face_regions(c: Candidate, picks: list[tuple[int, str]], video: Path) -> list[list[int]]:
+    """Per picked frame, the region round the person's face in it (their track's box there): what the build
+    stores, so the face named is the image's subject even when others share the frame."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    try:
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    finally:
+        cap.release()
+    box_at = {(t["track_id"], int(f)): b for t in c.tracks for f, b in zip(t["frames"], t["boxes"], strict=True)}
+    return [list(face_region(box_at[(tid, f)], width, height)) for f, tid in picks]
 
 
 def drop_undone(root: str | os.PathLike, state: State) -> None:
