@@ -148,6 +148,15 @@ def test_two_runs_give_identical_weights(tmp_path):
     c = synthetic_project(tmp_path / "c", train={"epochs": 4, "seed": 1})
     assert run_stage("train", c) == 0
     assert not torch.equal(_weights(c.joinpath(*MODEL))["mlp.0.weight"], wa["mlp.0.weight"])
+    # a rebuild (`dvc repro -f train`) writes the same bytes: times and the device are in the run report only
+    out = a / "data" / "models" / "recognizer"
+    files = [out / n for n in ("model_card.json", "MODEL_CARD.md", "model.pt", "model.onnx")]
+    files.append(a / "data" / "metrics" / "train.json")
+    before = {f: f.read_bytes() for f in files}
+    assert run_stage("train", a) == 0
+    assert {f: f.read_bytes() for f in files} == before
+    report = json.loads((a / "data" / "reports" / "runs" / "train.json").read_text())
+    assert report["train_seconds"] >= 0 and report["device"] == "cpu"
 
 
 @pytest.mark.slow

@@ -50,6 +50,18 @@ def write_json(target: str | os.PathLike, obj: Any) -> None:
     write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def write_torch(target: str | os.PathLike, obj: Any) -> None:
+    """`torch.save(obj)`, atomically and byte-reproducibly: saved to memory first, since torch names the archive
+    inside the file after the path it writes (a temporary name would differ on every save)."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(target, buf.getvalue())
+
+
 def write_with(target: str | os.PathLike, writer: Callable[[Path], None]) -> None:
     """Let `writer` produce the file at a temporary path (for libraries that insist on writing paths)."""
     with atomic_path(target) as tmp:

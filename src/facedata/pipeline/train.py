@@ -16,10 +16,6 @@ CHECKPOINT = ("cache", "train", "checkpoint.pt")
 PLOTS = ("plots", "train.csv")
 
 
-#: Counters of this run, not results: they go to the run report, so a rebuild's metrics are byte-identical.
-RUN_ONLY = ("seconds", "seconds_per_epoch", "train_seconds", "device")
-
-
 def model_identity(params: dict, project: Project) -> ModelId:
     """The embedding model the recognizer is trained on (fine-tuning starts from its weights)."""
     from facedata.embed import embedder_identity
@@ -30,7 +26,7 @@ def model_identity(params: dict, project: Project) -> ModelId:
 def run(ctx: StageContext) -> dict:
     from facedata.train.crops import CropError
     from facedata.train.data import TrainDataError
-    from facedata.train.recognizer import train_project
+    from facedata.train.recognizer import RUN_ONLY, train_project
 
     data = ctx.project.data
     try:

@@ -320,9 +320,7 @@ def _train(out: Path, cfg: Train3DConfig, resume: bool, train_set, val_set, devi
     if bar is not None:
         bar.close()
     after = {w: evaluate(net, w) for w in scored}
-    atomic.write_with(
-        out / MODEL, lambda tmp: torch.save({"state_dict": net.state_dict(), "meta": asdict(cfg)}, tmp)
-    )
+    atomic.write_torch(out / MODEL, {"state_dict": net.state_dict(), "meta": asdict(cfg)})
     losses = [h["landmark_loss"] for h in history]
     metrics = {
         "n_faces": len(train_set) + len(val_set),
@@ -357,7 +355,6 @@ def landmark_nme(model, batch: tuple[np.ndarray, np.ndarray], bases: _TorchBases
 
 
 def _save_checkpoint(path: Path, net, opt, step: int, history: list[dict], cfg: Train3DConfig) -> None:
-    import torch
 
     state = {
         "model": net.state_dict(),
@@ -366,4 +363,4 @@ def _save_checkpoint(path: Path, net, opt, step: int, history: list[dict], cfg: 
         "history": history,
         "config": cfg.identity(),
     }
-    atomic.write_with(path, lambda tmp: torch.save(state, tmp))
+    atomic.write_torch(path, state)

@@ -45,7 +45,8 @@ def render(card: dict) -> str:
         "",
         f"A face recognizer for the {d['n_classes']} identities of this project's curated dataset: each face gets "
         "a unit embedding and a cosine score per identity; below the threshold it is `unknown`. Made by the "
-        f"`train` stage of facedata {card['facedata_version']} on {card['created_at']}.",
+        f"`train` stage of facedata {card['facedata_version']} (when, on what device and how long: the stage's "
+        "run report, data/reports/runs/train.json).",
         "",
         "## Use",
         "",
@@ -122,7 +123,7 @@ def render(card: dict) -> str:
         json.dumps(cfg, indent=2, sort_keys=True),
         "```",
         "",
-        f"Device {card['device']}; {card['epochs_run']} epochs, {card['train_seconds']} s.",
+        f"{card['epochs_run']} epochs.",
         "",
         "## Licenses",
         "",

@@ -32,7 +32,7 @@ class ModelFileError(RuntimeError):
 
 def save(path: Path, net: Recognizer, meta: dict) -> None:
     state = {"state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "meta": meta}
-    atomic.write_with(path, lambda tmp: torch.save(state, tmp))
+    atomic.write_torch(path, state)
 
 
 def dlib_backbone(device: str = "cpu"):

@@ -197,7 +197,7 @@ def fit(
                 "history": history,
                 "origin": origin,
             }
-            atomic.write_with(checkpoint, lambda tmp, state=state: torch.save(state, tmp))
+            atomic.write_torch(checkpoint, state)
     if bar is not None:
         bar.close()
     net.eval()

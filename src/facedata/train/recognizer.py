@@ -396,32 +396,30 @@ def train_project(
     }
     if verification:
         metrics["verification"] = verification
-    card_mod.write(out, _card(data, cfg, metrics, meta, device, len(history), train_seconds, protocol))
+    card_mod.write(out, _card(data, cfg, metrics, meta, len(history), protocol))
     return metrics
 
 
-def _card(
-    data: TrainingData, cfg: TrainConfig, metrics: dict, meta: dict, device, epochs, seconds, protocol
-) -> dict:
-    import datetime as dt
+#: Facts of one run, not of the model: they go to the stage's run report, not into metrics or the model card,
+#: so a rebuild's metrics and card are byte-identical.
+RUN_ONLY = ("seconds", "seconds_per_epoch", "train_seconds", "device")
 
+
+def _card(data: TrainingData, cfg: TrainConfig, metrics: dict, meta: dict, epochs, protocol) -> dict:
     train_rows = data.rows("train")
     counts = np.bincount(data.labels[train_rows], minlength=len(data.classes))
     return {
         "facedata_version": __version__,
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config": asdict(cfg),
         "classes": data.classes,
         "input": meta["input"],
         "onnx_input": meta.get("onnx_input"),
         "threshold": meta["threshold"],
         "open_set_protocol": protocol,
-        "device": device,
         "epochs_run": epochs,
-        "train_seconds": seconds,
         "base_weights": card_mod.base_weights(meta["embed"]["model"]),
         "review": data.review,
-        "metrics": metrics,
+        "metrics": {k: v for k, v in metrics.items() if k not in RUN_ONLY},
         "data": {
             **data.source,
             "n_faces": len(data),
