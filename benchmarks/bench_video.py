@@ -81,11 +81,12 @@ def webfaces_case(n_people: int, n_strangers: int, tmp: Path, seed: int, params:
     return assemble_case(people[:n_people], people[n_people:], rng, out, lambda f: framed[f])
 
 
-def frame_faces(files: list[Path], out: Path, params: dict, margin: float = 2.2) -> dict[Path, str]:
-    """Square crops of side `margin` x the primary face's box round it (edges replicated), per photo with a
-    usable face."""
+def frame_faces(files: list[Path], out: Path, params: dict) -> dict[Path, str]:
+    """Square crops of side `PICK_MARGIN` x the primary face's box round it (the framing a named video face is
+    stored with; edges replicated, so every crop stays square), per photo with a usable face."""
     import cv2
 
+    from facedata.collect.video import PICK_MARGIN as margin
     from facedata.faces.analyze import analyze_files
 
     out.mkdir(parents=True, exist_ok=True)

@@ -276,8 +276,7 @@ def extract_frames(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
     return out
 
 
-def _frame_item(uri, query_name, video_id, idx, native, base, pick: Pick = None, **kw) -> SourceItem:
-    pick = pick or NO_PICK
+def _frame_item(uri, query_name, video_id, idx, native, base, pick: Pick = NO_PICK, **kw) -> SourceItem:
     extra = {
         **base,
         "video_id": video_id,

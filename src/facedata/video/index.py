@@ -162,7 +162,7 @@ class VideoIndexer:
     def _feed(self, tracker: Tracker, batch, faces: list[list[Observation]], progress) -> int:
         # The faces the tracker will embed whatever happens, embedded together: a recognizer pass always runs
         # FORWARD_BATCH crops (batch-independent results), so one call per frame would mostly embed padding.
-        self._embed(must_embed(tracker, faces, track_settings(self.v)))
+        self._embed(must_embed(tracker, faces, tracker.s))
         for frame, obs in zip(batch, faces, strict=True):
             tracker.update(frame.t, frame.shot, obs, self._embed, frame.rgb)
         if progress is not None:
