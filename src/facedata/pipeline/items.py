@@ -69,7 +69,10 @@ def run_batches(
 
 
 def write_all(ctx: StageContext, rows: Rows) -> None:
-    for name, items in rows.items():
+    """Write each manifest (each atomically). The first names the items done (detect: `detections`, then its
+    `faces`): it is written last, so a run killed between two writes leaves rows without the marker (the item
+    is done again) rather than a marker whose rows were never written (the item's faces lost)."""
+    for name, items in reversed(rows.items()):
         manifest.write(name, manifest.from_rows(name, items), ctx.root)
 
 
